@@ -1,0 +1,2 @@
+//! The `mocoop` command line.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Datasets, few-shot sampling, base/new splits, augmentation and batching.

@@ -1,0 +1,104 @@
+//! The CLIP model: image encoder, text encoder and the learned temperature.
+
+pub mod text;
+pub mod transformer;
+pub mod vision;
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::config::ClipConfig;
+use crate::weights::{self, LoadOptions, LoadedWeights, WeightsError};
+pub use text::{TextEncoder, eot_positions};
+pub use vision::VisionEncoder;
+
+/// CLIP, built from any supported checkpoint, on any Burn backend.
+#[derive(Module, Debug)]
+pub struct Clip<B: Backend> {
+    /// The ViT image encoder.
+    pub vision: VisionEncoder<B>,
+    /// The causal text encoder.
+    pub text: TextEncoder<B>,
+    logit_scale: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    config: ClipConfig,
+}
+
+impl<B: Backend> Clip<B> {
+    /// Reads a checkpoint file or directory and builds the model on `device`.
+    pub fn load(
+        path: &Path,
+        options: &LoadOptions,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        Self::from_weights(weights::load(path, options)?, device)
+    }
+
+    /// Builds the model from canonical weights; every tensor must be used exactly once.
+    pub fn from_weights(weights: LoadedWeights, device: &B::Device) -> Result<Self, WeightsError> {
+        let LoadedWeights {
+            config, mut state, ..
+        } = weights;
+        let vision = VisionEncoder::load(&mut state, &config, device)?;
+        let text = TextEncoder::load(&mut state, &config, device)?;
+        let logit_scale = take_scalar(&mut state, "logit_scale")?;
+        state.finish()?;
+        Ok(Self {
+            vision,
+            text,
+            logit_scale: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![logit_scale], [1]),
+                device,
+            )),
+            config,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// The raw temperature parameter; classifiers multiply cosines by its exponential.
+    pub fn logit_scale(&self) -> f32 {
+        self.logit_scale
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_or(f32::NAN, |v| v[0])
+    }
+
+    /// L2-normalised image embeddings of preprocessed images `[batch, 3, size, size]`.
+    pub fn encode_image(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        l2_normalize(self.vision.forward(images))
+    }
+
+    /// L2-normalised text embeddings of tokenised texts.
+    pub fn encode_text(&self, tokens: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2> {
+        l2_normalize(self.text.forward_tokens(tokens, device))
+    }
+}
+
+/// Reads a scalar stored as shape `[]` or `[1]`.
+fn take_scalar(state: &mut weights::StateDict, name: &str) -> Result<f32, WeightsError> {
+    let shape = state.shape(name).map(<[usize]>::to_vec);
+    let expected: &[usize] = match shape.as_deref() {
+        Some([1]) => &[1],
+        _ => &[],
+    };
+    let data = state.take(name, expected)?;
+    data.convert::<f32>()
+        .to_vec::<f32>()
+        .map(|v| v[0])
+        .map_err(|e| WeightsError::Config(format!("cannot read '{name}': {e:?}")))
+}
+
+/// Divides each row by its L2 norm (rows of all zeros stay finite).
+pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}

@@ -1,0 +1,137 @@
+//! CLIP's causal text encoder, over token ids or over already-embedded sequences (soft prompts).
+
+use burn::module::{Module, Param};
+use burn::nn::LayerNorm;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::transformer::{StackSpec, Transformer, layer_norm, param};
+use crate::config::ClipConfig;
+use crate::weights::{StateDict, WeightsError};
+
+/// Token embedding → positions → causal blocks → `ln_final` → hidden state at the EOT token →
+/// projection.
+#[derive(Module, Debug)]
+pub struct TextEncoder<B: Backend> {
+    token_embedding: Param<Tensor<B, 2>>,
+    positional_embedding: Param<Tensor<B, 2>>,
+    transformer: Transformer<B>,
+    ln_final: LayerNorm<B>,
+    text_projection: Param<Tensor<B, 2>>,
+}
+
+/// Position of the end-of-text token in each row: the first position of the row's largest id, as
+/// `argmax` does in the reference code (the EOT id, 49407, is the largest in the vocabulary).
+pub fn eot_positions(tokens: &[Vec<u32>]) -> Vec<usize> {
+    tokens
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold(
+                    (0, 0),
+                    |(best, max), (i, &t)| {
+                        if t > max { (i, t) } else { (best, max) }
+                    },
+                )
+                .0
+        })
+        .collect()
+}
+
+impl<B: Backend> TextEncoder<B> {
+    /// Takes the text tensors of an OpenAI-layout state dict.
+    pub(crate) fn load(
+        state: &mut StateDict,
+        config: &ClipConfig,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        let t = &config.text;
+        let eps = config.layer_norm_eps;
+        Ok(Self {
+            token_embedding: param(
+                state,
+                "token_embedding.weight",
+                [t.vocab_size, t.width],
+                device,
+            )?,
+            positional_embedding: param(
+                state,
+                "positional_embedding",
+                [t.context_length, t.width],
+                device,
+            )?,
+            transformer: Transformer::load(
+                state,
+                "transformer.resblocks.",
+                StackSpec {
+                    width: t.width,
+                    layers: t.layers,
+                    heads: t.heads,
+                    causal: true,
+                    activation: config.activation,
+                    eps,
+                },
+                device,
+            )?,
+            ln_final: layer_norm(state, "ln_final", t.width, eps, device)?,
+            text_projection: param(
+                state,
+                "text_projection",
+                [t.width, config.embed_dim],
+                device,
+            )?,
+        })
+    }
+
+    /// Width of token embeddings (what a soft prompt's context vectors must have).
+    pub fn width(&self) -> usize {
+        self.token_embedding.dims()[1]
+    }
+
+    /// Number of positional embeddings: the longest sequence the encoder takes.
+    pub fn context_length(&self) -> usize {
+        self.positional_embedding.dims()[0]
+    }
+
+    /// Looks up token embeddings: `[batch, seq]` ids → `[batch, seq, width]`.
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        burn::tensor::module::embedding(self.token_embedding.val(), tokens)
+    }
+
+    /// Text features (not normalised) of embedded sequences `[batch, seq, width]` whose EOT tokens sit
+    /// at `eot[i]`. `seq` may be anything up to the context length: because attention is causal and
+    /// only the EOT position is read, sequences cut right after the batch's last EOT give exactly the
+    /// features of the full-length ones.
+    pub fn forward_embedded(&self, x: Tensor<B, 3>, eot: &[usize]) -> Tensor<B, 2> {
+        let [batch, seq, width] = x.dims();
+        assert_eq!(eot.len(), batch, "one EOT position per sequence");
+        assert!(
+            eot.iter().all(|&p| p < seq),
+            "EOT positions {eot:?} must lie inside the {seq} given positions"
+        );
+        let positions = self.positional_embedding.val().narrow(0, 0, seq);
+        let x = self.transformer.forward(x + positions.unsqueeze());
+        let x = self.ln_final.forward(x).reshape([batch * seq, width]);
+        let rows: Vec<i64> = eot
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (i * seq + p) as i64)
+            .collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [batch]), &x.device());
+        x.select(0, index).matmul(self.text_projection.val())
+    }
+
+    /// Text features (not normalised) of tokenised texts (rows of equal length, e.g. 77), run only
+    /// up to the longest EOT position of the batch.
+    pub fn forward_tokens(&self, tokens: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2> {
+        let eot = eot_positions(tokens);
+        let seq = eot.iter().max().map_or(1, |&m| m + 1);
+        let ids: Vec<i64> = tokens
+            .iter()
+            .flat_map(|row| row[..seq].iter().map(|&t| t as i64))
+            .collect();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [tokens.len(), seq]), device);
+        self.forward_embedded(self.embed(ids), &eot)
+    }
+}

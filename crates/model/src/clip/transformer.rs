@@ -1,0 +1,222 @@
+//! The pre-LayerNorm residual transformer shared by CLIP's image and text encoders.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Tensor, TensorData, activation};
+
+use crate::config::Activation;
+use crate::weights::{StateDict, WeightsError};
+
+/// Takes a tensor from the state dict into a parameter on `device`, checking its shape.
+pub(crate) fn param<B: Backend, const D: usize>(
+    state: &mut StateDict,
+    name: &str,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Result<Param<Tensor<B, D>>, WeightsError> {
+    let data = state.take(name, &shape)?;
+    Ok(Param::from_tensor(tensor_from(data, device)))
+}
+
+/// Builds a float tensor in the backend's float type, whatever precision the checkpoint stored.
+pub(crate) fn tensor_from<B: Backend, const D: usize>(
+    data: TensorData,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(data.convert::<f32>(), device)
+}
+
+/// A LayerNorm whose scale and shift come from `{prefix}.weight` and `{prefix}.bias`.
+pub(crate) fn layer_norm<B: Backend>(
+    state: &mut StateDict,
+    prefix: &str,
+    width: usize,
+    eps: f64,
+    device: &B::Device,
+) -> Result<LayerNorm<B>, WeightsError> {
+    let mut norm = LayerNormConfig::new(width).with_epsilon(eps).init(device);
+    norm.gamma = param(state, &format!("{prefix}.weight"), [width], device)?;
+    norm.beta = Some(param(state, &format!("{prefix}.bias"), [width], device)?);
+    Ok(norm)
+}
+
+/// A linear layer from a PyTorch `[out, in]` weight (transposed into Burn's `[in, out]`) and bias,
+/// named `{prefix}weight` and `{prefix}bias`.
+pub(crate) fn linear<B: Backend>(
+    state: &mut StateDict,
+    prefix: &str,
+    d_in: usize,
+    d_out: usize,
+    device: &B::Device,
+) -> Result<Linear<B>, WeightsError> {
+    let weight: Tensor<B, 2> = tensor_from(
+        state.take(&format!("{prefix}weight"), &[d_out, d_in])?,
+        device,
+    );
+    let bias = param(state, &format!("{prefix}bias"), [d_out], device)?;
+    Ok(Linear {
+        weight: Param::from_tensor(weight.transpose()),
+        bias: Some(bias),
+    })
+}
+
+/// The patch embedding: a bias-free convolution whose stride equals its kernel.
+pub(crate) fn patch_embedding<B: Backend>(
+    state: &mut StateDict,
+    name: &str,
+    width: usize,
+    patch: usize,
+    device: &B::Device,
+) -> Result<Conv2d<B>, WeightsError> {
+    Ok(Conv2d {
+        weight: param(state, name, [width, 3, patch, patch], device)?,
+        bias: None,
+        stride: [patch, patch],
+        kernel_size: [patch, patch],
+        dilation: [1, 1],
+        groups: 1,
+        padding: PaddingConfig2d::Valid,
+    })
+}
+
+/// Multi-head self-attention with OpenAI's packed `[q; k; v]` input projection.
+#[derive(Module, Debug)]
+pub struct SelfAttention<B: Backend> {
+    in_proj: Linear<B>,
+    out_proj: Linear<B>,
+    heads: usize,
+    causal: bool,
+}
+
+impl<B: Backend> SelfAttention<B> {
+    fn load(
+        state: &mut StateDict,
+        prefix: &str,
+        width: usize,
+        heads: usize,
+        causal: bool,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        Ok(Self {
+            in_proj: linear(
+                state,
+                &format!("{prefix}.in_proj_"),
+                width,
+                3 * width,
+                device,
+            )?,
+            out_proj: linear(state, &format!("{prefix}.out_proj."), width, width, device)?,
+            heads,
+            causal,
+        })
+    }
+
+    /// `x`: `[batch, seq, width]`.
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, seq, width] = x.dims();
+        let head_dim = width / self.heads;
+        let qkv = self.in_proj.forward(x);
+        let split = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * width, width)
+                .reshape([batch, seq, self.heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let options = AttentionModuleOptions {
+            is_causal: self.causal,
+            ..Default::default()
+        };
+        let out = attention(split(0), split(1), split(2), None, None, options);
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([batch, seq, width]))
+    }
+}
+
+/// One pre-LN residual block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Module, Debug)]
+pub struct ResidualBlock<B: Backend> {
+    /// LayerNorm before attention (trainable in MoCoOp's visual LN tuning).
+    pub ln_1: LayerNorm<B>,
+    attn: SelfAttention<B>,
+    /// LayerNorm before the MLP (trainable in MoCoOp's visual LN tuning).
+    pub ln_2: LayerNorm<B>,
+    c_fc: Linear<B>,
+    c_proj: Linear<B>,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl<B: Backend> ResidualBlock<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x));
+        let hidden = self.c_fc.forward(self.ln_2.forward(x.clone()));
+        let hidden = match self.activation {
+            Activation::QuickGelu => hidden.clone() * activation::sigmoid(hidden * 1.702),
+            Activation::Gelu => activation::gelu(hidden),
+        };
+        x + self.c_proj.forward(hidden)
+    }
+}
+
+/// Geometry of one residual stack.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StackSpec {
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub causal: bool,
+    pub activation: Activation,
+    pub eps: f64,
+}
+
+/// A stack of residual blocks.
+#[derive(Module, Debug)]
+pub struct Transformer<B: Backend> {
+    /// The blocks, in order.
+    pub blocks: Vec<ResidualBlock<B>>,
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Loads `{prefix}{i}.…` blocks from an OpenAI-layout state dict.
+    pub(crate) fn load(
+        state: &mut StateDict,
+        prefix: &str,
+        spec: StackSpec,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        let width = spec.width;
+        let blocks = (0..spec.layers)
+            .map(|i| {
+                let p = format!("{prefix}{i}");
+                // The MLP width is read off the checkpoint (4x for every released CLIP).
+                let hidden = state
+                    .shape(&format!("{p}.mlp.c_fc.weight"))
+                    .map_or(4 * width, |shape| shape[0]);
+                Ok(ResidualBlock {
+                    ln_1: layer_norm(state, &format!("{p}.ln_1"), width, spec.eps, device)?,
+                    attn: SelfAttention::load(
+                        state,
+                        &format!("{p}.attn"),
+                        width,
+                        spec.heads,
+                        spec.causal,
+                        device,
+                    )?,
+                    ln_2: layer_norm(state, &format!("{p}.ln_2"), width, spec.eps, device)?,
+                    c_fc: linear(state, &format!("{p}.mlp.c_fc."), width, hidden, device)?,
+                    c_proj: linear(state, &format!("{p}.mlp.c_proj."), hidden, width, device)?,
+                    activation: spec.activation,
+                })
+            })
+            .collect::<Result<_, WeightsError>>()?;
+        Ok(Self { blocks })
+    }
+
+    /// `x`: `[batch, seq, width]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.blocks.iter().fold(x, |x, block| block.forward(x))
+    }
+}

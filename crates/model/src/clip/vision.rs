@@ -1,0 +1,99 @@
+//! CLIP's ViT image encoder.
+
+use burn::module::{Module, Param};
+use burn::nn::LayerNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use super::transformer::{StackSpec, Transformer, layer_norm, param, patch_embedding};
+use crate::config::ClipConfig;
+use crate::weights::{StateDict, WeightsError};
+
+/// Patch embedding → class token → positions → `ln_pre` → blocks → `ln_post` on the class token →
+/// projection.
+#[derive(Module, Debug)]
+pub struct VisionEncoder<B: Backend> {
+    conv1: Conv2d<B>,
+    class_embedding: Param<Tensor<B, 1>>,
+    positional_embedding: Param<Tensor<B, 2>>,
+    ln_pre: LayerNorm<B>,
+    /// The residual blocks (their LayerNorms are what visual LN tuning trains).
+    pub transformer: Transformer<B>,
+    ln_post: LayerNorm<B>,
+    proj: Param<Tensor<B, 2>>,
+    image_size: usize,
+}
+
+impl<B: Backend> VisionEncoder<B> {
+    /// Takes the `visual.*` tensors of an OpenAI-layout state dict.
+    pub(crate) fn load(
+        state: &mut StateDict,
+        config: &ClipConfig,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        let v = &config.vision;
+        let eps = config.layer_norm_eps;
+        let positions = v.grid_size() * v.grid_size() + 1;
+        Ok(Self {
+            conv1: patch_embedding(state, "visual.conv1.weight", v.width, v.patch_size, device)?,
+            class_embedding: param(state, "visual.class_embedding", [v.width], device)?,
+            positional_embedding: param(
+                state,
+                "visual.positional_embedding",
+                [positions, v.width],
+                device,
+            )?,
+            ln_pre: layer_norm(state, "visual.ln_pre", v.width, eps, device)?,
+            transformer: Transformer::load(
+                state,
+                "visual.transformer.resblocks.",
+                StackSpec {
+                    width: v.width,
+                    layers: v.layers,
+                    heads: v.heads,
+                    causal: false,
+                    activation: config.activation,
+                    eps,
+                },
+                device,
+            )?,
+            ln_post: layer_norm(state, "visual.ln_post", v.width, eps, device)?,
+            proj: param(state, "visual.proj", [v.width, config.embed_dim], device)?,
+            image_size: v.image_size,
+        })
+    }
+
+    /// Side of the square images this encoder takes.
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// Image features (not normalised) of preprocessed images `[batch, 3, size, size]`.
+    ///
+    /// # Panics
+    /// If the images are not `image_size` square: preprocessing guarantees it.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let [batch, channels, height, width] = images.dims();
+        assert!(
+            channels == 3 && height == self.image_size && width == self.image_size,
+            "images must be [N, 3, {s}, {s}], got {:?}",
+            images.dims(),
+            s = self.image_size
+        );
+        let patches = self.conv1.forward(images); // [N, W, G, G]
+        let [_, d_model, grid, _] = patches.dims();
+        let patches = patches
+            .reshape([batch, d_model, grid * grid])
+            .swap_dims(1, 2);
+        let class = self
+            .class_embedding
+            .val()
+            .reshape([1, 1, d_model])
+            .expand([batch, 1, d_model]);
+        let x = Tensor::cat(vec![class, patches], 1) + self.positional_embedding.val().unsqueeze();
+        let x = self.transformer.forward(self.ln_pre.forward(x));
+        let cls = x.narrow(1, 0, 1).reshape([batch, d_model]);
+        self.ln_post.forward(cls).matmul(self.proj.val())
+    }
+}

@@ -1,0 +1,464 @@
+//! Reading CLIP checkpoints in the formats people have, into one canonical tensor map.
+//!
+//! Every supported file is turned into a [`StateDict`] in the OpenAI/open_clip key layout
+//! (`visual.conv1.weight`, `transformer.resblocks.0.attn.in_proj_weight`, …), whatever layout it was
+//! saved in, together with a [`ClipConfig`] read off the tensor shapes and whatever configuration
+//! travels with the file. The model is then built from that one layout only.
+//!
+//! Supported inputs:
+//! - OpenAI/open_clip state dicts as `.safetensors`, or as `torch.save` pickles (`.pt`, `.pth`,
+//!   `.bin`, optionally nested under a `state_dict` key, `module.` prefixes stripped);
+//! - transformers `CLIPModel` checkpoints: a directory with `config.json` and `model.safetensors` (or
+//!   `pytorch_model.bin`), or one of those files with its `config.json` beside it;
+//! - the project's own format: a `.safetensors` file whose metadata carries the [`ClipConfig`]
+//!   (see [`native`]).
+//!
+//! fp16, bf16 and f64 tensors are kept in their stored type here and converted to the backend's float
+//! type when the model is built.
+
+mod hf;
+pub mod native;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{DType, TensorData};
+
+use crate::config::{Activation, ClipConfig, TextConfig, VisionConfig, default_heads};
+
+/// Why a checkpoint could not be read or does not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file or directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not in a format this loader understands, or is corrupt.
+    #[error("{path}: {message}")]
+    Format {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A tensor the model needs is absent.
+    #[error("missing tensor '{name}' (expected shape {expected:?})")]
+    Missing {
+        /// Canonical (OpenAI-layout) tensor name.
+        name: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+    },
+    /// A tensor is present with the wrong shape.
+    #[error("tensor '{name}' has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// Canonical (OpenAI-layout) tensor name.
+        name: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The shape in the checkpoint.
+        found: Vec<usize>,
+    },
+    /// The checkpoint holds tensors the model has no place for.
+    #[error("unexpected tensor(s) in checkpoint: {}", names.join(", "))]
+    Unexpected {
+        /// Canonical names of the leftover tensors.
+        names: Vec<String>,
+    },
+    /// The configuration cannot be determined or is inconsistent.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where a checkpoint came from, recorded so that conversions and error messages can say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// OpenAI / open_clip state dict.
+    OpenAi,
+    /// transformers `CLIPModel`.
+    HuggingFace,
+    /// This project's own safetensors file with embedded configuration.
+    Native,
+}
+
+/// Tensors by canonical OpenAI-layout name, consumed as the model takes them.
+#[derive(Debug, Default)]
+pub struct StateDict {
+    tensors: BTreeMap<String, TensorData>,
+    /// When set, missing tensors are drawn at random instead of being an error (see [`Self::random`]).
+    random: Option<rand::rngs::StdRng>,
+}
+
+/// Names that some checkpoints carry but that are configuration, not weights.
+const IGNORED_KEYS: &[&str] = &["input_resolution", "context_length", "vocab_size"];
+
+impl StateDict {
+    /// Wraps a map of canonical names to tensor data.
+    pub fn new(tensors: BTreeMap<String, TensorData>) -> Self {
+        Self {
+            tensors,
+            random: None,
+        }
+    }
+
+    /// An empty state dict that hands out seeded random tensors of whatever shape the model asks
+    /// for: LayerNorm scales 1, biases 0, `logit_scale` ln(100), everything else N(0, 0.02²).
+    ///
+    /// This builds a model of any geometry (a full ViT-B/16 for shape tests and benchmarks) through
+    /// the same loading code as real checkpoints, without shipping weights.
+    pub fn random(seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            tensors: BTreeMap::new(),
+            random: Some(rand::rngs::StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    fn draw(rng: &mut rand::rngs::StdRng, name: &str, shape: &[usize]) -> TensorData {
+        use rand_distr::Distribution;
+        let count = shape.iter().product::<usize>();
+        let is_norm = name.contains("ln_") && name.ends_with(".weight");
+        let values: Vec<f32> = if name.ends_with("bias") {
+            vec![0.0; count]
+        } else if is_norm {
+            vec![1.0; count]
+        } else if name == "logit_scale" {
+            vec![100f32.ln(); count]
+        } else {
+            let normal = rand_distr::Normal::new(0.0f32, 0.02).expect("valid std");
+            (0..count).map(|_| normal.sample(rng)).collect()
+        };
+        TensorData::new(values, shape.to_vec())
+    }
+
+    /// Shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.shape.as_slice())
+    }
+
+    /// Names of all tensors still held.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Number of tensors still held.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether no tensor is left.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Read-only access to one tensor.
+    pub fn get(&self, name: &str) -> Option<&TensorData> {
+        self.tensors.get(name)
+    }
+
+    /// Removes and returns a tensor after checking its shape.
+    pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<TensorData, WeightsError> {
+        if let Some(rng) = self.random.as_mut()
+            && !self.tensors.contains_key(name)
+        {
+            return Ok(Self::draw(rng, name, expected));
+        }
+        let data = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| WeightsError::Missing {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+            })?;
+        if data.shape.as_slice() != expected {
+            return Err(WeightsError::Shape {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: data.shape.to_vec(),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Errors if any weight was not consumed, so that a checkpoint for another architecture is not
+    /// silently half-loaded.
+    pub fn finish(self) -> Result<(), WeightsError> {
+        let names: Vec<String> = self
+            .tensors
+            .into_keys()
+            .filter(|name| {
+                !IGNORED_KEYS.contains(&name.as_str()) && !name.ends_with("position_ids")
+            })
+            .collect();
+        if names.is_empty() {
+            Ok(())
+        } else {
+            Err(WeightsError::Unexpected { names })
+        }
+    }
+
+    /// Number of residual blocks under `prefix` (e.g. `visual.transformer.resblocks.`).
+    fn count_blocks(&self, prefix: &str) -> usize {
+        (0..)
+            .take_while(|i| {
+                self.tensors
+                    .contains_key(&format!("{prefix}{i}.attn.in_proj_weight"))
+            })
+            .count()
+    }
+
+    fn dim(&self, name: &str, axis: usize) -> Result<usize, WeightsError> {
+        let shape = self.shape(name).ok_or_else(|| {
+            WeightsError::Config(format!(
+                "cannot determine the architecture: tensor '{name}' is missing"
+            ))
+        })?;
+        shape.get(axis).copied().ok_or_else(|| {
+            WeightsError::Config(format!(
+                "tensor '{name}' has shape {shape:?}, which has no axis {axis}"
+            ))
+        })
+    }
+}
+
+/// Settings that a checkpoint may not carry, supplied by the user.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Overrides the MLP activation (needed for open_clip GELU models saved as bare state dicts,
+    /// which do not record it; OpenAI-layout files otherwise default to QuickGELU).
+    pub activation: Option<Activation>,
+}
+
+/// A checkpoint read into canonical form, ready to build a model from.
+#[derive(Debug)]
+pub struct LoadedWeights {
+    /// The architecture.
+    pub config: ClipConfig,
+    /// The tensors, in OpenAI layout.
+    pub state: StateDict,
+    /// The layout the file was saved in.
+    pub layout: WeightLayout,
+}
+
+/// Heads and activation that a file's own configuration states (transformers `config.json`, or the
+/// native metadata); anything absent falls back to OpenAI's rules.
+#[derive(Debug, Default)]
+struct StatedConfig {
+    vision_heads: Option<usize>,
+    text_heads: Option<usize>,
+    activation: Option<Activation>,
+    layer_norm_eps: Option<f64>,
+}
+
+/// Reads a checkpoint file or directory in any supported format.
+pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedWeights, WeightsError> {
+    let metadata = std::fs::metadata(path).map_err(|source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (state, layout, stated) = if metadata.is_dir() {
+        hf::load_dir(path)?
+    } else {
+        load_file(path)?
+    };
+    let mut config = infer_config(&state, &stated)?;
+    if let Some(activation) = options.activation {
+        config.activation = activation;
+    }
+    Ok(LoadedWeights {
+        config,
+        state,
+        layout,
+    })
+}
+
+/// Reads one weight file and turns it into canonical layout.
+fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), WeightsError> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let (tensors, native_config) = match extension.as_str() {
+        "safetensors" => read_safetensors(path)?,
+        "pt" | "pth" | "bin" | "ckpt" => (read_pickle(path)?, None),
+        _ => {
+            return Err(WeightsError::Format {
+                path: path.to_path_buf(),
+                message: "unknown weight file extension: expected .safetensors, .pt, .pth or .bin \
+                          (or a transformers model directory)"
+                    .into(),
+            });
+        }
+    };
+    if let Some(config) = native_config {
+        let stated = StatedConfig {
+            vision_heads: Some(config.vision.heads),
+            text_heads: Some(config.text.heads),
+            activation: Some(config.activation),
+            layer_norm_eps: Some(config.layer_norm_eps),
+        };
+        return Ok((StateDict::new(tensors), WeightLayout::Native, stated));
+    }
+    if hf::is_hf_layout(&tensors) {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let stated = hf::read_config(&dir.join("config.json"))?;
+        let state = hf::to_openai_layout(tensors, path)?;
+        return Ok((state, WeightLayout::HuggingFace, stated));
+    }
+    if !tensors.contains_key("visual.conv1.weight") {
+        return Err(WeightsError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "not a CLIP ViT checkpoint: no 'visual.conv1.weight' (OpenAI layout) or \
+                 'vision_model.*' (transformers layout) tensor among {} tensors{}",
+                tensors.len(),
+                tensors
+                    .keys()
+                    .next()
+                    .map(|k| format!(", first is '{k}'"))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    Ok((
+        StateDict::new(tensors),
+        WeightLayout::OpenAi,
+        StatedConfig::default(),
+    ))
+}
+
+/// Reads a safetensors file; returns the embedded native configuration when there is one.
+fn read_safetensors(
+    path: &Path,
+) -> Result<(BTreeMap<String, TensorData>, Option<ClipConfig>), WeightsError> {
+    let io_error = |source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(io_error)?;
+    let format_error = |message: String| WeightsError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format_error(format!("invalid safetensors header: {e}")))?;
+    let native_config = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(native::CONFIG_KEY))
+        .map(|json| {
+            serde_json::from_str::<ClipConfig>(json)
+                .map_err(|e| format_error(format!("invalid embedded mocoop config: {e}")))
+        })
+        .transpose()?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format_error(format!("invalid safetensors file: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F64 => DType::F64,
+            safetensors::Dtype::I64 => DType::I64,
+            other => {
+                return Err(format_error(format!(
+                    "tensor '{name}' has unsupported dtype {other:?}"
+                )));
+            }
+        };
+        let data = TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+        tensors.insert(name, data);
+    }
+    Ok((tensors, native_config))
+}
+
+/// Reads a `torch.save` pickle (plain or nested under `state_dict`), dropping `module.` prefixes.
+fn read_pickle(path: &Path) -> Result<BTreeMap<String, TensorData>, WeightsError> {
+    use burn_store::pytorch::PytorchReader;
+    let format_error = |e: &dyn std::fmt::Display| WeightsError::Format {
+        path: path.to_path_buf(),
+        message: format!(
+            "cannot read as a torch.save state dict ({e}); TorchScript archives such as OpenAI's \
+             released .pt files need converting first (`cargo xtask convert`)"
+        ),
+    };
+    let reader = PytorchReader::new(path).map_err(|e| format_error(&e))?;
+    let reader = if reader.keys().iter().any(|k| k.starts_with("state_dict.")) {
+        PytorchReader::with_top_level_key(path, "state_dict").map_err(|e| format_error(&e))?
+    } else {
+        reader
+    };
+    let mut tensors = BTreeMap::new();
+    for (name, snapshot) in reader.into_tensors() {
+        let data = snapshot.to_data().map_err(|e| WeightsError::Format {
+            path: path.to_path_buf(),
+            message: format!("cannot read tensor '{name}': {e:?}"),
+        })?;
+        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        tensors.insert(name, data);
+    }
+    Ok(tensors)
+}
+
+/// Reads the architecture off canonical tensor shapes, as OpenAI's `build_model` does.
+fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, WeightsError> {
+    let vision_width = state.dim("visual.conv1.weight", 0)?;
+    let patch_size = state.dim("visual.conv1.weight", 2)?;
+    let positions = state.dim("visual.positional_embedding", 0)?;
+    let grid = (1..=positions)
+        .find(|g| g * g + 1 >= positions)
+        .filter(|g| g * g + 1 == positions)
+        .ok_or_else(|| {
+            WeightsError::Config(format!(
+                "visual.positional_embedding has {positions} rows, which is not 1 + a square grid"
+            ))
+        })?;
+    let text_width = state.dim("ln_final.weight", 0)?;
+    let vision_layers = state.count_blocks("visual.transformer.resblocks.");
+    let text_layers = state.count_blocks("transformer.resblocks.");
+    if vision_layers == 0 || text_layers == 0 {
+        return Err(WeightsError::Config(format!(
+            "found {vision_layers} image and {text_layers} text residual blocks; both must be > 0"
+        )));
+    }
+    let config = ClipConfig {
+        embed_dim: state.dim("text_projection", 1)?,
+        vision: VisionConfig {
+            width: vision_width,
+            layers: vision_layers,
+            heads: stated
+                .vision_heads
+                .unwrap_or_else(|| default_heads(vision_width)),
+            patch_size,
+            image_size: grid * patch_size,
+        },
+        text: TextConfig {
+            width: text_width,
+            layers: text_layers,
+            heads: stated
+                .text_heads
+                .unwrap_or_else(|| default_heads(text_width)),
+            context_length: state.dim("positional_embedding", 0)?,
+            vocab_size: state.dim("token_embedding.weight", 0)?,
+        },
+        activation: stated.activation.unwrap_or_default(),
+        layer_norm_eps: stated.layer_norm_eps.unwrap_or(1e-5),
+    };
+    for (what, width, heads) in [
+        ("image", config.vision.width, config.vision.heads),
+        ("text", config.text.width, config.text.heads),
+    ] {
+        if heads == 0 || width % heads != 0 {
+            return Err(WeightsError::Config(format!(
+                "{what} encoder width {width} is not divisible by {heads} heads"
+            )));
+        }
+    }
+    Ok(config)
+}

@@ -1,0 +1,188 @@
+//! CLIP forward parity with open_clip and transformers, on the CPU (Flex) and WGPU backends.
+//!
+//! Reference values come from `tests/fixtures/make_reference.py` (random-weight open_clip QuickGELU
+//! and GELU models and a transformers `CLIPModel`, fp16-exact weights, fp32 compute). Embeddings must
+//! agree to 1e-4 absolute, as the issue requires.
+
+mod common;
+
+use std::path::Path;
+
+use burn::backend::{Flex, Wgpu, wgpu::WgpuDevice};
+use burn::tensor::backend::Backend;
+use common::*;
+use mocoop_model::config::Activation;
+use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
+use mocoop_model::weights::LoadOptions;
+use mocoop_model::{Clip, clip::l2_normalize};
+
+const TOLERANCE: f32 = 1e-4;
+
+/// Loads one model file and checks image embeddings, text embeddings, logits and `logit_scale`.
+fn check_model<B: Backend>(
+    device: &B::Device,
+    model: &str,
+    file: &Path,
+    options: &LoadOptions,
+) -> Clip<B> {
+    let reference = reference();
+    let expected = &reference["models"][model];
+    let clip = Clip::<B>::load(file, options, device)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", file.display()));
+    let size = clip.config().vision.image_size;
+
+    let images: Vec<Vec<f32>> = reference["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|name| {
+            let path = fixtures().join("images").join(name.as_str().unwrap());
+            preprocess(&load_rgb(&path).unwrap(), size as u32)
+        })
+        .collect();
+    let image_embeds = clip.encode_image(batch_tensor::<B>(&images, size, device));
+
+    let texts = reference["texts"].as_array().unwrap();
+    let strings = reference["tokenizer"]["strings"].as_array().unwrap();
+    let all_ids = token_rows(&reference["tokenizer"]["ids"]);
+    let tokens: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| all_ids[strings.iter().position(|s| s == t).unwrap()].clone())
+        .collect();
+    let text_embeds = clip.encode_text(&tokens, device);
+
+    let image_rows = rows(image_embeds.clone());
+    let text_rows = rows(text_embeds.clone());
+    let image_err = max_abs_diff(&image_rows, &matrix(&expected["image_embeds"]));
+    let text_err = max_abs_diff(&text_rows, &matrix(&expected["text_embeds"]));
+    assert!(
+        image_err < TOLERANCE,
+        "{model}: image embeddings differ by {image_err}"
+    );
+    assert!(
+        text_err < TOLERANCE,
+        "{model}: text embeddings differ by {text_err}"
+    );
+
+    let scale = expected["logit_scale"].as_f64().unwrap() as f32;
+    assert!(
+        (clip.logit_scale() - scale).abs() < 1e-6,
+        "logit_scale read from the file"
+    );
+    let logits = image_embeds.matmul(text_embeds.transpose()) * clip.logit_scale().exp();
+    // Logits are ~42x the embeddings, so their tolerance scales with it.
+    let logit_err = max_abs_diff(&rows(logits), &matrix(&expected["logits_per_image"]));
+    assert!(
+        logit_err < 42.0 * TOLERANCE,
+        "{model}: logits differ by {logit_err}"
+    );
+    clip
+}
+
+fn check_all_formats<B: Backend>(device: &B::Device) {
+    let dir = fixtures();
+    let quick = LoadOptions::default();
+    check_model::<B>(
+        device,
+        "openclip_quickgelu",
+        &dir.join("openclip_quickgelu.safetensors"),
+        &quick,
+    );
+    check_model::<B>(
+        device,
+        "openclip_quickgelu",
+        &dir.join("openclip_quickgelu_fp16.pt"),
+        &quick,
+    );
+    let gelu = LoadOptions {
+        activation: Some(Activation::Gelu),
+    };
+    check_model::<B>(
+        device,
+        "openclip_gelu",
+        &dir.join("openclip_gelu.safetensors"),
+        &gelu,
+    );
+    check_model::<B>(device, "hf_clip", &dir.join("hf_clip"), &quick);
+    check_model::<B>(
+        device,
+        "hf_clip",
+        &dir.join("hf_clip/model.safetensors"),
+        &quick,
+    );
+}
+
+#[test]
+fn matches_reference_on_cpu() {
+    check_all_formats::<Flex>(&Default::default());
+}
+
+#[test]
+fn matches_reference_on_wgpu() {
+    // Mesa's software Vulkan driver (lavapipe) on CI; any real GPU elsewhere.
+    check_all_formats::<Wgpu>(&WgpuDevice::Cpu);
+}
+
+#[test]
+fn gelu_model_needs_its_activation() {
+    // The GELU model run with QuickGELU must *not* match: the activation really is used.
+    let dir = fixtures();
+    let device = Default::default();
+    let clip = Clip::<Flex>::load(
+        &dir.join("openclip_gelu.safetensors"),
+        &LoadOptions::default(),
+        &device,
+    )
+    .unwrap();
+    let reference = reference();
+    let tokens = vec![token_rows(&reference["tokenizer"]["ids"])[0].clone()];
+    let got = rows(clip.encode_text(&tokens, &device));
+    let strings = reference["tokenizer"]["strings"].as_array().unwrap();
+    let index = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|t| t == &strings[0])
+        .unwrap();
+    let expected =
+        vec![matrix(&reference["models"]["openclip_gelu"]["text_embeds"])[index].clone()];
+    assert!(max_abs_diff(&got, &expected) > 1e-3);
+}
+
+#[test]
+fn cutting_at_the_last_eot_equals_the_full_context() {
+    let device = Default::default();
+    let dir = fixtures();
+    let clip = Clip::<Flex>::load(
+        &dir.join("openclip_quickgelu.safetensors"),
+        &LoadOptions::default(),
+        &device,
+    )
+    .unwrap();
+    let tokens = token_rows(&reference()["tokenizer"]["ids"]);
+    let cut = rows(l2_normalize(clip.text.forward_tokens(&tokens, &device)));
+    let eot = mocoop_model::clip::eot_positions(&tokens);
+    assert!(eot.contains(&76) && eot.iter().any(|&p| p < 10));
+    let ids: Vec<i64> = tokens.iter().flatten().map(|&t| t as i64).collect();
+    let ids = burn::tensor::Tensor::<Flex, 2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(ids, [tokens.len(), 77]),
+        &device,
+    );
+    let full = rows(l2_normalize(
+        clip.text.forward_embedded(clip.text.embed(ids), &eot),
+    ));
+    let err = max_abs_diff(&cut, &full);
+    assert!(err < 1e-5, "cut vs full context differ by {err}");
+
+    // A batch of short texts only runs up to its own longest EOT and still matches.
+    let short: Vec<Vec<u32>> = tokens.iter().filter(|r| r[12] == 0).cloned().collect();
+    assert!(short.len() >= 2);
+    let short_cut = rows(l2_normalize(clip.text.forward_tokens(&short, &device)));
+    let short_full: Vec<Vec<f32>> = tokens
+        .iter()
+        .zip(&full)
+        .filter(|(r, _)| r[12] == 0)
+        .map(|(_, f)| f.clone())
+        .collect();
+    assert!(max_abs_diff(&short_cut, &short_full) < 1e-5);
+}

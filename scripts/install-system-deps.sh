@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests need: Mesa's software Vulkan driver (lavapipe) and the Vulkan
+# loader, so that the WGPU backend runs on machines without a GPU. Idempotent; needs root or sudo.
+set -euo pipefail
+packages=(mesa-vulkan-drivers libvulkan1)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -1,0 +1,117 @@
+//! The arguments every model-using command shares, and loading CLIP + its tokenizer from them.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
+use mocoop_model::tokenizer::{CONTEXT_LENGTH, ClipTokenizer};
+use mocoop_model::weights::LoadOptions;
+use mocoop_model::{Activation, Clip};
+
+use crate::device::DeviceSpec;
+
+/// Texts and images are encoded this many at a time.
+pub const BATCH: usize = 64;
+
+/// Which CLIP to load and where to run it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// CLIP checkpoint: OpenAI/open_clip `.safetensors` or `torch.save` `.pt`/`.bin`, a transformers
+    /// CLIPModel directory (or its model.safetensors with config.json beside it), or a file made by
+    /// `cargo xtask convert`.
+    #[arg(long, value_name = "PATH")]
+    pub weights: PathBuf,
+    /// MLP activation, for state dicts that do not record it (OpenAI layout defaults to quick_gelu;
+    /// open_clip models without "quickgelu" in their name need `gelu`).
+    #[arg(long, value_name = "quick_gelu|gelu")]
+    pub activation: Option<Activation>,
+    /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+}
+
+/// CLIP with the tokenizer that belongs to its checkpoint.
+pub struct LoadedClip<B: Backend> {
+    /// The model.
+    pub clip: Clip<B>,
+    /// The embedded OpenAI vocabulary, or the one shipped beside transformers weights.
+    pub tokenizer: Cow<'static, ClipTokenizer>,
+}
+
+impl ModelArgs {
+    /// Loads the checkpoint onto `device`.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<LoadedClip<B>> {
+        let options = LoadOptions {
+            activation: self.activation,
+        };
+        let clip = Clip::load(&self.weights, &options, device)
+            .with_context(|| format!("loading weights {}", self.weights.display()))?;
+        Ok(LoadedClip {
+            clip,
+            tokenizer: tokenizer_for(&self.weights)?,
+        })
+    }
+}
+
+/// A tokenizer shipped next to transformers weights (`vocab.json` + `merges.txt`) is used when
+/// present; otherwise the embedded OpenAI vocabulary.
+fn tokenizer_for(weights: &Path) -> Result<Cow<'static, ClipTokenizer>> {
+    let dir = if weights.is_dir() {
+        weights
+    } else {
+        weights.parent().unwrap_or(Path::new("."))
+    };
+    let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+    if vocab.is_file() && merges.is_file() {
+        let tokenizer = ClipTokenizer::from_hf_files(&vocab, &merges)
+            .with_context(|| format!("reading the tokenizer beside {}", weights.display()))?;
+        Ok(Cow::Owned(tokenizer))
+    } else {
+        Ok(Cow::Borrowed(ClipTokenizer::embedded()))
+    }
+}
+
+impl<B: Backend> LoadedClip<B> {
+    /// L2-normalised embeddings of `texts`, `[texts.len(), D]`.
+    pub fn encode_texts(&self, texts: &[String], device: &B::Device) -> Tensor<B, 2> {
+        let context = self.clip.config().text.context_length.min(CONTEXT_LENGTH);
+        let chunks: Vec<Tensor<B, 2>> = texts
+            .chunks(BATCH)
+            .map(|chunk| {
+                let tokens: Vec<Vec<u32>> = chunk
+                    .iter()
+                    .map(|t| self.tokenizer.tokenize(t, context))
+                    .collect();
+                self.clip.encode_text(&tokens, device)
+            })
+            .collect();
+        Tensor::cat(chunks, 0)
+    }
+
+    /// L2-normalised embeddings of already decoded-and-preprocessed images.
+    pub fn encode_pixels(&self, pixels: &[Vec<f32>], device: &B::Device) -> Tensor<B, 2> {
+        let size = self.clip.config().vision.image_size;
+        self.clip
+            .encode_image(batch_tensor::<B>(pixels, size, device))
+    }
+
+    /// Decodes and preprocesses one image file for this model.
+    pub fn read_image(&self, path: &Path) -> Result<Vec<f32>> {
+        let size = self.clip.config().vision.image_size as u32;
+        Ok(preprocess(&load_rgb(path)?, size))
+    }
+}
+
+/// A 2-D tensor as rows of f32.
+pub fn to_rows<B: Backend>(tensor: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
+    let [n, d] = tensor.dims();
+    let flat = tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading tensor: {e:?}"))?;
+    Ok((0..n).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect())
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use image::{DynamicImage, RgbImage, imageops::FilterType};
+use image::{DynamicImage, RgbImage};
 
 /// Per-channel mean of CLIP's training images (RGB), subtracted after scaling to [0, 1].
 #[allow(clippy::excessive_precision)] // the published constants, digit for digit
@@ -51,7 +51,7 @@ pub fn to_rgb(image: DynamicImage) -> RgbImage {
 }
 
 /// Resizes so that the shorter side is `size`, the longer side scaled as torchvision does
-/// (`int(size * long / short)`), with bicubic (Catmull-Rom, a = -0.5) filtering as PIL's `BICUBIC`.
+/// (`int(size * long / short)`), with Pillow's bicubic filter ([`resize_bicubic`]).
 pub fn resize_shorter_side(image: &RgbImage, size: u32) -> RgbImage {
     let (w, h) = image.dimensions();
     let (short, long) = (w.min(h), w.max(h));
@@ -64,7 +64,109 @@ pub fn resize_shorter_side(image: &RgbImage, size: u32) -> RgbImage {
     if (new_w, new_h) == (w, h) {
         return image.clone();
     }
-    image::imageops::resize(image, new_w, new_h, FilterType::CatmullRom)
+    resize_bicubic(image, new_w, new_h)
+}
+
+/// Fixed-point precision of the filter weights, as Pillow's 8-bit resampler uses.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's bicubic kernel (a = -0.5).
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// For each output position along one axis: the first input index and the fixed-point weights of
+/// the input samples it mixes (antialiased: the kernel widens by the shrink factor).
+fn axis_weights(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i64>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = 2.0 * filter_scale;
+    (0..out_size)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let lo = ((center - support + 0.5) as i64).max(0) as usize;
+            let hi = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let weights: Vec<f64> = (lo..hi)
+                .map(|j| bicubic((j as f64 - center + 0.5) / filter_scale))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            let unit = (1i64 << PRECISION_BITS) as f64;
+            let fixed = weights
+                .iter()
+                .map(|w| {
+                    let w = if total != 0.0 { w / total } else { *w };
+                    // C's float-to-int conversion truncates toward zero.
+                    if w < 0.0 {
+                        (w * unit - 0.5) as i64
+                    } else {
+                        (w * unit + 0.5) as i64
+                    }
+                })
+                .collect();
+            (lo, fixed)
+        })
+        .collect()
+}
+
+/// One resampling pass along x (`horizontal`) or y, rounding and clamping to 8 bits as Pillow does.
+fn resample_pass(image: &RgbImage, out_len: u32, horizontal: bool) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let in_len = if horizontal { w } else { h };
+    let weights = axis_weights(in_len, out_len);
+    let (out_w, out_h) = if horizontal {
+        (out_len, h)
+    } else {
+        (w, out_len)
+    };
+    let src = image.as_raw();
+    let mut out = vec![0u8; (out_w * out_h * 3) as usize];
+    let half = 1i64 << (PRECISION_BITS - 1);
+    for y in 0..out_h as usize {
+        for x in 0..out_w as usize {
+            let (i, other) = if horizontal { (x, y) } else { (y, x) };
+            let (first, taps) = &weights[i];
+            for c in 0..3 {
+                let mut acc = half;
+                for (t, k) in taps.iter().enumerate() {
+                    let j = first + t;
+                    let (sx, sy) = if horizontal { (j, other) } else { (other, j) };
+                    acc += src[(sy * w as usize + sx) * 3 + c] as i64 * k;
+                }
+                out[(y * out_w as usize + x) * 3 + c] = (acc >> PRECISION_BITS).clamp(0, 255) as u8;
+            }
+        }
+    }
+    RgbImage::from_raw(out_w, out_h, out).expect("out_w*out_h*3 bytes")
+}
+
+/// Resizes to `out_w`×`out_h` with bicubic filtering, antialiased when shrinking, reproducing
+/// Pillow's `resize(size, BICUBIC)` bit for bit: fixed-point weights, a horizontal pass then a
+/// vertical pass, each rounded and clamped to 8 bits. Exactness matters because CLIP's reference
+/// preprocessing is Pillow's, and bicubic overshoot clamped between passes changes pixels near edges.
+///
+/// # Panics
+/// If an output side is zero.
+pub fn resize_bicubic(image: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    assert!(out_w > 0 && out_h > 0, "cannot resize to {out_w}x{out_h}");
+    let (w, h) = image.dimensions();
+    let image = if out_w != w {
+        resample_pass(image, out_w, true)
+    } else {
+        image.clone()
+    };
+    if out_h != h {
+        resample_pass(&image, out_h, false)
+    } else {
+        image
+    }
 }
 
 /// Python's `round` (half to even), which torchvision uses to place the center crop.

@@ -59,6 +59,21 @@ pub fn token_rows(value: &Value) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// The reference tokens of the first tokenizer string and that string's row in `model`'s text
+/// embeddings: one text to check a model against.
+pub fn first_text(reference: &Value, model: &str) -> (Vec<u32>, Vec<f32>) {
+    let tokens = token_rows(&reference["tokenizer"]["ids"])[0].clone();
+    let first = &reference["tokenizer"]["strings"][0];
+    let index = reference["texts"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .position(|t| t == first)
+        .expect("the first tokenizer string is among the embedded texts");
+    let embeds = matrix(&reference["models"][model]["text_embeds"]);
+    (tokens, embeds[index].clone())
+}
+
 /// A 2-D tensor as rows.
 pub fn rows<B: Backend>(tensor: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let [n, d] = tensor.dims();

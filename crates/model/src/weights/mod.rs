@@ -8,6 +8,7 @@
 //! Supported inputs:
 //! - OpenAI/open_clip state dicts as `.safetensors`, or as `torch.save` pickles (`.pt`, `.pth`,
 //!   `.bin`, optionally nested under a `state_dict` key, `module.` prefixes stripped);
+//! - TorchScript archives (`torch.jit.save`), such as OpenAI's released `ViT-*.pt` files;
 //! - transformers `CLIPModel` checkpoints: a directory with `config.json` and `model.safetensors` (or
 //!   `pytorch_model.bin`), or one of those files with its `config.json` beside it;
 //! - the project's own format: a `.safetensors` file whose metadata carries the [`ClipConfig`]
@@ -18,6 +19,7 @@
 
 mod hf;
 pub mod native;
+mod torchscript;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -340,7 +342,10 @@ fn read_safetensors(
         path: path.to_path_buf(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(io_error)?;
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    // SAFETY: the map is read-only and dropped before this function returns; a file truncated by
+    // another process meanwhile could fault, as with any memory-mapped reader.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io_error)?;
     let format_error = |message: String| WeightsError::Format {
         path: path.to_path_buf(),
         message,
@@ -383,11 +388,14 @@ fn read_pickle(path: &Path) -> Result<BTreeMap<String, TensorData>, WeightsError
     use burn_store::pytorch::PytorchReader;
     let format_error = |e: &dyn std::fmt::Display| WeightsError::Format {
         path: path.to_path_buf(),
-        message: format!(
-            "cannot read as a torch.save state dict ({e}); TorchScript archives such as OpenAI's \
-             released .pt files need converting first (`cargo xtask convert`)"
-        ),
+        message: format!("cannot read as a torch.save state dict or TorchScript archive ({e})"),
     };
+    // burn-store reads `torch.save` pickles only (a dict at the root); TorchScript archives (OpenAI's
+    // released files) pickle a module object instead. They are recognised by their zip directory, and
+    // go to our own reader without burn-store parsing them first.
+    if torchscript::is_torchscript(path) {
+        return torchscript::read(path);
+    }
     let reader = PytorchReader::new(path).map_err(|e| format_error(&e))?;
     let reader = if reader.keys().iter().any(|k| k.starts_with("state_dict.")) {
         PytorchReader::with_top_level_key(path, "state_dict").map_err(|e| format_error(&e))?

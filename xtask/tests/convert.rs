@@ -1,0 +1,72 @@
+//! `cargo xtask convert` on the TorchScript fixture: the native file holds the same tensors and the
+//! provenance of its input. (Embedding parity of TorchScript and converted files is checked in
+//! `crates/model/tests/torchscript.rs`.)
+
+use std::path::PathBuf;
+
+use mocoop_model::weights::native::StoredPrecision;
+use mocoop_model::weights::{self, LoadOptions, WeightLayout};
+use xtask::convert::{ConvertOptions, convert};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+#[test]
+fn torchscript_converts_to_an_equivalent_native_file() {
+    let input = fixtures().join("openclip_quickgelu.torchscript.pt");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("convert-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("converted.safetensors");
+    let converted = convert(
+        &input,
+        &output,
+        &ConvertOptions {
+            precision: StoredPrecision::F16,
+            activation: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(converted.format, "TorchScript archive");
+    assert_eq!(converted.layout, WeightLayout::OpenAi);
+    assert_eq!(converted.tensors, 62);
+    assert_eq!(
+        converted.output_bytes,
+        std::fs::metadata(&output).unwrap().len()
+    );
+    let digest = xtask::sha256_file(&input).unwrap();
+    assert!(converted.source.contains(&digest), "{}", converted.source);
+
+    let native = weights::load(&output, &LoadOptions::default()).unwrap();
+    let reference = weights::load(
+        &fixtures().join("openclip_quickgelu.safetensors"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(native.layout, WeightLayout::Native);
+    assert_eq!(native.config, reference.config);
+    let names: Vec<&str> = native.state.names().collect();
+    assert_eq!(names, reference.state.names().collect::<Vec<_>>());
+    for name in names {
+        let a = native.state.get(name).unwrap().clone().convert::<f32>();
+        let b = reference.state.get(name).unwrap().clone().convert::<f32>();
+        assert_eq!(a.shape, b.shape, "{name}");
+        assert_eq!(
+            a.to_vec::<f32>().unwrap(),
+            b.to_vec::<f32>().unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn output_must_be_safetensors() {
+    let input = fixtures().join("openclip_quickgelu.safetensors");
+    let error = convert(
+        &input,
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("out.pt"),
+        &ConvertOptions::default(),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains(".safetensors"), "{error}");
+}

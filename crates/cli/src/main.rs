@@ -1,9 +1,12 @@
 //! The `mocoop` command line: zero-shot CLIP and mixture-of-prompts learning on CPU, WGPU or CUDA.
 
 mod classify;
+mod data_cmd;
 mod device;
 mod embed;
+mod eval_cmd;
 mod model_args;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +26,12 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Zero-shot classify images or folders of images.
     Classify(classify::ClassifyArgs),
+    /// Dataset chores: `data check` verifies a dataset on disk.
+    Data(data_cmd::DataArgs),
+    /// Train MoCoOp or CoOp prompts (or evaluate zero-shot CLIP) on a dataset into a run directory.
+    Train(Box<train_cmd::TrainArgs>),
+    /// Evaluate a run directory on a test split (its own dataset or another one).
+    Eval(eval_cmd::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +39,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Embed(args) => dispatch(&args.device().clone(), args),
         Command::Classify(args) => dispatch(&args.device().clone(), args),
+        Command::Data(args) => args.run(),
+        Command::Train(args) => dispatch(&args.device().clone(), *args),
+        Command::Eval(args) => dispatch(&args.device().clone(), args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -296,3 +296,36 @@ fn tempdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn data_check_reports_undecodable_files() {
+    let root = tempdir("datacheck");
+    for class in ["cat", "dog"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+    }
+    std::fs::copy(fixtures().join("images/img0.png"), root.join("cat/a.png")).unwrap();
+    std::fs::copy(fixtures().join("images/img1.png"), root.join("dog/b.png")).unwrap();
+    let args = ["data", "check", "--dataset", "imagefolder", "--root"];
+    let root_str = path_str(&root);
+    let output = mocoop(&[&args[..], &[root_str.as_str()]].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("Classes: 2"),
+        "{}",
+        stdout(&output)
+    );
+
+    std::fs::write(root.join("dog/broken.png"), b"junk").unwrap();
+    let output = mocoop(&[&args[..], &[root_str.as_str()]].concat());
+    assert!(!output.status.success());
+    assert!(
+        stdout(&output).contains("broken.png"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stderr(&output).contains("has problems"),
+        "{}",
+        stderr(&output)
+    );
+}

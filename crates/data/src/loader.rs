@@ -1,0 +1,375 @@
+//! The epoch loader: a seeded shuffle, then batches decoded and transformed on worker threads so
+//! that the accelerator is not starved. Like PyTorch's `DataLoader`, worker `w` builds batches
+//! `w, w + W, w + 2W, …` into its own bounded queue and the consumer takes them round-robin, so
+//! batches arrive in order and their contents never depend on the number of workers.
+//!
+//! A bad image (missing, empty, not an image) stops the epoch with an error naming the dataset and
+//! the file, unless [`LoaderConfig::skip_bad_images`] is set; then the image is left out of its
+//! batch and reported by [`CpuEpoch::skipped`], never dropped silently.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use burn::tensor::backend::Backend;
+use rand::seq::SliceRandom;
+
+use crate::augment::{TrainTransform, Transform, derived_rng};
+use crate::batch::{CpuBatch, ImageBatch};
+use crate::dataset::Item;
+use crate::error::{DataError, Result};
+
+/// How a [`Loader`] batches, transforms and orders images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoaderConfig {
+    /// Images per batch (the last batch may be smaller unless `drop_last`).
+    pub batch_size: usize,
+    /// Decoding threads; 0 decodes on the calling thread.
+    pub workers: usize,
+    /// The transform (training augmentation or test preprocessing).
+    pub transform: Transform,
+    /// Shuffle the order each epoch (seeded by `seed` and the epoch).
+    pub shuffle: bool,
+    /// Drop a final incomplete batch.
+    pub drop_last: bool,
+    /// Seed of the shuffle and the augmentation.
+    pub seed: u64,
+    /// Leave undecodable images out (and report them) instead of stopping.
+    pub skip_bad_images: bool,
+    /// Batches each worker may have ready ahead of the consumer.
+    pub prefetch: usize,
+}
+
+impl LoaderConfig {
+    /// Training: augmentation at `size`, shuffled, incomplete last batch kept (as Dassl does for
+    /// few-shot training), two workers.
+    pub fn train(size: u32, batch_size: usize, seed: u64) -> Self {
+        LoaderConfig {
+            batch_size,
+            workers: 2,
+            transform: Transform::Train(TrainTransform::new(size)),
+            shuffle: true,
+            drop_last: false,
+            seed,
+            skip_bad_images: false,
+            prefetch: 2,
+        }
+    }
+
+    /// Evaluation: resize + centre crop at `size`, in order, two workers.
+    pub fn test(size: u32, batch_size: usize) -> Self {
+        LoaderConfig {
+            batch_size,
+            workers: 2,
+            transform: Transform::Test(size),
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            skip_bad_images: false,
+            prefetch: 2,
+        }
+    }
+}
+
+/// An image that was left out because it could not be read ([`LoaderConfig::skip_bad_images`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadImage {
+    /// Position in the item list.
+    pub index: usize,
+    /// The file.
+    pub path: PathBuf,
+    /// Why it could not be read.
+    pub message: String,
+}
+
+/// Loads one split of a dataset epoch by epoch.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    dataset: Arc<str>,
+    items: Arc<[Item]>,
+    config: LoaderConfig,
+}
+
+const SHUFFLE_STREAM: u64 = 0x7368_7566;
+
+impl Loader {
+    /// A loader over `items` of dataset `dataset` (the name is used in error messages).
+    pub fn new(dataset: &str, items: Vec<Item>, config: LoaderConfig) -> Self {
+        assert!(config.batch_size > 0, "batch size must be positive");
+        Loader {
+            dataset: dataset.into(),
+            items: items.into(),
+            config,
+        }
+    }
+
+    /// The items, in their original order (batch `indices` point into this).
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
+    /// Batches per epoch.
+    pub fn num_batches(&self) -> usize {
+        let (n, b) = (self.items.len(), self.config.batch_size);
+        if self.config.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// The order of item positions in `epoch`: a seeded shuffle of `0..n`, or `0..n`.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.items.len()).collect();
+        if self.config.shuffle {
+            order.shuffle(&mut derived_rng(self.config.seed, epoch, 0, SHUFFLE_STREAM));
+        }
+        order
+    }
+
+    fn batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let mut batches: Vec<Vec<usize>> = self
+            .order(epoch)
+            .chunks(self.config.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect();
+        if self.config.drop_last
+            && batches
+                .last()
+                .is_some_and(|b| b.len() < self.config.batch_size)
+        {
+            batches.pop();
+        }
+        batches
+    }
+
+    /// The batches of `epoch` on the host.
+    pub fn epoch_cpu(&self, epoch: u64) -> CpuEpoch {
+        let batches = Arc::new(self.batches(epoch));
+        let job = Arc::new(Job {
+            dataset: self.dataset.clone(),
+            items: self.items.clone(),
+            config: self.config,
+            epoch,
+        });
+        let workers = self.config.workers.min(batches.len());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(self.config.prefetch.max(1));
+            receivers.push(rx);
+            let (job, batches, stop) = (job.clone(), batches.clone(), stop.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("mocoop-loader-{w}"))
+                .spawn(move || worker(w, workers, &job, &batches, &stop, tx))
+                .expect("spawn loader worker");
+            handles.push(handle);
+        }
+        CpuEpoch {
+            job,
+            batches,
+            next: 0,
+            receivers,
+            handles,
+            stop,
+            skipped: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The batches of `epoch` on `device`.
+    pub fn epoch<B: Backend>(&self, epoch: u64, device: &B::Device) -> EpochIter<B> {
+        EpochIter {
+            inner: self.epoch_cpu(epoch),
+            device: device.clone(),
+        }
+    }
+}
+
+/// What every worker needs to build a batch.
+struct Job {
+    dataset: Arc<str>,
+    items: Arc<[Item]>,
+    config: LoaderConfig,
+    epoch: u64,
+}
+
+type BatchResult = Result<(CpuBatch, Vec<BadImage>)>;
+
+impl Job {
+    /// Decodes and transforms the images at `indices` into one host batch.
+    fn build(&self, indices: &[usize]) -> BatchResult {
+        let size = self.config.transform.size() as usize;
+        let per = 3 * size * size;
+        let mut pixels = vec![0f32; indices.len() * per];
+        let mut labels = Vec::with_capacity(indices.len());
+        let mut kept = Vec::with_capacity(indices.len());
+        let mut bad = Vec::new();
+        for &index in indices {
+            let item = &self.items[index];
+            match mocoop_model::preprocess::load_rgb(&item.path) {
+                Ok(image) => {
+                    let slot = kept.len();
+                    self.config.transform.apply_into(
+                        &image,
+                        self.config.seed,
+                        self.epoch,
+                        index as u64,
+                        &mut pixels[slot * per..(slot + 1) * per],
+                    );
+                    labels.push(item.label as i64);
+                    kept.push(index);
+                }
+                Err(e) if self.config.skip_bad_images => bad.push(BadImage {
+                    index,
+                    path: item.path.clone(),
+                    message: e.message,
+                }),
+                Err(e) => {
+                    return Err(DataError::BadImage {
+                        dataset: self.dataset.to_string(),
+                        path: item.path.clone(),
+                        message: e.message,
+                    });
+                }
+            }
+        }
+        pixels.truncate(kept.len() * per);
+        Ok((
+            CpuBatch {
+                pixels,
+                labels,
+                indices: kept,
+                size,
+            },
+            bad,
+        ))
+    }
+}
+
+fn worker(
+    w: usize,
+    workers: usize,
+    job: &Job,
+    batches: &[Vec<usize>],
+    stop: &AtomicBool,
+    tx: SyncSender<BatchResult>,
+) {
+    for indices in batches.iter().skip(w).step_by(workers) {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let result = job.build(indices);
+        let failed = result.is_err();
+        if tx.send(result).is_err() || failed {
+            return; // the consumer is gone, or the epoch ends at this error
+        }
+    }
+}
+
+/// One epoch's host batches, in order. Ends after the first error.
+pub struct CpuEpoch {
+    job: Arc<Job>,
+    batches: Arc<Vec<Vec<usize>>>,
+    next: usize,
+    receivers: Vec<Receiver<BatchResult>>,
+    handles: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    skipped: Vec<BadImage>,
+    done: bool,
+}
+
+impl CpuEpoch {
+    /// Images left out so far because they could not be read (only with `skip_bad_images`).
+    pub fn skipped(&self) -> &[BadImage] {
+        &self.skipped
+    }
+
+    /// Batches this epoch will yield at most.
+    pub fn num_batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn fetch(&mut self, b: usize) -> BatchResult {
+        if self.receivers.is_empty() {
+            return self.job.build(&self.batches[b]);
+        }
+        let w = b % self.receivers.len();
+        match self.receivers[w].recv() {
+            Ok(result) => result,
+            Err(_) => panic!("loader worker {w} stopped without a result (it panicked)"),
+        }
+    }
+}
+
+impl Iterator for CpuEpoch {
+    type Item = Result<CpuBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done && self.next < self.batches.len() {
+            let b = self.next;
+            self.next += 1;
+            match self.fetch(b) {
+                Ok((batch, bad)) => {
+                    self.skipped.extend(bad);
+                    if batch.is_empty() {
+                        continue; // every image of this batch was bad (and reported)
+                    }
+                    return Some(Ok(batch));
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for CpuEpoch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receivers unblocks workers waiting to send.
+        self.receivers.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// One epoch's batches on a device, in order. Ends after the first error.
+pub struct EpochIter<B: Backend> {
+    inner: CpuEpoch,
+    device: B::Device,
+}
+
+impl<B: Backend> EpochIter<B> {
+    /// Images left out so far because they could not be read (only with `skip_bad_images`).
+    pub fn skipped(&self) -> &[BadImage] {
+        self.inner.skipped()
+    }
+
+    /// Batches this epoch will yield at most.
+    pub fn num_batches(&self) -> usize {
+        self.inner.num_batches()
+    }
+}
+
+impl<B: Backend> Iterator for EpochIter<B> {
+    type Item = Result<ImageBatch<B>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner
+            .next()
+            .map(|r| r.map(|batch| batch.to_device::<B>(&self.device)))
+    }
+}

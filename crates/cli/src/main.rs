@@ -4,9 +4,7 @@ mod classify;
 mod data_cmd;
 mod device;
 mod embed;
-mod eval_cmd;
 mod model_args;
-mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -28,10 +26,6 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Dataset chores: `data check` verifies a dataset on disk.
     Data(data_cmd::DataArgs),
-    /// Train MoCoOp or CoOp prompts (or evaluate zero-shot CLIP) on a dataset into a run directory.
-    Train(Box<train_cmd::TrainArgs>),
-    /// Evaluate a run directory on a test split (its own dataset or another one).
-    Eval(eval_cmd::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,8 +34,6 @@ fn main() -> std::process::ExitCode {
         Command::Embed(args) => dispatch(&args.device().clone(), args),
         Command::Classify(args) => dispatch(&args.device().clone(), args),
         Command::Data(args) => args.run(),
-        Command::Train(args) => dispatch(&args.device().clone(), *args),
-        Command::Eval(args) => dispatch(&args.device().clone(), args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! The CLIP model: image encoder, text encoder and the learned temperature.
 
+mod export;
 pub mod text;
 pub mod transformer;
 pub mod vision;

@@ -256,6 +256,15 @@ pub const DATASETS: &[DatasetInfo] = &[
         Layout::ImageFolder,
     ),
     info("list", "List", "", None, false, Layout::List),
+    // The generated benchmark of `mocoop-world` (written by `mocoop demo`), in CoOp layout.
+    info(
+        "shapeworld",
+        "ShapeWorld",
+        "shapeworld",
+        Some(32),
+        false,
+        split("", "split_zhou_ShapeWorld.json", &[]),
+    ),
 ];
 
 /// Looks a dataset up by name.

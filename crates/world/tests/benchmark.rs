@@ -22,6 +22,10 @@ fn written_benchmark_reads_back_through_the_dataset_code() {
     assert_eq!(dataset.test.len(), 160);
     assert_eq!(dataset.classnames, bench.classnames);
     assert_eq!(dataset.classnames[0], "red circle");
+    // ... and by its registry name, from the data root, as `mocoop train --dataset shapeworld` reads it.
+    let named = load_dataset("shapeworld", dir.path()).unwrap();
+    assert_eq!(named.test.len(), 160);
+    assert_eq!(named.classnames, bench.classnames);
     for item in &dataset.test {
         assert!(item.path.is_file());
         let image = image::open(&item.path).unwrap();

@@ -42,6 +42,7 @@ fn table_lists_every_dataset_with_coop_folders() {
             ("imagenet_r", "imagenet-rendition"),
             ("imagefolder", ""),
             ("list", ""),
+            ("shapeworld", "shapeworld"),
         ]
     );
 }

@@ -4,7 +4,11 @@ mod classify;
 mod data_cmd;
 mod device;
 mod embed;
+mod eval_cmd;
 mod model_args;
+mod pretrain_cmd;
+mod protocol_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +30,14 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Dataset chores: `data check` verifies a dataset on disk.
     Data(data_cmd::DataArgs),
+    /// Pretrain a small CLIP on the generated shape world (no download) and save it.
+    Pretrain(pretrain_cmd::PretrainArgs),
+    /// Train MoCoOp or CoOp prompts (or evaluate zero-shot CLIP) on a dataset into a run directory.
+    Train(Box<train_cmd::TrainArgs>),
+    /// Evaluate a run directory on a test split (its own dataset or another one).
+    Eval(eval_cmd::EvalArgs),
+    /// Run a protocol grid (base2new, fewshot, domain, cross-dataset) and write its results table.
+    Protocol(Box<protocol_cmd::ProtocolArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +46,10 @@ fn main() -> std::process::ExitCode {
         Command::Embed(args) => dispatch(&args.device().clone(), args),
         Command::Classify(args) => dispatch(&args.device().clone(), args),
         Command::Data(args) => args.run(),
+        Command::Pretrain(args) => dispatch(&args.device().clone(), args),
+        Command::Train(args) => dispatch(&args.device().clone(), *args),
+        Command::Eval(args) => dispatch(&args.device().clone(), args),
+        Command::Protocol(args) => dispatch(&args.device().clone(), *args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,6 +7,7 @@
 pub mod clip;
 pub mod config;
 pub mod preprocess;
+pub mod prompt;
 pub mod templates;
 pub mod tokenizer;
 pub mod weights;

@@ -1,1 +1,79 @@
-//! Training, losses, schedules, checkpoints and evaluation protocols.
+//! MoCoOp training and evaluation on Burn: losses, the burn-train `Learner` step, optimiser
+//! grouping and clipping, the epoch schedule, checkpoints of the trainable tensors only, run
+//! directories, and evaluation of trained runs, CoOp and zero-shot CLIP through one code path.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod losses;
+pub mod metrics;
+pub mod model;
+pub mod monitor;
+pub mod pretrain;
+pub mod protocol;
+pub mod renderer;
+pub mod run;
+pub mod step;
+pub mod trainer;
+
+use std::path::Path;
+
+pub use config::{LossConfig, Method, OptimConfig, TrainConfig, epoch_lr};
+pub use eval::{EvalSplit, EvalTarget, TrainedRun, evaluate_run};
+pub use model::{ClassSetup, MocoopModel, StepTerms};
+pub use run::{RunResults, SplitResult};
+pub use step::MocoopOutput;
+pub use trainer::{TrainOptions, TrainReport, train};
+
+/// Why training or evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A checkpoint does not fit.
+    #[error("{0}")]
+    Checkpoint(String),
+    /// Prompts could not be built.
+    #[error(transparent)]
+    Prompt(#[from] mocoop_model::prompt::PromptError),
+    /// The data could not be read.
+    #[error(transparent)]
+    Data(#[from] mocoop_data::DataError),
+    /// The settings are inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// The run directory is not usable.
+    #[error("{0}")]
+    Run(String),
+    /// The loss became NaN or infinite.
+    #[error(
+        "training stopped: non-finite loss at step {step} (epoch {epoch}; terms {terms}); {kept}"
+    )]
+    NonFinite {
+        /// The 1-based step.
+        step: usize,
+        /// The 1-based epoch.
+        epoch: usize,
+        /// The loss terms at that step.
+        terms: String,
+        /// Which checkpoint is the last good one.
+        kept: String,
+    },
+}
+
+impl TrainError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! `mocoop train`: trains MoCoOp or CoOp (or evaluates zero-shot CLIP) on a dataset into a run
+//! directory, then evaluates it on the test split(s).
+//!
+//! Defaults follow the method description: 50 epochs with 5 warm-up epochs at batch size 32 and lr
+//! 0.032 (scaled linearly with the batch size); for ImageNet 10 epochs, 1 warm-up epoch, batch size
+//! 1 and lr 0.002. Every explicit flag overrides these.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::json;
+
+use mocoop_model::prompt::{ExpertInit, MixtureConfig};
+use mocoop_train::config::{
+    DataConfig, GatePrototypes, GateTarget, LossConfig, Method, OptimConfig, Setting, TextClasses,
+    TrainConfig, ZeroShotPrompts,
+};
+use mocoop_train::eval::template_groups;
+use mocoop_train::{TrainOptions, train};
+
+use crate::device::{DeviceSpec, OnBackend};
+use crate::model_args::ModelArgs;
+
+/// How the single CoOp prompt is initialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CtxInit {
+    /// The words of `--ctx-template` around `{}` (CoOp's "a photo of a").
+    Template,
+    /// `--n-ctx` random vectors.
+    Random,
+}
+
+/// Trains prompts on a dataset (MoCoOp, CoOp) or evaluates zero-shot CLIP, into a run directory.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Dataset name (caltech101, dtd, eurosat, …, imagefolder, list).
+    #[arg(long)]
+    dataset: String,
+    /// Data root (the folder holding the dataset's folder, or the dataset folder itself).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// base2new: train on the base half of the classes; fewshot: all classes.
+    #[arg(long, default_value = "base2new", value_name = "base2new|fewshot")]
+    setting: Setting,
+    /// Training images per class (0: all).
+    #[arg(long, default_value_t = 16)]
+    shots: usize,
+    /// Seed of the few-shot draw, shuffling, augmentation and initialisation.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The run directory to create.
+    #[arg(long, value_name = "RUN")]
+    out: PathBuf,
+    /// Replace an existing run of the same method in --out.
+    #[arg(long)]
+    overwrite: bool,
+
+    #[command(flatten)]
+    flags: TrainFlags,
+}
+
+/// The method and every hyper-parameter of a run (shared by `train` and `protocol`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainFlags {
+    /// mocoop, coop or zero-shot.
+    #[arg(long, default_value = "mocoop", value_name = "mocoop|coop|zero-shot")]
+    pub method: Method,
+    /// Template groups file (TOML, same format as assets/template-groups.toml) for a custom dataset.
+    #[arg(long, value_name = "FILE")]
+    pub groups: Option<PathBuf>,
+
+    // ---- prompts and router
+    /// Experts mixed per image (K).
+    #[arg(long, default_value_t = 2)]
+    top_k: usize,
+    /// Learn the shared text bias w (default: on for mocoop, off for coop).
+    #[arg(long, value_name = "BOOL")]
+    text_bias: Option<bool>,
+    /// Re-normalise the mixed class features (decision; default off).
+    #[arg(long)]
+    renormalize: bool,
+    /// Std of the Gaussian noise added to router logits in training (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    router_noise: f32,
+    /// CoOp context initialisation.
+    #[arg(long, value_enum, default_value_t = CtxInit::Template)]
+    ctx_init: CtxInit,
+    /// CoOp template whose words initialise the context.
+    #[arg(long, default_value = "a photo of a {}.")]
+    ctx_template: String,
+    /// Number of random CoOp context vectors.
+    #[arg(long, default_value_t = 4)]
+    n_ctx: usize,
+    /// Std of random context vectors.
+    #[arg(long, default_value_t = 0.02)]
+    ctx_std: f32,
+    /// Zero-shot CLIP with one template instead of the ensemble of the dataset's templates.
+    #[arg(long, value_name = "TEMPLATE")]
+    zero_shot_template: Option<String>,
+
+    // ---- losses
+    /// Weight of the grouped text-level loss (default: 5 for mocoop, 0 for coop).
+    #[arg(long)]
+    lambda_text: Option<f32>,
+    /// Weight of the hard-prompt-guided gating loss (default: 1 for mocoop, 0 for coop).
+    #[arg(long)]
+    lambda_gate: Option<f32>,
+    /// Weight of the load-balancing loss.
+    #[arg(long, default_value_t = 0.0)]
+    lambda_lb: f32,
+    /// Weight of the distillation towards zero-shot CLIP logits.
+    #[arg(long, default_value_t = 0.0)]
+    lambda_kd: f32,
+    /// Temperature of the text-level loss (decision; the published code uses 1).
+    #[arg(long, default_value_t = 1.0)]
+    text_tau: f32,
+    /// Classes contrasted by the text-level loss (decision): all class names, or the training ones.
+    #[arg(long, default_value = "all", value_parser = parse_text_classes)]
+    text_classes: TextClasses,
+    /// Prototypes of the gating target (decision): per-class or class-agnostic.
+    #[arg(long, default_value = "per-class", value_parser = parse_gate_prototypes)]
+    gate_prototypes: GatePrototypes,
+    /// Form of the gating target (decision): top-k (uniform) or softmax (published code's form).
+    #[arg(long, default_value = "top-k", value_parser = parse_gate_target)]
+    gate_target: GateTarget,
+    /// Let gradients flow through the gating target (decision; default: detached).
+    #[arg(long)]
+    gate_target_grad: bool,
+
+    // ---- optimisation
+    /// Training epochs (default 50; ImageNet 10).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Epochs at the constant warm-up rate (default 5; ImageNet 1).
+    #[arg(long)]
+    warmup_epochs: Option<usize>,
+    /// The constant warm-up learning rate.
+    #[arg(long, default_value_t = 1e-5)]
+    warmup_lr: f64,
+    /// Images per step (default 32; ImageNet 1).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rate, used as given (default: --base-lr scaled by --lr-scaling).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Learning rate at batch size 32 (ImageNet default: 0.002, not scaled).
+    #[arg(long)]
+    base_lr: Option<f64>,
+    /// Scale --base-lr linearly with the batch size (linear) or not (none).
+    #[arg(long, default_value = "linear", value_name = "linear|none")]
+    lr_scaling: String,
+    /// SGD momentum (no dampening).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f32,
+    /// Global gradient-norm clipping threshold (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    clip_norm: f32,
+    /// Tune the image encoder's ln_1/ln_2 LayerNorms (default: on for mocoop, off for coop).
+    #[arg(long, value_name = "BOOL")]
+    ln_tuning: Option<bool>,
+    /// Learning-rate multiplier of the image LayerNorms.
+    #[arg(long, default_value_t = 0.1)]
+    ln_lr_scale: f64,
+
+    // ---- run
+    /// Evaluate on the validation split after every epoch.
+    #[arg(long)]
+    validate: bool,
+    /// Image decoding threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Do not evaluate on the test split(s) after training.
+    #[arg(long)]
+    no_eval: bool,
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = 100)]
+    eval_batch_size: usize,
+    /// Epoch checkpoints kept in RUN/checkpoints.
+    #[arg(long, default_value_t = 2)]
+    keep_checkpoints: usize,
+    /// No progress display.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_text_classes(s: &str) -> Result<TextClasses, String> {
+    match s {
+        "all" => Ok(TextClasses::All),
+        "train" => Ok(TextClasses::Train),
+        other => Err(format!("'{other}': expected all or train")),
+    }
+}
+
+fn parse_gate_prototypes(s: &str) -> Result<GatePrototypes, String> {
+    match s {
+        "per-class" | "per_class" => Ok(GatePrototypes::PerClass),
+        "class-agnostic" | "class_agnostic" => Ok(GatePrototypes::ClassAgnostic),
+        other => Err(format!("'{other}': expected per-class or class-agnostic")),
+    }
+}
+
+fn parse_gate_target(s: &str) -> Result<GateTarget, String> {
+    match s {
+        "top-k" | "topk" => Ok(GateTarget::TopKUniform),
+        "softmax" => Ok(GateTarget::SoftmaxBoost),
+        other => Err(format!("'{other}': expected top-k or softmax")),
+    }
+}
+
+/// Which data one run trains on.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// Dataset name.
+    pub dataset: String,
+    /// Data root.
+    pub root: PathBuf,
+    /// Base-to-new or all classes.
+    pub setting: Setting,
+    /// Images per class.
+    pub shots: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl TrainFlags {
+    /// Decoding threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Images per evaluation batch.
+    pub fn eval_batch_size(&self) -> usize {
+        self.eval_batch_size
+    }
+
+    /// Run options (everything not in the configuration).
+    pub fn options(&self, overwrite: bool) -> TrainOptions {
+        TrainOptions {
+            quiet: self.quiet,
+            evaluate: !self.no_eval,
+            overwrite,
+            keep_checkpoints: self.keep_checkpoints,
+            eval_batch_size: self.eval_batch_size,
+        }
+    }
+
+    /// The run configuration these flags describe for one dataset and seed.
+    pub fn config(&self, model: &ModelArgs, run: &RunData) -> Result<TrainConfig> {
+        let imagenet = run.dataset == "imagenet";
+        let batch_size = self.batch_size.unwrap_or(if imagenet { 1 } else { 32 });
+        let lr = match (self.lr, imagenet) {
+            (Some(lr), _) => lr,
+            (None, true) => self.base_lr.unwrap_or(0.002),
+            (None, false) => {
+                let base = self.base_lr.unwrap_or(0.032);
+                match self.lr_scaling.as_str() {
+                    "linear" => base * batch_size as f64 / 32.0,
+                    "none" => base,
+                    other => anyhow::bail!("--lr-scaling '{other}': expected linear or none"),
+                }
+            }
+        };
+        let mocoop = self.method == Method::Mocoop;
+        let data = DataConfig {
+            dataset: run.dataset.clone(),
+            root: run.root.clone(),
+            setting: run.setting,
+            shots: run.shots,
+            seed: run.seed,
+            batch_size,
+            workers: self.workers,
+            groups_file: self.groups.clone(),
+        };
+        let mut mixture = match self.method {
+            Method::Mocoop | Method::ZeroShot => {
+                let groups = template_groups(self.groups.as_deref(), &run.dataset)?;
+                MixtureConfig::mocoop(&groups, self.top_k, run.seed)
+            }
+            Method::Coop => {
+                let init = match self.ctx_init {
+                    CtxInit::Template => ExpertInit::Template {
+                        template: self.ctx_template.clone(),
+                    },
+                    CtxInit::Random => ExpertInit::Random {
+                        n_ctx: self.n_ctx,
+                        std: self.ctx_std,
+                    },
+                };
+                MixtureConfig::coop(init, run.seed)
+            }
+        };
+        mixture.renormalize = self.renormalize;
+        if let Some(bias) = self.text_bias {
+            mixture.text_bias = bias;
+        }
+        let defaults = if mocoop {
+            LossConfig::mocoop()
+        } else {
+            LossConfig::coop()
+        };
+        let loss = LossConfig {
+            lambda_text: self.lambda_text.unwrap_or(defaults.lambda_text),
+            lambda_gate: self.lambda_gate.unwrap_or(defaults.lambda_gate),
+            lambda_lb: self.lambda_lb,
+            lambda_kd: self.lambda_kd,
+            text_tau: self.text_tau,
+            text_classes: self.text_classes,
+            gate_prototypes: self.gate_prototypes,
+            gate_target: self.gate_target,
+            gate_target_detached: !self.gate_target_grad,
+        };
+        let optim = OptimConfig {
+            lr,
+            ln_lr_scale: self.ln_lr_scale,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            clip_norm: (self.clip_norm > 0.0).then_some(self.clip_norm),
+            epochs: self.epochs.unwrap_or(if imagenet { 10 } else { 50 }),
+            warmup_epochs: self.warmup_epochs.unwrap_or(if imagenet { 1 } else { 5 }),
+            warmup_lr: self.warmup_lr,
+        };
+        let config = TrainConfig {
+            method: self.method,
+            weights: model.weights.clone(),
+            activation: model.activation,
+            data,
+            mixture,
+            loss,
+            optim,
+            ln_tuning: self.ln_tuning.unwrap_or(mocoop),
+            router_noise: self.router_noise,
+            validate: self.validate,
+            zero_shot: match &self.zero_shot_template {
+                Some(template) => ZeroShotPrompts::Template {
+                    template: template.clone(),
+                },
+                None => ZeroShotPrompts::Ensemble,
+            },
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+impl TrainArgs {
+    /// The device the user asked for.
+    pub fn device(&self) -> &DeviceSpec {
+        &self.model.device
+    }
+}
+
+impl OnBackend for TrainArgs {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let run = RunData {
+            dataset: self.dataset.clone(),
+            root: self.root.clone(),
+            setting: self.setting,
+            shots: self.shots,
+            seed: self.seed,
+        };
+        let config = self.flags.config(&self.model, &run)?;
+        let loaded = self.model.load::<B>(&device)?;
+        let options = self.flags.options(self.overwrite);
+        let report = train(
+            config,
+            loaded.clip,
+            &loaded.tokenizer,
+            &self.out,
+            &options,
+            &device,
+        )
+        .with_context(|| format!("training into {}", self.out.display()))?;
+        for note in &report.notes {
+            eprintln!("note: {note}");
+        }
+        let last = report.epochs.last();
+        let out = json!({
+            "run": report.run,
+            "steps": report.steps,
+            "final_epoch": last,
+            "results": report.results,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,402 @@
+//! End-to-end prompt learning through the `mocoop` binary: a miniature dataset in CoOp's layout
+//! (DTD's folder and split file) of generated images whose class is their colour, `mocoop train`
+//! with the tiny random CLIP of the fixtures, then `mocoop eval` on the saved run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+/// Class names whose tokens have non-zero embeddings in the fixture model, and their colours.
+const CLASSES: [(&str, [u8; 3]); 4] = [
+    ("red", [220, 30, 30]),
+    ("yellow", [230, 220, 40]),
+    ("purple", [130, 40, 170]),
+    ("brass", [60, 150, 220]),
+];
+
+fn weights() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/openclip_quickgelu.safetensors")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("train_eval-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mocoop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mocoop"))
+        .args(args)
+        .output()
+        .expect("mocoop runs")
+}
+
+fn ok(output: Output) -> Value {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "mocoop failed:\n{stderr}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn failure(output: Output) -> String {
+    assert!(!output.status.success(), "mocoop should have failed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A 24-bit BMP of `size`×`size` pixels of `colour` with deterministic noise.
+fn write_bmp(path: &Path, size: u32, colour: [u8; 3], seed: u32) {
+    let row = (size * 3).div_ceil(4) * 4;
+    let data = row * size;
+    let mut bytes = Vec::with_capacity(54 + data as usize);
+    bytes.extend_from_slice(b"BM");
+    bytes.extend_from_slice(&(54 + data).to_le_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    bytes.extend_from_slice(&54u32.to_le_bytes());
+    bytes.extend_from_slice(&40u32.to_le_bytes());
+    bytes.extend_from_slice(&(size as i32).to_le_bytes());
+    bytes.extend_from_slice(&(size as i32).to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&24u16.to_le_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    bytes.extend_from_slice(&data.to_le_bytes());
+    bytes.extend_from_slice(&[0; 16]);
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    for _ in 0..size {
+        for _ in 0..size {
+            for c in [2, 1, 0] {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let noise = ((state >> 16) % 61) as i32 - 30;
+                bytes.push((i32::from(colour[c]) + noise).clamp(0, 255) as u8);
+            }
+        }
+        bytes.resize(bytes.len() + (row - size * 3) as usize, 0);
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `root/dtd/images/class<label>/*.bmp` and `root/dtd/split_zhou_DescribableTextures.json` with
+/// 8 training, 2 validation and 6 test images per class.
+fn make_dataset(root: &Path, classes: &[(&str, [u8; 3])]) {
+    let dir = root.join("dtd");
+    let mut split = json!({"train": [], "val": [], "test": []});
+    for (label, (name, colour)) in classes.iter().enumerate() {
+        let folder = dir.join("images").join(format!("class{label}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..16 {
+            let file = format!("class{label}/{i}.bmp");
+            write_bmp(
+                &dir.join("images").join(&file),
+                40,
+                *colour,
+                (label * 100 + i) as u32,
+            );
+            let part = match i {
+                0..8 => "train",
+                8..10 => "val",
+                _ => "test",
+            };
+            split[part]
+                .as_array_mut()
+                .unwrap()
+                .push(json!([file, label, name]));
+        }
+    }
+    std::fs::write(
+        dir.join("split_zhou_DescribableTextures.json"),
+        serde_json::to_string(&split).unwrap(),
+    )
+    .unwrap();
+}
+
+fn train_args<'a>(root: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let w = weights().to_str().unwrap().to_string().leak() as &str;
+    let mut args = vec![
+        "train",
+        "--weights",
+        w,
+        "--dataset",
+        "dtd",
+        "--root",
+        root,
+        "--shots",
+        "8",
+        "--seed",
+        "1",
+        "--batch-size",
+        "8",
+        "--workers",
+        "1",
+        "--quiet",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn split<'a>(results: &'a Value, name: &str) -> &'a Value {
+    results["splits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["split"] == name)
+        .unwrap_or_else(|| panic!("no {name} split in {results}"))
+}
+
+#[test]
+fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
+    let dir = scratch("mocoop");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let run = dir.join("run");
+    let (root_s, run_s) = (root.to_str().unwrap(), run.to_str().unwrap());
+    let out = ok(mocoop(&train_args(
+        root_s,
+        run_s,
+        &[
+            "--setting",
+            "fewshot",
+            "--epochs",
+            "10",
+            "--warmup-epochs",
+            "1",
+        ],
+    )));
+
+    // Loss falls, training accuracy rises, and test accuracy is far above chance (25%).
+    let epochs = metrics(&run);
+    assert_eq!(epochs.len(), 10);
+    let (first, last) = (&epochs[0]["means"], &epochs[9]["means"]);
+    assert!(
+        last["ce"].as_f64() < first["ce"].as_f64(),
+        "{first} -> {last}"
+    );
+    assert!(
+        last["loss"].as_f64() < first["loss"].as_f64(),
+        "{first} -> {last}"
+    );
+    assert!(last["accuracy"].as_f64().unwrap() > first["accuracy"].as_f64().unwrap());
+    for key in ["text", "gate", "router_entropy"] {
+        assert!(last[key].as_f64().unwrap().is_finite(), "{key}");
+    }
+    assert_eq!(epochs[9]["expert_load"].as_array().unwrap().len(), 5); // DTD: 5 groups
+    assert_eq!(epochs[0]["lr"].as_f64(), Some(1e-5)); // constant warm-up
+    let results = &out["results"];
+    let trained = split(results, "all");
+    assert!(trained["accuracy"].as_f64().unwrap() >= 75.0, "{results}");
+    assert_eq!(trained["images"], 24);
+
+    // Only the trainable tensors are saved: kilobytes.
+    let size = std::fs::metadata(run.join("checkpoint.safetensors"))
+        .unwrap()
+        .len();
+    assert!(size < 64 * 1024, "checkpoint is {size} bytes");
+    assert!(run.join("config.json").is_file() && run.join("results.json").is_file());
+
+    // The reloaded run gives the identical result.
+    let eval = ok(mocoop(&["eval", "--run", run_s, "--workers", "1"]));
+    assert_eq!(
+        split(&eval, "all")["correct"],
+        trained["correct"],
+        "{eval} vs {results}"
+    );
+    assert!(run.join("eval-dtd-all.json").is_file());
+
+    // A run of another method is refused, both ways.
+    let err = failure(mocoop(&["eval", "--run", run_s, "--method", "coop"]));
+    assert!(err.contains("is a mocoop run, not a coop run"), "{err}");
+    let err = failure(mocoop(&train_args(root_s, run_s, &["--method", "coop"])));
+    assert!(err.contains("already holds a mocoop run"), "{err}");
+
+    // A configuration with another number of experts does not fit the checkpoint.
+    let edited = dir.join("edited");
+    std::fs::create_dir_all(&edited).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    config["mixture"]["experts"].as_array_mut().unwrap().pop();
+    std::fs::write(edited.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(
+        run.join("checkpoint.safetensors"),
+        edited.join("checkpoint.safetensors"),
+    )
+    .unwrap();
+    let err = failure(mocoop(&["eval", "--run", edited.to_str().unwrap()]));
+    assert!(err.contains("wrong number of experts"), "{err}");
+}
+
+#[test]
+fn coop_and_zero_shot_base_to_new() {
+    let dir = scratch("coop");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+    let coop = dir.join("coop");
+    let out = ok(mocoop(&train_args(
+        root_s,
+        coop.to_str().unwrap(),
+        &["--method", "coop", "--epochs", "4", "--warmup-epochs", "0"],
+    )));
+    let results = &out["results"];
+    assert_eq!(split(results, "base")["classes"], 2);
+    assert_eq!(split(results, "new")["classes"], 2);
+    assert!(results["hm"].as_f64().is_some(), "{results}");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(coop.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["mixture"]["experts"].as_array().unwrap().len(), 1);
+    assert_eq!(config["ln_tuning"], false);
+
+    let zs = dir.join("zero-shot");
+    let out = ok(mocoop(&train_args(
+        root_s,
+        zs.to_str().unwrap(),
+        &["--method", "zero-shot"],
+    )));
+    assert!(split(&out["results"], "new")["accuracy"].as_f64().is_some());
+    assert!(!zs.join("checkpoint.safetensors").exists());
+    let eval = ok(mocoop(&[
+        "eval",
+        "--run",
+        zs.to_str().unwrap(),
+        "--split",
+        "all",
+    ]));
+    assert_eq!(split(&eval, "all")["classes"], 4);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = scratch("bad");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+
+    // A groups file whose template has no {}.
+    let groups = dir.join("groups.toml");
+    std::fs::write(&groups, "[dtd]\ngroups = [[\"a photo\"]]\n").unwrap();
+    let out = dir.join("g");
+    let err = failure(mocoop(&train_args(
+        root_s,
+        out.to_str().unwrap(),
+        &["--groups", groups.to_str().unwrap(), "--epochs", "1"],
+    )));
+    assert!(err.contains("exactly one '{}'"), "{err}");
+
+    // A class name that does not fit the context length.
+    let long_root = dir.join("long");
+    let long = "very ".repeat(80) + "red";
+    make_dataset(
+        &long_root,
+        &[("red", [200, 0, 0]), (long.as_str(), [0, 0, 200])],
+    );
+    let out = dir.join("l");
+    let err = failure(mocoop(&train_args(
+        long_root.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--setting", "fewshot", "--epochs", "1"],
+    )));
+    assert!(
+        err.contains("very very very") && err.contains("context length"),
+        "{err}"
+    );
+
+    // A loss that becomes NaN stops training with the step, keeping the last good checkpoint.
+    let out = dir.join("nan");
+    let err = failure(mocoop(&train_args(
+        root_s,
+        out.to_str().unwrap(),
+        &[
+            "--setting",
+            "fewshot",
+            "--epochs",
+            "3",
+            "--warmup-epochs",
+            "1",
+            "--lr",
+            "1e30",
+            "--clip-norm",
+            "0",
+        ],
+    )));
+    // Epoch 1 (4 steps at the warm-up rate) is fine; epoch 2 diverges.
+    assert!(
+        err.contains("non-finite loss at step") && err.contains("(epoch 2;"),
+        "{err}"
+    );
+    assert!(err.contains("epoch-001.safetensors"), "{err}");
+    assert!(out.join("checkpoints/epoch-001.safetensors").is_file());
+    assert!(out.join("checkpoint.safetensors").is_file());
+}
+
+#[test]
+fn protocol_runs_the_grid_resumes_and_writes_the_table() {
+    let dir = scratch("protocol");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let out = dir.join("grid");
+    let w = weights();
+    let args = [
+        "protocol",
+        "base2new",
+        "--weights",
+        w.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--datasets",
+        "dtd",
+        "--seeds",
+        "1,2",
+        "--shots",
+        "8",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "0",
+        "--batch-size",
+        "8",
+        "--workers",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let first = mocoop(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let md = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        md.contains("| Dataset | Base | New | HM |") && md.contains("| dtd |"),
+        "{md}"
+    );
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results-base2new-mocoop.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["cells"].as_array().unwrap().len(), 2);
+    assert!(out.join("results-base2new-mocoop.md").is_file());
+    assert!(out.join("mocoop/dtd/shots8-seed2/results.json").is_file());
+
+    // A second call reuses the finished runs and reproduces the table.
+    let again = mocoop(&args);
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log}");
+    assert_eq!(log.matches("done before").count(), 2, "{log}");
+    assert_eq!(String::from_utf8_lossy(&again.stdout), md);
+}

@@ -1,0 +1,407 @@
+//! The learnable mixture: prompt pool, shared text bias `w` and router.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::PromptError;
+use super::classifier::{mix_logits, top_k_gates};
+use super::layout::{ExpertInit, ExpertLayout};
+use super::pool::{ClassPrompts, PromptPool};
+use crate::clip::{Clip, TextEncoder, l2_normalize};
+use crate::templates::TemplateGroups;
+use crate::tokenizer::ClipTokenizer;
+
+/// What a mixture of prompts is made of; saved with every trained run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixtureConfig {
+    /// One entry per expert (soft prompt).
+    pub experts: Vec<ExpertInit>,
+    /// Experts mixed per image (K).
+    pub top_k: usize,
+    /// Whether a router picks the experts per image (otherwise they are averaged uniformly).
+    pub router: bool,
+    /// Whether the shared text bias `w` is learned.
+    pub text_bias: bool,
+    /// Whether the mixed class features are L2-normalised again (decision; default off).
+    pub renormalize: bool,
+    /// Seed of the router's and random contexts' initialisation.
+    pub seed: u64,
+}
+
+impl MixtureConfig {
+    /// MoCoOp: one expert per template group, from the group's first template, with router, top-K
+    /// gates and the shared text bias.
+    pub fn mocoop(groups: &TemplateGroups, top_k: usize, seed: u64) -> Self {
+        Self {
+            experts: groups
+                .groups()
+                .iter()
+                .map(|g| ExpertInit::Template {
+                    template: g[0].clone(),
+                })
+                .collect(),
+            top_k,
+            router: true,
+            text_bias: true,
+            renormalize: false,
+            seed,
+        }
+    }
+
+    /// CoOp: a single prompt, no router, no bias.
+    pub fn coop(init: ExpertInit, seed: u64) -> Self {
+        Self {
+            experts: vec![init],
+            top_k: 1,
+            router: false,
+            text_bias: false,
+            renormalize: false,
+            seed,
+        }
+    }
+
+    /// Number of experts.
+    pub fn num_experts(&self) -> usize {
+        self.experts.len()
+    }
+
+    /// Checks that the configuration can be built.
+    pub fn validate(&self) -> Result<(), PromptError> {
+        let e = self.experts.len();
+        if e == 0 {
+            return Err(PromptError::Config(
+                "a mixture needs at least one expert".into(),
+            ));
+        }
+        if self.router && (self.top_k == 0 || self.top_k > e) {
+            return Err(PromptError::Config(format!(
+                "top-k = {} must be between 1 and the number of experts ({e})",
+                self.top_k
+            )));
+        }
+        for init in &self.experts {
+            if let ExpertInit::Random { n_ctx, std } = init
+                && (*n_ctx == 0 || !std.is_finite() || *std < 0.0)
+            {
+                return Err(PromptError::Config(format!(
+                    "random context needs n_ctx >= 1 and a finite std >= 0 (got {n_ctx}, {std})"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The learnable part of MoCoOp (and of CoOp, its one-expert special case).
+#[derive(Module, Debug)]
+pub struct MixtureOfPrompts<B: Backend> {
+    /// One soft prompt per expert.
+    pub pool: PromptPool<B>,
+    /// The shared text bias `w ∈ R^D` added to every unnormalised text feature.
+    pub text_bias: Option<Param<Tensor<B, 1>>>,
+    /// The router `r = W_r f + b_r` (`[D] → [E]`).
+    pub router: Option<Linear<B>>,
+    #[module(skip)]
+    config: MixtureConfig,
+}
+
+impl<B: Backend> MixtureOfPrompts<B> {
+    /// Builds the mixture, with contexts initialised from `clip`'s token embeddings, `w = 0`, and
+    /// the router like PyTorch's `nn.Linear` (`U(±1/√D)`, seeded).
+    pub fn new(
+        config: MixtureConfig,
+        clip: &Clip<B>,
+        tokenizer: &ClipTokenizer,
+        device: &B::Device,
+    ) -> Result<Self, PromptError> {
+        config.validate()?;
+        let layouts = config
+            .experts
+            .iter()
+            .map(|init| ExpertLayout::new(init, tokenizer))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pool = PromptPool::new(layouts, &clip.text, config.seed, device);
+        let d = clip.config().embed_dim;
+        let e = config.experts.len();
+        let text_bias = config
+            .text_bias
+            .then(|| Param::from_tensor(Tensor::zeros([d], device)));
+        let router = config.router.then(|| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+            let bound = 1.0 / (d as f32).sqrt();
+            let mut draw = |count: usize| -> Vec<f32> {
+                (0..count)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect()
+            };
+            let weight = draw(d * e);
+            let bias = draw(e);
+            Linear {
+                weight: Param::from_tensor(Tensor::from_data(
+                    TensorData::new(weight, [d, e]),
+                    device,
+                )),
+                bias: Some(Param::from_tensor(Tensor::from_data(
+                    TensorData::new(bias, [e]),
+                    device,
+                ))),
+            }
+        });
+        Ok(Self {
+            pool,
+            text_bias,
+            router,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MixtureConfig {
+        &self.config
+    }
+
+    /// Number of experts `E`.
+    pub fn num_experts(&self) -> usize {
+        self.config.experts.len()
+    }
+
+    /// The fixed part of all `E × C` prompts for `classnames` (errors when a class name makes a
+    /// prompt longer than the context length).
+    pub fn class_prompts(
+        &self,
+        text: &TextEncoder<B>,
+        tokenizer: &ClipTokenizer,
+        classnames: &[String],
+        device: &B::Device,
+    ) -> Result<ClassPrompts<B>, PromptError> {
+        self.pool.class_prompts(text, tokenizer, classnames, device)
+    }
+
+    /// Text features of rows `start..start + len` (row `g * C + c`), L2-normalised after adding
+    /// `w`.
+    fn encode_rows(
+        &self,
+        text: &TextEncoder<B>,
+        prompts: &ClassPrompts<B>,
+        table: Tensor<B, 2>,
+        start: usize,
+        len: usize,
+    ) -> Tensor<B, 2> {
+        let (x, eot) = prompts.assemble(table, start, len);
+        let features = text.forward_embedded(x, &eot);
+        let features = match &self.text_bias {
+            Some(w) => features + w.val().unsqueeze(),
+            None => features,
+        };
+        l2_normalize(features)
+    }
+
+    /// `z[g, c] = normalize(TextEncoder(P_g(c)) + w)`, `[E, C, D]`, all prompts in one batch
+    /// (what a training step needs: gradients reach contexts and `w`).
+    pub fn text_features(&self, text: &TextEncoder<B>, prompts: &ClassPrompts<B>) -> Tensor<B, 3> {
+        self.text_features_chunked(text, prompts, usize::MAX)
+    }
+
+    /// [`Self::text_features`], encoding at most `chunk` prompts at a time (for inference over
+    /// many classes).
+    pub fn text_features_chunked(
+        &self,
+        text: &TextEncoder<B>,
+        prompts: &ClassPrompts<B>,
+        chunk: usize,
+    ) -> Tensor<B, 3> {
+        let device = prompts.fixed.device();
+        let table = self.pool.table(&device);
+        let rows = prompts.rows();
+        let chunk = chunk.max(1);
+        let parts: Vec<Tensor<B, 2>> = (0..rows)
+            .step_by(chunk)
+            .map(|start| {
+                let len = chunk.min(rows - start);
+                self.encode_rows(text, prompts, table.clone(), start, len)
+            })
+            .collect();
+        let z = if parts.len() == 1 {
+            parts.into_iter().next().expect("one part")
+        } else {
+            Tensor::cat(parts, 0)
+        };
+        let d = z.dims()[1];
+        z.reshape([prompts.experts, prompts.classes(), d])
+    }
+
+    /// Router logits `[N, E]` of L2-normalised image features `[N, D]` (`None` without router).
+    pub fn router_logits(&self, f: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        self.router.as_ref().map(|r| r.forward(f))
+    }
+
+    /// Gates `[N, E]` from router logits (top-K softmax), or uniform weights without a router.
+    pub fn gates(
+        &self,
+        router_logits: Option<Tensor<B, 2>>,
+        n: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
+        match router_logits {
+            Some(r) => top_k_gates(r, self.config.top_k),
+            None => {
+                let e = self.num_experts();
+                Tensor::ones([n, e], device) / e as f32
+            }
+        }
+    }
+
+    /// Mixture logits `[N, C]`: `scale · <f, Σ_k α_k z[k, c]>`.
+    pub fn logits(
+        &self,
+        f: Tensor<B, 2>,
+        z: Tensor<B, 3>,
+        gates: Tensor<B, 2>,
+        scale: f32,
+    ) -> Tensor<B, 2> {
+        mix_logits(f, z, gates, self.config.renormalize, scale)
+    }
+
+    /// The learned tensors by name (`ctx.<g>` `[n_ctx, W]`, `text_bias` `[D]`, `router.weight`
+    /// `[E, D]` as in PyTorch, `router.bias` `[E]`), for checkpoints.
+    pub fn tensors(&self) -> Vec<(String, TensorData)> {
+        let mut out = Vec::new();
+        for (g, ctx) in self.pool.ctx.iter().enumerate() {
+            if let Some(ctx) = ctx {
+                out.push((format!("ctx.{g}"), ctx.val().into_data()));
+            }
+        }
+        if let Some(w) = &self.text_bias {
+            out.push(("text_bias".into(), w.val().into_data()));
+        }
+        if let Some(router) = &self.router {
+            out.push((
+                "router.weight".into(),
+                router.weight.val().transpose().into_data(),
+            ));
+            if let Some(b) = &router.bias {
+                out.push(("router.bias".into(), b.val().into_data()));
+            }
+        }
+        out
+    }
+
+    /// Replaces the learned tensors with saved ones (as written by [`Self::tensors`]); every
+    /// tensor the configuration needs must be present with the right shape. Consumed entries are
+    /// removed from `saved`.
+    pub fn load_tensors(
+        mut self,
+        saved: &mut BTreeMap<String, TensorData>,
+        device: &B::Device,
+    ) -> Result<Self, PromptError> {
+        let e = self.num_experts();
+        let saved_experts: Vec<usize> = saved
+            .keys()
+            .filter_map(|k| k.strip_prefix("ctx.").and_then(|g| g.parse().ok()))
+            .collect();
+        let expected_experts: Vec<usize> = self
+            .pool
+            .ctx
+            .iter()
+            .enumerate()
+            .filter_map(|(g, c)| c.as_ref().map(|_| g))
+            .collect();
+        let router_rows = saved.get("router.weight").map(|t| t.shape[0]);
+        if saved_experts.iter().any(|&g| g >= e) || router_rows.is_some_and(|r| r != e) {
+            let found = saved_experts
+                .iter()
+                .map(|g| g + 1)
+                .chain(router_rows)
+                .max()
+                .unwrap_or(0);
+            return Err(PromptError::Checkpoint(format!(
+                "wrong number of experts: the checkpoint holds {found} experts, the configuration \
+                 has {e}"
+            )));
+        }
+        if saved_experts.len() != expected_experts.len() {
+            return Err(PromptError::Checkpoint(format!(
+                "wrong number of experts: the checkpoint holds contexts for {} experts, the \
+                 configuration needs {}",
+                saved_experts.len(),
+                expected_experts.len()
+            )));
+        }
+        let saved_bias = saved.contains_key("text_bias");
+        let saved_router = saved.contains_key("router.weight");
+        let mut take = |name: &str, shape: &[usize]| -> Result<TensorData, PromptError> {
+            let data = saved.remove(name).ok_or_else(|| {
+                PromptError::Checkpoint(format!("the checkpoint has no tensor '{name}'"))
+            })?;
+            if data.shape.as_slice() != shape {
+                return Err(PromptError::Checkpoint(format!(
+                    "checkpoint tensor '{name}' has shape {:?}, the configuration needs {shape:?}",
+                    data.shape
+                )));
+            }
+            Ok(data.convert::<f32>())
+        };
+        let width = self.pool.width();
+        let layouts = self.pool.layouts().to_vec();
+        for (g, ctx) in self.pool.ctx.iter_mut().enumerate() {
+            if let Some(param) = ctx.take() {
+                let data = take(&format!("ctx.{g}"), &[layouts[g].n_ctx(), width])?;
+                *ctx = Some(replace(param, Tensor::from_data(data, device)));
+            }
+        }
+        if let Some(w) = self.text_bias.take() {
+            let d = w.dims()[0];
+            self.text_bias = Some(replace(
+                w,
+                Tensor::from_data(take("text_bias", &[d])?, device),
+            ));
+        } else if saved_bias {
+            return Err(PromptError::Checkpoint(
+                "the checkpoint has a text bias but the configuration has none".into(),
+            ));
+        }
+        if let Some(mut router) = self.router.take() {
+            let [d, e] = router.weight.dims();
+            // Stored as PyTorch's [E, D]; transposed on the host so that the parameter is laid out
+            // exactly like a freshly built one (bit-identical results after a reload).
+            let stored = take("router.weight", &[e, d])?
+                .to_vec::<f32>()
+                .map_err(|err| PromptError::Checkpoint(format!("router.weight: {err:?}")))?;
+            let transposed: Vec<f32> = (0..d * e).map(|i| stored[(i % e) * d + i / e]).collect();
+            let weight = Tensor::from_data(TensorData::new(transposed, [d, e]), device);
+            router.weight = replace(router.weight, weight);
+            if let Some(b) = router.bias.take() {
+                router.bias = Some(replace(
+                    b,
+                    Tensor::from_data(take("router.bias", &[e])?, device),
+                ));
+            }
+            self.router = Some(router);
+        } else if saved_router {
+            return Err(PromptError::Checkpoint(
+                "the checkpoint has a router but the configuration has none".into(),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// A parameter with a new value, keeping its id and whether it requires gradients.
+fn replace<B: Backend, const D: usize>(
+    param: Param<Tensor<B, D>>,
+    value: Tensor<B, D>,
+) -> Param<Tensor<B, D>> {
+    let (id, old, mapper) = param.consume();
+    let value = if old.is_require_grad() {
+        value.require_grad()
+    } else {
+        value
+    };
+    Param::from_mapped_value(id, value, mapper)
+}

@@ -1,0 +1,487 @@
+//! Tests of the prompt pool, router, mixture and the CoOp / zero-shot special cases on a tiny
+//! random CLIP.
+
+use std::collections::BTreeMap;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData};
+
+use super::*;
+use crate::Clip;
+use crate::clip::l2_normalize;
+use crate::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use crate::templates::{TemplateGroups, fill};
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::{LoadedWeights, StateDict, WeightLayout};
+
+type B = Flex;
+type AD = Autodiff<Flex>;
+
+pub(crate) fn tiny_config() -> ClipConfig {
+    ClipConfig {
+        embed_dim: 16,
+        vision: VisionConfig {
+            width: 32,
+            layers: 1,
+            heads: 2,
+            patch_size: 8,
+            image_size: 16,
+        },
+        text: TextConfig {
+            width: 32,
+            layers: 2,
+            heads: 2,
+            context_length: 77,
+            vocab_size: 49408,
+        },
+        activation: Activation::QuickGelu,
+        layer_norm_eps: 1e-5,
+    }
+}
+
+fn tiny_clip<Bk: burn::tensor::backend::Backend>(seed: u64) -> Clip<Bk> {
+    let weights = LoadedWeights {
+        config: tiny_config(),
+        state: StateDict::random(seed),
+        layout: WeightLayout::OpenAi,
+    };
+    Clip::from_weights(weights, &Default::default()).unwrap()
+}
+
+fn tok() -> &'static ClipTokenizer {
+    ClipTokenizer::embedded()
+}
+
+fn groups() -> TemplateGroups {
+    TemplateGroups::new(
+        "test",
+        vec![
+            vec!["a photo of a {}.".into(), "a photo of the {}.".into()],
+            vec!["{} texture.".into()],
+            vec!["a low resolution photo of the {}, a type of pet.".into()],
+        ],
+    )
+    .unwrap()
+}
+
+fn classes() -> Vec<String> {
+    ["cat", "golden retriever", "sea turtle", "x"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn values<const D: usize, Bk: burn::tensor::backend::Backend>(t: Tensor<Bk, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= tol, "{what}: max |diff| {worst} > {tol}");
+}
+
+fn random_features(n: usize, d: usize, seed: u64) -> Tensor<B, 2> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    l2_normalize(Tensor::from_data(
+        TensorData::new(v, [n, d]),
+        &Default::default(),
+    ))
+}
+
+#[test]
+fn initial_soft_prompts_reproduce_their_hard_templates() {
+    // With contexts initialised from the template's words and w = 0, every z[g, c] must equal the
+    // frozen encoder's feature of the filled first template: this checks the fixed/context
+    // assembly, the per-row EOT positions and the sequence cut.
+    let clip = tiny_clip::<B>(1);
+    let device = Default::default();
+    let config = MixtureConfig::mocoop(&groups(), 2, 7);
+    let mixture = MixtureOfPrompts::new(config, &clip, tok(), &device).unwrap();
+    let prompts = mixture
+        .class_prompts(&clip.text, tok(), &classes(), &device)
+        .unwrap();
+    let z = mixture.text_features(&clip.text, &prompts);
+    assert_eq!(z.dims(), [3, 4, 16]);
+    let firsts: Vec<Vec<String>> = groups()
+        .groups()
+        .iter()
+        .map(|g| vec![g[0].clone()])
+        .collect();
+    let hard = HardPrompts::from_groups(&clip, tok(), &firsts, &classes(), &device).unwrap();
+    assert_close(
+        &values(z.clone()),
+        &values(hard.features.clone()),
+        2e-5,
+        "z vs hard",
+    );
+
+    // Chunked encoding gives the same features.
+    let chunked = mixture.text_features_chunked(&clip.text, &prompts, 5);
+    assert_close(&values(z), &values(chunked), 2e-5, "chunked");
+
+    // And the hard features are those of the filled strings.
+    let text = fill(
+        "a low resolution photo of the {}, a type of pet.",
+        "sea turtle",
+    );
+    let direct = clip.encode_text(&[tok().tokenize(&text, 77)], &device);
+    assert_close(
+        &values(hard.template(2).narrow(0, 2, 1)),
+        &values(direct),
+        1e-6,
+        "direct",
+    );
+}
+
+#[test]
+fn prototypes_and_ensemble() {
+    let clip = tiny_clip::<B>(2);
+    let device = Default::default();
+    let hard = HardPrompts::new(&clip, tok(), &groups(), &classes(), &device).unwrap();
+    assert_eq!(hard.features.dims(), [4, 4, 16]);
+    let protos = hard.prototypes();
+    assert_eq!(protos.dims(), [3, 4, 16]);
+    let expected0 = l2_normalize((hard.template(0) + hard.template(1)) / 2.0);
+    assert_close(
+        &values(protos.clone().narrow(0, 0, 1).reshape([4, 16])),
+        &values(expected0),
+        1e-6,
+        "prototype of group 0",
+    );
+    assert_close(
+        &values(protos.clone().narrow(0, 1, 1).reshape([4, 16])),
+        &values(hard.template(2)),
+        1e-6,
+        "single-template prototype",
+    );
+    let sum: Tensor<B, 2> = (0..4)
+        .map(|t| hard.template(t))
+        .reduce(|a, b| a + b)
+        .unwrap();
+    assert_close(
+        &values(hard.ensemble()),
+        &values(l2_normalize(sum)),
+        1e-6,
+        "ensemble",
+    );
+    assert_eq!(hard.class_agnostic_prototypes().dims(), [3, 16]);
+    let sub = hard.select_classes(&[2, 0]);
+    assert_close(
+        &values(sub.template(0).narrow(0, 1, 1)),
+        &values(hard.template(0).narrow(0, 0, 1)),
+        0.0,
+        "select",
+    );
+}
+
+#[test]
+fn top_k_gates_are_a_softmax_over_the_selected_logits() {
+    let device = Default::default();
+    let logits = Tensor::<B, 2>::from_data([[1.0, 3.0, 2.0, -1.0], [0.5, 0.0, -2.0, 4.0]], &device);
+    let gates = values(top_k_gates(logits.clone(), 2));
+    let e = |a: f32, b: f32| (a.exp() / (a.exp() + b.exp()), b.exp() / (a.exp() + b.exp()));
+    let (g1, g2) = e(3.0, 2.0);
+    let (h1, h2) = e(4.0, 0.5);
+    assert_close(&gates, &[0.0, g1, g2, 0.0, h2, 0.0, 0.0, h1], 1e-6, "top-2");
+    let all = values(top_k_gates(logits.clone(), 4));
+    let soft = values(burn::tensor::activation::softmax(logits.clone(), 1));
+    assert_close(&all, &soft, 1e-7, "k = E");
+    assert_close(
+        &values(top_k_gates(logits, 1)),
+        &[0., 1., 0., 0., 0., 0., 0., 1.],
+        0.0,
+        "k=1",
+    );
+}
+
+#[test]
+fn top_k_gates_have_finite_gradients_only_on_selected_logits() {
+    let device = Default::default();
+    let logits = Tensor::<AD, 2>::from_data([[1.0, 3.0, 2.0, -1.0]], &device).require_grad();
+    let weights = Tensor::<AD, 2>::from_data([[1.0, 2.0, 3.0, 4.0]], &device);
+    let loss = (top_k_gates(logits.clone(), 2) * weights).sum();
+    let grads = loss.backward();
+    let g = values(logits.grad(&grads).unwrap());
+    assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+    assert_eq!((g[0], g[3]), (0.0, 0.0));
+    assert!(g[1] != 0.0 && g[2] != 0.0);
+}
+
+#[test]
+fn mixture_logits_match_the_explicit_mixture() {
+    let (n, e, c, d) = (3, 4, 5, 16);
+    let f = random_features(n, d, 1);
+    let z = random_features(e * c, d, 2).reshape([e, c, d]);
+    let gates = top_k_gates(random_features(n, e, 3) * 3.0, 2);
+    let gates_v = values(gates.clone());
+    let (fv, zv) = (values(f.clone()), values(z.clone()));
+    for renormalize in [false, true] {
+        let got = values(mix_logits(
+            f.clone(),
+            z.clone(),
+            gates.clone(),
+            renormalize,
+            10.0,
+        ));
+        let mut expected = vec![0f32; n * c];
+        for i in 0..n {
+            for k in 0..c {
+                let mut t = vec![0f32; d];
+                for g in 0..e {
+                    for j in 0..d {
+                        t[j] += gates_v[i * e + g] * zv[(g * c + k) * d + j];
+                    }
+                }
+                let norm = if renormalize {
+                    t.iter().map(|v| v * v).sum::<f32>().sqrt()
+                } else {
+                    1.0
+                };
+                expected[i * c + k] =
+                    10.0 * (0..d).map(|j| fv[i * d + j] * t[j]).sum::<f32>() / norm;
+            }
+        }
+        assert_close(&got, &expected, 1e-5, &format!("renormalize={renormalize}"));
+    }
+}
+
+#[test]
+fn coop_and_zero_shot_are_special_cases() {
+    let clip = tiny_clip::<B>(3);
+    let device = Default::default();
+    let init = ExpertInit::Template {
+        template: "a photo of a {}.".into(),
+    };
+    let coop = MixtureOfPrompts::new(MixtureConfig::coop(init, 0), &clip, tok(), &device).unwrap();
+    assert!(coop.router.is_none() && coop.text_bias.is_none());
+    assert_eq!(coop.tensors().len(), 1);
+    let prompts = coop
+        .class_prompts(&clip.text, tok(), &classes(), &device)
+        .unwrap();
+    let scale = clip.logit_scale();
+    let classifier = coop.classifier(&clip.text, &prompts, scale, 3);
+    let f = random_features(2, 16, 4);
+    let logits = values(classifier.logits(f.clone()));
+
+    // Zero-shot CLIP with the same template gives the same logits (untrained CoOp = zero-shot).
+    let single = vec![vec!["a photo of a {}.".to_string()]];
+    let hard = HardPrompts::from_groups(&clip, tok(), &single, &classes(), &device).unwrap();
+    let zero_shot = PromptClassifier::zero_shot(hard.template(0), scale);
+    let expected = values(f.clone().matmul(hard.template(0).transpose()) * scale.exp());
+    assert_close(
+        &values(zero_shot.logits(f.clone())),
+        &expected,
+        1e-4,
+        "zero-shot",
+    );
+    assert_close(&logits, &expected, 1e-3, "coop vs zero-shot");
+
+    // The ensemble classifier uses the normalised mean of all templates.
+    let hard = HardPrompts::new(&clip, tok(), &groups(), &classes(), &device).unwrap();
+    let ensemble = PromptClassifier::ensemble(&hard, scale);
+    let expected = values(f.clone().matmul(hard.ensemble().transpose()) * scale.exp());
+    assert_close(&values(ensemble.logits(f)), &expected, 1e-4, "ensemble");
+
+    // Random CoOp context.
+    let init = ExpertInit::Random {
+        n_ctx: 4,
+        std: 0.02,
+    };
+    let coop = MixtureOfPrompts::new(MixtureConfig::coop(init, 9), &clip, tok(), &device).unwrap();
+    let ctx = values(coop.pool.ctx[0].as_ref().unwrap().val());
+    assert_eq!(ctx.len(), 4 * 32);
+    let std = (ctx.iter().map(|v| v * v).sum::<f32>() / ctx.len() as f32).sqrt();
+    assert!((0.01..0.03).contains(&std), "{std}");
+}
+
+#[test]
+fn classifier_matches_the_training_path() {
+    let clip = tiny_clip::<B>(4);
+    let device = Default::default();
+    let mixture = MixtureOfPrompts::new(
+        MixtureConfig::mocoop(&groups(), 2, 3),
+        &clip,
+        tok(),
+        &device,
+    )
+    .unwrap();
+    let prompts = mixture
+        .class_prompts(&clip.text, tok(), &classes(), &device)
+        .unwrap();
+    let f = random_features(5, 16, 5);
+    let z = mixture.text_features(&clip.text, &prompts);
+    let gates = mixture.gates(mixture.router_logits(f.clone()), 5, &device);
+    let gv = values(gates.clone());
+    for row in gv.chunks(3) {
+        assert_eq!(row.iter().filter(|&&g| g > 0.0).count(), 2, "{row:?}");
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+    let train = values(mixture.logits(f.clone(), z, gates, 2.0f32.exp()));
+    let classifier = mixture.classifier(&clip.text, &prompts, 2.0, 4);
+    assert_close(
+        &values(classifier.logits(f)),
+        &train,
+        1e-4,
+        "cached classifier",
+    );
+}
+
+#[test]
+fn checkpoint_tensors_round_trip_and_reject_wrong_expert_counts() {
+    let clip = tiny_clip::<B>(5);
+    let device = Default::default();
+    let config = MixtureConfig::mocoop(&groups(), 2, 11);
+    let trained = MixtureOfPrompts::new(config.clone(), &clip, tok(), &device).unwrap();
+    // Perturb every tensor so that a silent non-load would be noticed.
+    let mut saved: BTreeMap<String, TensorData> = trained
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let shifted: Vec<f32> = v.to_vec::<f32>().unwrap().iter().map(|x| x + 0.5).collect();
+            (k, TensorData::new(shifted, v.shape.clone()))
+        })
+        .collect();
+    let names: Vec<_> = saved.keys().cloned().collect();
+    assert_eq!(
+        names,
+        [
+            "ctx.0",
+            "ctx.1",
+            "ctx.2",
+            "router.bias",
+            "router.weight",
+            "text_bias"
+        ]
+    );
+    let expected = saved.clone();
+    let fresh = MixtureOfPrompts::new(config.clone(), &clip, tok(), &device).unwrap();
+    let loaded = fresh.load_tensors(&mut saved, &device).unwrap();
+    assert!(saved.is_empty());
+    for (name, data) in loaded.tensors() {
+        assert_close(
+            &data.to_vec::<f32>().unwrap(),
+            &expected[&name].to_vec::<f32>().unwrap(),
+            0.0,
+            &name,
+        );
+    }
+
+    // A configuration with one expert fewer cannot take these tensors.
+    let mut fewer = config.clone();
+    fewer.experts.pop();
+    let small = MixtureOfPrompts::new(fewer, &clip, tok(), &device).unwrap();
+    let err = small
+        .load_tensors(&mut expected.clone(), &device)
+        .unwrap_err();
+    assert!(err.to_string().contains("wrong number of experts"), "{err}");
+    // And a CoOp model cannot take a MoCoOp checkpoint.
+    let init = ExpertInit::Template {
+        template: "a photo of a {}.".into(),
+    };
+    let coop = MixtureOfPrompts::new(MixtureConfig::coop(init, 0), &clip, tok(), &device).unwrap();
+    assert!(coop.load_tensors(&mut expected.clone(), &device).is_err());
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    let clip = tiny_clip::<B>(6);
+    let device = Default::default();
+    let mut config = MixtureConfig::mocoop(&groups(), 4, 0);
+    let err = MixtureOfPrompts::new(config.clone(), &clip, tok(), &device).unwrap_err();
+    assert!(err.to_string().contains("top-k"), "{err}");
+    config.top_k = 2;
+    config.experts[0] = ExpertInit::Template {
+        template: "no placeholder".into(),
+    };
+    let err = MixtureOfPrompts::new(config, &clip, tok(), &device).unwrap_err();
+    assert!(err.to_string().contains("{}"), "{err}");
+
+    let mixture = MixtureOfPrompts::new(
+        MixtureConfig::mocoop(&groups(), 2, 0),
+        &clip,
+        tok(),
+        &device,
+    )
+    .unwrap();
+    let long = vec!["cat".to_string(), "word ".repeat(70)];
+    let err = mixture
+        .class_prompts(&clip.text, tok(), &long, &device)
+        .unwrap_err();
+    assert!(err.to_string().contains("word word"), "{err}");
+    let err = HardPrompts::new(&clip, tok(), &groups(), &long, &device).unwrap_err();
+    assert!(err.to_string().contains("context length"), "{err}");
+}
+
+#[test]
+fn gradients_reach_contexts_bias_and_router_only() {
+    let clip = tiny_clip::<AD>(7).no_grad();
+    let device = Default::default();
+    let mixture = MixtureOfPrompts::new(
+        MixtureConfig::mocoop(&groups(), 2, 0),
+        &clip,
+        tok(),
+        &device,
+    )
+    .unwrap();
+    let prompts = mixture
+        .class_prompts(&clip.text, tok(), &classes(), &device)
+        .unwrap();
+    let f = Tensor::<AD, 2>::from_inner(random_features(3, 16, 8));
+    let z = mixture.text_features(&clip.text, &prompts);
+    let gates = mixture.gates(mixture.router_logits(f.clone()), 3, &device);
+    let logits = mixture.logits(f, z, gates, 10.0);
+    let grads = logits.narrow(1, 0, 1).sum().backward();
+    for ctx in mixture.pool.ctx.iter().flatten() {
+        let g = values(ctx.grad(&grads).expect("context gradient"));
+        assert!(g.iter().any(|v| *v != 0.0) && g.iter().all(|v| v.is_finite()));
+    }
+    assert!(mixture.text_bias.as_ref().unwrap().grad(&grads).is_some());
+    assert!(
+        mixture
+            .router
+            .as_ref()
+            .unwrap()
+            .weight
+            .grad(&grads)
+            .is_some()
+    );
+    let params = burn::optim::GradientsParams::from_grads(grads, &clip);
+    assert!(
+        params.is_empty(),
+        "frozen CLIP got {} gradients",
+        params.len()
+    );
+}
+
+#[test]
+fn an_expert_without_context_words_is_its_fixed_template() {
+    let clip = tiny_clip::<B>(8);
+    let device = Default::default();
+    let groups = TemplateGroups::new(
+        "test",
+        vec![vec!["{}.".into()], vec!["a photo of a {}.".into()]],
+    )
+    .unwrap();
+    let mixture =
+        MixtureOfPrompts::new(MixtureConfig::mocoop(&groups, 1, 0), &clip, tok(), &device).unwrap();
+    assert!(mixture.pool.ctx[0].is_none() && mixture.pool.ctx[1].is_some());
+    let prompts = mixture
+        .class_prompts(&clip.text, tok(), &classes(), &device)
+        .unwrap();
+    let z = mixture.text_features(&clip.text, &prompts);
+    let hard = HardPrompts::new(&clip, tok(), &groups, &classes(), &device).unwrap();
+    assert_close(&values(z), &values(hard.features), 2e-5, "z vs hard");
+    let mut saved: BTreeMap<String, TensorData> = mixture.tensors().into_iter().collect();
+    assert!(!saved.contains_key("ctx.0") && saved.contains_key("ctx.1"));
+    let fresh =
+        MixtureOfPrompts::new(MixtureConfig::mocoop(&groups, 1, 5), &clip, tok(), &device).unwrap();
+    assert!(fresh.load_tensors(&mut saved, &device).is_ok());
+}

@@ -1,0 +1,340 @@
+//! Every setting of a training run, saved as `config.json` in the run directory.
+//!
+//! Each choice the method description leaves open (marked "decision" there) is a field here and a
+//! flag on the command line, so that either reading can be run.
+
+use serde::{Deserialize, Serialize};
+
+use mocoop_model::prompt::MixtureConfig;
+
+/// Which method a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Mixture of soft prompts with a router.
+    Mocoop,
+    /// One soft prompt (Zhou et al.'s CoOp).
+    Coop,
+    /// No training: CLIP with hand-written prompts.
+    ZeroShot,
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "mocoop" => Ok(Self::Mocoop),
+            "coop" => Ok(Self::Coop),
+            "zero_shot" | "zeroshot" | "zs" => Ok(Self::ZeroShot),
+            other => Err(format!(
+                "unknown method '{other}' (mocoop, coop or zero-shot)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Mocoop => "mocoop",
+            Self::Coop => "coop",
+            Self::ZeroShot => "zero-shot",
+        })
+    }
+}
+
+/// Which prototypes the gating target compares the image with (decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GatePrototypes {
+    /// `a_g = <f, p[g, y]>`, the true class's prototype of each group (default).
+    #[default]
+    PerClass,
+    /// `a_g = <f, p̄[g]>` with `p̄[g] = normalize(mean_c p[g, c])` (the earliest published variant).
+    ClassAgnostic,
+}
+
+/// The form of the gating target `q` (decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GateTarget {
+    /// Equal mass on the K groups with the largest `a_g`, none elsewhere (default).
+    #[default]
+    TopKUniform,
+    /// The published code's `softmax(a + 10·[g ∈ top-K])` (equal to the above up to ~1e-4).
+    SoftmaxBoost,
+}
+
+/// Which classes the grouped text-level loss contrasts (decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TextClasses {
+    /// Every class name of the dataset, base and new alike (default; no new-class image is used).
+    #[default]
+    All,
+    /// Only the training classes.
+    Train,
+}
+
+/// Weights and options of the loss terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossConfig {
+    /// Weight of the grouped text-level supervision `L_text`.
+    pub lambda_text: f32,
+    /// Weight of the hard-prompt-guided gating loss `L_gate`.
+    pub lambda_gate: f32,
+    /// Weight of the Switch-style load-balancing loss `L_lb`.
+    pub lambda_lb: f32,
+    /// Weight of the logit distillation towards zero-shot CLIP `L_kd`.
+    pub lambda_kd: f32,
+    /// Temperature τ of `L_text` (decision; the published code uses raw cosines, τ = 1).
+    pub text_tau: f32,
+    /// Classes contrasted by `L_text` (decision).
+    pub text_classes: TextClasses,
+    /// Prototypes of the gating target (decision).
+    pub gate_prototypes: GatePrototypes,
+    /// Form of the gating target (decision).
+    pub gate_target: GateTarget,
+    /// Whether the gating target is a fixed (detached) target (decision; default yes). Only the
+    /// soft target has a gradient at all.
+    pub gate_target_detached: bool,
+}
+
+impl LossConfig {
+    /// The paper's setting: λ_text = 5, λ_gate = 1, λ_lb = λ_kd = 0.
+    pub fn mocoop() -> Self {
+        Self {
+            lambda_text: 5.0,
+            lambda_gate: 1.0,
+            lambda_lb: 0.0,
+            lambda_kd: 0.0,
+            text_tau: 1.0,
+            text_classes: TextClasses::All,
+            gate_prototypes: GatePrototypes::PerClass,
+            gate_target: GateTarget::TopKUniform,
+            gate_target_detached: true,
+        }
+    }
+
+    /// CoOp: cross-entropy only.
+    pub fn coop() -> Self {
+        Self {
+            lambda_text: 0.0,
+            lambda_gate: 0.0,
+            ..Self::mocoop()
+        }
+    }
+}
+
+/// Optimiser and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    /// Learning rate of the prompts, router and bias (after any batch-size scaling).
+    pub lr: f64,
+    /// Multiplier of `lr` for the image encoder's LayerNorms (0.1).
+    pub ln_lr_scale: f64,
+    /// SGD momentum (PyTorch semantics: no dampening).
+    pub momentum: f64,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f32,
+    /// Global gradient-norm clipping threshold (`None`: no clipping).
+    pub clip_norm: Option<f32>,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Epochs at the constant warm-up learning rate.
+    pub warmup_epochs: usize,
+    /// The constant warm-up learning rate.
+    pub warmup_lr: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.032,
+            ln_lr_scale: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_norm: Some(1.0),
+            epochs: 50,
+            warmup_epochs: 5,
+            warmup_lr: 1e-5,
+        }
+    }
+}
+
+/// How a dataset is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Setting {
+    /// Train on the base half of the classes, test on base and new.
+    Base2new,
+    /// Train and test on all classes.
+    Fewshot,
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "base2new" | "b2n" => Ok(Self::Base2new),
+            "fewshot" | "all" => Ok(Self::Fewshot),
+            other => Err(format!("unknown setting '{other}' (base2new or fewshot)")),
+        }
+    }
+}
+
+/// Where the data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// Dataset name (as in `template-groups.toml`).
+    pub dataset: String,
+    /// Data root.
+    pub root: std::path::PathBuf,
+    /// Base-to-new or all classes.
+    pub setting: Setting,
+    /// Images per class (0: the full training set).
+    pub shots: usize,
+    /// Seed of the few-shot draw, the shuffles, augmentation and initialisation.
+    pub seed: u64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Decoding threads.
+    pub workers: usize,
+    /// A user's template-group file (instead of the built-in table).
+    pub groups_file: Option<std::path::PathBuf>,
+}
+
+/// The prompts of zero-shot CLIP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ZeroShotPrompts {
+    /// CLIP's prompt ensemble over every template of the evaluated dataset's groups (default).
+    #[default]
+    Ensemble,
+    /// One template.
+    Template {
+        /// The template, with `{}`.
+        template: String,
+    },
+}
+
+/// Everything about a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The trained method.
+    pub method: Method,
+    /// The CLIP checkpoint.
+    pub weights: std::path::PathBuf,
+    /// The MLP activation given for the checkpoint, if it was given.
+    #[serde(default)]
+    pub activation: Option<mocoop_model::Activation>,
+    /// The data.
+    pub data: DataConfig,
+    /// The prompts.
+    pub mixture: MixtureConfig,
+    /// Loss weights and options.
+    pub loss: LossConfig,
+    /// Optimiser and schedule.
+    pub optim: OptimConfig,
+    /// Whether the image encoder's `ln_1`/`ln_2` LayerNorms train (at `ln_lr_scale × lr`).
+    pub ln_tuning: bool,
+    /// Standard deviation of the Gaussian router noise added during training (0: none).
+    pub router_noise: f32,
+    /// Evaluate on the validation split after every epoch.
+    pub validate: bool,
+    /// The prompts of zero-shot CLIP (method `zero-shot` only).
+    #[serde(default)]
+    pub zero_shot: ZeroShotPrompts,
+}
+
+impl TrainConfig {
+    /// Checks settings that do not depend on data or weights.
+    pub fn validate(&self) -> Result<(), String> {
+        self.mixture.validate().map_err(|e| e.to_string())?;
+        let o = &self.optim;
+        if o.epochs == 0 {
+            return Err("--epochs must be at least 1".into());
+        }
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return Err(format!("learning rate must be positive, got {}", o.lr));
+        }
+        if self.data.batch_size == 0 {
+            return Err("--batch-size must be at least 1".into());
+        }
+        let l = &self.loss;
+        for (name, value) in [
+            ("lambda-text", l.lambda_text),
+            ("lambda-gate", l.lambda_gate),
+            ("lambda-lb", l.lambda_lb),
+            ("lambda-kd", l.lambda_kd),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("--{name} must be finite and >= 0, got {value}"));
+            }
+        }
+        if !(l.text_tau.is_finite() && l.text_tau > 0.0) {
+            return Err(format!("--text-tau must be positive, got {}", l.text_tau));
+        }
+        if !self.mixture.router && (l.lambda_gate > 0.0 || l.lambda_lb > 0.0) {
+            return Err(
+                "the gating and load-balancing losses need a router (set their weights to 0)"
+                    .into(),
+            );
+        }
+        if !(self.router_noise.is_finite() && self.router_noise >= 0.0) {
+            return Err(format!(
+                "--router-noise must be >= 0, got {}",
+                self.router_noise
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The learning rate of epoch `epoch` (0-based): the constant warm-up rate for the first
+/// `warmup_epochs`, then cosine decay from `lr` over `epochs` (Dassl's `ConstantWarmupScheduler`
+/// around `CosineAnnealingLR(T_max = epochs)`, stepped once per epoch):
+/// `lr · (1 + cos(π · (epoch − warmup) / epochs)) / 2`.
+pub fn epoch_lr(optim: &OptimConfig, epoch: usize) -> f64 {
+    if epoch < optim.warmup_epochs {
+        return optim.warmup_lr;
+    }
+    let t = (epoch - optim.warmup_epochs) as f64 / optim.epochs as f64;
+    optim.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_constant_warmup_then_cosine_per_epoch() {
+        let optim = OptimConfig {
+            lr: 0.002,
+            epochs: 10,
+            warmup_epochs: 1,
+            ..OptimConfig::default()
+        };
+        assert_eq!(epoch_lr(&optim, 0), 1e-5);
+        assert!((epoch_lr(&optim, 1) - 0.002).abs() < 1e-12);
+        let e5 = 0.002 * 0.5 * (1.0 + (std::f64::consts::PI * 0.4).cos());
+        assert!((epoch_lr(&optim, 5) - e5).abs() < 1e-12);
+        assert!(epoch_lr(&optim, 9) < epoch_lr(&optim, 8));
+        let no_warmup = OptimConfig {
+            warmup_epochs: 0,
+            ..optim
+        };
+        assert!((epoch_lr(&no_warmup, 0) - 0.002).abs() < 1e-12);
+    }
+
+    #[test]
+    fn names_parse() {
+        assert_eq!("MoCoOp".parse(), Ok(Method::Mocoop));
+        assert_eq!("zero-shot".parse(), Ok(Method::ZeroShot));
+        assert_eq!("base2new".parse(), Ok(Setting::Base2new));
+        assert_eq!("few-shot".parse(), Ok(Setting::Fewshot));
+        assert!("x".parse::<Method>().is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! mocoop-data's epoch loader as a burn-train `DataLoader`: each call to `iter` is the next epoch
+//! (its shuffle and augmentation seeded by `(seed, epoch, index)`); a data error ends the epoch,
+//! stops training and is reported after it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
+use burn::tensor::backend::Backend;
+
+use mocoop_data::{EpochIter, ImageBatch, Item, Loader, LoaderConfig};
+
+use crate::monitor::Monitor;
+
+/// Epochs of a [`Loader`] for burn-train.
+pub struct EpochLoader<B: Backend> {
+    loader: Loader,
+    dataset: String,
+    device: B::Device,
+    epoch: Arc<AtomicU64>,
+    monitor: Option<Monitor>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl<B: Backend> EpochLoader<B> {
+    /// Batches of `items` on `device`; a data error is recorded in `monitor` (which stops
+    /// training) as well as in [`Self::error`].
+    pub fn new(
+        dataset: &str,
+        items: Vec<Item>,
+        config: LoaderConfig,
+        device: B::Device,
+        monitor: Option<Monitor>,
+    ) -> Self {
+        Self {
+            loader: Loader::new(dataset, items, config),
+            dataset: dataset.to_string(),
+            device,
+            epoch: Arc::new(AtomicU64::new(0)),
+            monitor,
+            error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Batches per epoch.
+    pub fn num_batches(&self) -> usize {
+        self.loader.num_batches()
+    }
+
+    /// The first data error, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+struct EpochIterator<B: Backend> {
+    inner: EpochIter<B>,
+    processed: usize,
+    total: usize,
+    monitor: Option<Monitor>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl<B: Backend> Iterator for EpochIterator<B> {
+    type Item = ImageBatch<B>;
+
+    fn next(&mut self) -> Option<ImageBatch<B>> {
+        match self.inner.next()? {
+            Ok(batch) => {
+                self.processed += batch.indices.len();
+                Some(batch)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(message.clone());
+                if let Some(m) = &self.monitor {
+                    m.fail(message);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl<B: Backend> DataLoaderIterator<ImageBatch<B>> for EpochIterator<B> {
+    fn progress(&self) -> Progress {
+        Progress {
+            items_processed: self.processed,
+            items_total: self.total,
+        }
+    }
+}
+
+impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
+    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a> {
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
+        Box::new(EpochIterator {
+            inner: self.loader.epoch::<B>(epoch, &self.device),
+            processed: 0,
+            total: self.loader.items().len(),
+            monitor: self.monitor.clone(),
+            error: self.error.clone(),
+        })
+    }
+
+    fn num_items(&self) -> usize {
+        self.loader.items().len()
+    }
+
+    fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
+        Arc::new(Self {
+            loader: self.loader.clone(),
+            dataset: self.dataset.clone(),
+            device: device.clone(),
+            epoch: self.epoch.clone(),
+            monitor: self.monitor.clone(),
+            error: self.error.clone(),
+        })
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
+        let items = self.loader.items()[start..end].to_vec();
+        Arc::new(Self::new(
+            &self.dataset,
+            items,
+            *self.loader.config(),
+            self.device.clone(),
+            self.monitor.clone(),
+        ))
+    }
+}

@@ -1,0 +1,352 @@
+//! The trained model: frozen CLIP (optionally with trainable image LayerNorms), the mixture of
+//! prompts, and everything a step needs that is computed once per run (the fixed part of all
+//! prompts, hard-prompt prototypes, the zero-shot teacher).
+
+use burn::module::{Module, Param, ParamId};
+use burn::nn::LayerNorm;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use mocoop_model::Clip;
+use mocoop_model::clip::l2_normalize;
+use mocoop_model::prompt::{
+    ClassPrompts, HardPrompts, MixtureConfig, MixtureOfPrompts, PromptError,
+};
+use mocoop_model::tokenizer::ClipTokenizer;
+
+use crate::config::{GatePrototypes, LossConfig, TextClasses};
+use crate::losses;
+use crate::monitor::Monitor;
+
+/// The classes of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassSetup {
+    /// The classes the classifier is trained over (labels index these).
+    pub train: Vec<String>,
+    /// Every class name of the dataset (the reference set of the text loss in base-to-new; equal
+    /// to `train` in the all-class setting).
+    pub reference: Vec<String>,
+    /// Position of each training class in `reference`.
+    pub train_in_reference: Vec<usize>,
+}
+
+impl ClassSetup {
+    /// Training on all classes of `classnames`.
+    pub fn all(classnames: Vec<String>) -> Self {
+        Self {
+            train_in_reference: (0..classnames.len()).collect(),
+            reference: classnames.clone(),
+            train: classnames,
+        }
+    }
+}
+
+/// Per-step settings that are not tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSettings {
+    /// Loss weights and options.
+    pub loss: LossConfig,
+    /// Std of the Gaussian noise added to router logits in training.
+    pub router_noise: f32,
+    /// `exp(logit_scale)`.
+    pub scale: f32,
+    /// Global gradient-norm clipping threshold.
+    pub clip_norm: Option<f32>,
+    /// Learning-rate multiplier of the image LayerNorms.
+    pub ln_lr_scale: f64,
+}
+
+/// What one forward pass produces.
+#[derive(Debug, Clone)]
+pub struct StepTerms<B: Backend> {
+    /// Logits over the training classes `[N, C]`.
+    pub logits: Tensor<B, 2>,
+    /// The weighted total loss `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Each computed loss term, unweighted: `ce`, then `text`, `gate`, `lb`, `kd` when their
+    /// weight is positive.
+    pub terms: Vec<(&'static str, Tensor<B, 1>)>,
+    /// Router logits `[N, E]` (with noise, in training), if there is a router.
+    pub router_logits: Option<Tensor<B, 2>>,
+    /// Gates `[N, E]`.
+    pub gates: Tensor<B, 2>,
+}
+
+/// CLIP + mixture of prompts + the per-run constants of the losses.
+#[derive(Module, Debug)]
+pub struct MocoopModel<B: Backend> {
+    /// CLIP, frozen except (with LN tuning) the image encoder's `ln_1`/`ln_2`.
+    pub clip: Clip<B>,
+    /// The learnable prompts, bias and router.
+    pub mixture: MixtureOfPrompts<B>,
+    /// The fixed part of every prompt over the encoded classes (the reference set when the text
+    /// loss contrasts all classes, else the training classes).
+    pub prompts: ClassPrompts<B>,
+    /// Positions of the training classes among the encoded ones (`None`: the same list).
+    pub train_index: Option<Tensor<B, 1, Int>>,
+    /// Group prototypes over the encoded classes `[E, C_enc, D]` (for `L_text`).
+    pub text_prototypes: Option<Tensor<B, 3>>,
+    /// Prototypes of the gating target: `[E, C_train, D]`, or `[E, 1, D]` class-agnostic.
+    pub gate_prototypes: Option<Tensor<B, 3>>,
+    /// Zero-shot ensemble text features of the training classes `[C_train, D]` (for `L_kd`).
+    pub teacher: Option<Tensor<B, 2>>,
+    /// Settings.
+    #[module(skip)]
+    pub settings: StepSettings,
+    /// Shared training state (step counter, statistics, checkpoints, NaN stop).
+    #[module(skip)]
+    pub monitor: Monitor,
+}
+
+/// Sets `require_grad` of a LayerNorm's parameters.
+fn ln_require_grad<B: Backend>(mut ln: LayerNorm<B>, on: bool) -> LayerNorm<B> {
+    ln.gamma = ln.gamma.set_require_grad(on);
+    ln.beta = ln.beta.map(|b| b.set_require_grad(on));
+    ln
+}
+
+/// The image encoder's `ln_1`/`ln_2` parameters, in block order (`gamma`, `beta` of `ln_1`, then
+/// of `ln_2`).
+pub fn visual_ln_params<B: Backend>(clip: &Clip<B>) -> Vec<(String, &Param<Tensor<B, 1>>)> {
+    let mut out = Vec::new();
+    for (i, block) in clip.vision.transformer.blocks.iter().enumerate() {
+        for (name, ln) in [("ln_1", &block.ln_1), ("ln_2", &block.ln_2)] {
+            out.push((
+                format!("visual.transformer.resblocks.{i}.{name}.weight"),
+                &ln.gamma,
+            ));
+            if let Some(beta) = &ln.beta {
+                out.push((
+                    format!("visual.transformer.resblocks.{i}.{name}.bias"),
+                    beta,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Freezes CLIP, except the image LayerNorms when `ln_tuning`.
+pub fn freeze_clip<B: Backend>(clip: Clip<B>, ln_tuning: bool) -> Clip<B> {
+    let mut clip = clip.no_grad();
+    if ln_tuning {
+        let blocks = std::mem::take(&mut clip.vision.transformer.blocks);
+        clip.vision.transformer.blocks = blocks
+            .into_iter()
+            .map(|mut block| {
+                block.ln_1 = ln_require_grad(block.ln_1, true);
+                block.ln_2 = ln_require_grad(block.ln_2, true);
+                block
+            })
+            .collect();
+    }
+    clip
+}
+
+impl<B: Backend> MocoopModel<B> {
+    /// Builds the model: prompts for the encoded classes, hard-prompt prototypes from `groups`
+    /// (one group per expert; with a single expert, all templates form one group) and the
+    /// zero-shot teacher, each only when a loss needs it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        clip: Clip<B>,
+        tokenizer: &ClipTokenizer,
+        mixture: MixtureConfig,
+        groups: &[Vec<String>],
+        classes: &ClassSetup,
+        loss: LossConfig,
+        ln_tuning: bool,
+        router_noise: f32,
+        device: &B::Device,
+    ) -> Result<Self, PromptError> {
+        let clip = freeze_clip(clip, ln_tuning);
+        let mixture = MixtureOfPrompts::new(mixture, &clip, tokenizer, device)?;
+        Self::with_mixture(
+            clip,
+            tokenizer,
+            mixture,
+            groups,
+            classes,
+            loss,
+            router_noise,
+            device,
+        )
+    }
+
+    /// [`Self::new`] with an already built (or loaded) mixture; `clip` must already be frozen
+    /// (see [`freeze_clip`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_mixture(
+        clip: Clip<B>,
+        tokenizer: &ClipTokenizer,
+        mixture: MixtureOfPrompts<B>,
+        groups: &[Vec<String>],
+        classes: &ClassSetup,
+        loss: LossConfig,
+        router_noise: f32,
+        device: &B::Device,
+    ) -> Result<Self, PromptError> {
+        let e = mixture.num_experts();
+        let all = loss.lambda_text > 0.0 && loss.text_classes == TextClasses::All;
+        let same = classes.reference == classes.train;
+        let (encoded, train_positions): (&[String], Vec<usize>) = if all && !same {
+            (&classes.reference, classes.train_in_reference.clone())
+        } else {
+            (&classes.train, (0..classes.train.len()).collect())
+        };
+        let prompts = mixture.class_prompts(&clip.text, tokenizer, encoded, device)?;
+        let train_index = (all && !same).then(|| losses::index_tensor(&train_positions, device));
+        let needs_hard = loss.lambda_text > 0.0 || loss.lambda_gate > 0.0 || loss.lambda_kd > 0.0;
+        let (mut text_prototypes, mut gate_prototypes, mut teacher) = (None, None, None);
+        if needs_hard {
+            let proto_groups: Vec<Vec<String>> = if groups.len() == e {
+                groups.to_vec()
+            } else if e == 1 {
+                vec![groups.iter().flatten().cloned().collect()]
+            } else if loss.lambda_text > 0.0 || loss.lambda_gate > 0.0 {
+                return Err(PromptError::Config(format!(
+                    "the text and gating losses need one template group per expert: {} groups \
+                     for {e} experts",
+                    groups.len()
+                )));
+            } else {
+                groups.to_vec()
+            };
+            let hard = HardPrompts::from_groups(&clip, tokenizer, &proto_groups, encoded, device)?;
+            let hard_train = hard.select_classes(&train_positions);
+            if loss.lambda_text > 0.0 {
+                text_prototypes = Some(hard.prototypes());
+            }
+            if loss.lambda_gate > 0.0 {
+                gate_prototypes = Some(match loss.gate_prototypes {
+                    GatePrototypes::PerClass => hard_train.prototypes(),
+                    GatePrototypes::ClassAgnostic => {
+                        let p = hard_train.class_agnostic_prototypes();
+                        let [g, d] = p.dims();
+                        p.reshape([g, 1, d])
+                    }
+                });
+            }
+            if loss.lambda_kd > 0.0 {
+                teacher = Some(hard_train.ensemble());
+            }
+        }
+        let scale = clip.logit_scale().exp();
+        Ok(Self {
+            clip,
+            mixture,
+            prompts,
+            train_index,
+            text_prototypes,
+            gate_prototypes,
+            teacher,
+            settings: StepSettings {
+                loss,
+                router_noise,
+                scale,
+                clip_norm: Some(1.0),
+                ln_lr_scale: 0.1,
+            },
+            monitor: Monitor::default(),
+        })
+    }
+
+    /// Ids of the image LayerNorm parameters (trained at the scaled learning rate).
+    pub fn ln_param_ids(&self) -> Vec<ParamId> {
+        visual_ln_params(&self.clip)
+            .into_iter()
+            .map(|(_, p)| p.id)
+            .collect()
+    }
+
+    /// One forward pass with every loss term. `training` adds router noise (if configured).
+    pub fn forward(
+        &self,
+        images: Tensor<B, 4>,
+        labels: Tensor<B, 1, Int>,
+        training: bool,
+    ) -> StepTerms<B> {
+        let n = labels.dims()[0];
+        let device = images.device();
+        let s = &self.settings;
+        let l = &s.loss;
+        let f = l2_normalize(self.clip.vision.forward(images));
+        let z_encoded = self.mixture.text_features(&self.clip.text, &self.prompts);
+        let z = match &self.train_index {
+            Some(index) => z_encoded.clone().select(1, index.clone()),
+            None => z_encoded.clone(),
+        };
+        let mut router_logits = self.mixture.router_logits(f.clone());
+        if training && s.router_noise > 0.0 {
+            router_logits = router_logits.map(|r| {
+                let noise = Tensor::random(
+                    r.shape(),
+                    Distribution::Normal(0.0, f64::from(s.router_noise)),
+                    &device,
+                );
+                r + noise
+            });
+        }
+        let gates = self.mixture.gates(router_logits.clone(), n, &device);
+        let logits = self.mixture.logits(f.clone(), z, gates.clone(), s.scale);
+        let ce = losses::cross_entropy(logits.clone(), labels.clone());
+        let mut loss = ce.clone();
+        let mut terms = vec![("ce", ce)];
+        if l.lambda_text > 0.0
+            && let Some(p) = &self.text_prototypes
+        {
+            let term = losses::text_loss(z_encoded, p.clone(), l.text_tau);
+            loss = loss + term.clone() * l.lambda_text;
+            terms.push(("text", term));
+        }
+        let top_k = self.mixture.config().top_k;
+        if let Some(r) = &router_logits {
+            if l.lambda_gate > 0.0
+                && let Some(p) = &self.gate_prototypes
+            {
+                let f_target = if l.gate_target_detached {
+                    f.clone().detach()
+                } else {
+                    f.clone()
+                };
+                let [e, classes, d] = p.dims();
+                let a = if classes == 1 {
+                    f_target.matmul(p.clone().reshape([e, d]).transpose())
+                } else {
+                    let p_y = p.clone().select(1, labels.clone()).swap_dims(0, 1); // [N, E, D]
+                    (p_y * f_target.reshape([n, 1, d]))
+                        .sum_dim(2)
+                        .reshape([n, e])
+                };
+                let mut q = losses::gate_target(a, top_k, l.gate_target);
+                if l.gate_target_detached {
+                    q = q.detach();
+                }
+                let term = losses::gate_loss(r.clone(), q);
+                loss = loss + term.clone() * l.lambda_gate;
+                terms.push(("gate", term));
+            }
+            if l.lambda_lb > 0.0 {
+                let (term, _) = losses::load_balance(r.clone(), top_k);
+                loss = loss + term.clone() * l.lambda_lb;
+                terms.push(("lb", term));
+            }
+        }
+        if l.lambda_kd > 0.0
+            && let Some(t) = &self.teacher
+        {
+            let teacher_logits = f.detach().matmul(t.clone().transpose()) * s.scale;
+            let term = losses::distillation(logits.clone(), teacher_logits);
+            loss = loss + term.clone() * l.lambda_kd;
+            terms.push(("kd", term));
+        }
+        StepTerms {
+            logits,
+            loss,
+            terms,
+            router_logits,
+            gates,
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! burn-train's training and validation steps for [`MocoopModel`], and the optimiser step with
+//! global-norm gradient clipping and a separate learning rate for the image LayerNorms.
+
+use burn::module::{AutodiffModule, ParamId};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, activation};
+use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
+
+use mocoop_data::ImageBatch;
+
+use crate::losses;
+use crate::model::{MocoopModel, StepTerms};
+
+/// What a step reports, already on the host (one small read-back per step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MocoopOutput {
+    /// Images in the batch.
+    pub batch: usize,
+    /// `loss`, each loss term (`ce`, `text`, `gate`, `lb`, `kd`), `accuracy` (%), and
+    /// `router_entropy` (nats) when there is a router.
+    pub values: Vec<(&'static str, f64)>,
+    /// Fraction of the batch's top-K slots that went to each expert (empty without router).
+    pub loads: Vec<f64>,
+}
+
+impl MocoopOutput {
+    /// A reported value by key.
+    pub fn value(&self, key: &str) -> Option<f64> {
+        self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+impl ItemLazy for MocoopOutput {
+    type ItemSync = MocoopOutput;
+
+    fn sync(self) -> MocoopOutput {
+        self
+    }
+}
+
+/// Reads the step's scalars back in one transfer.
+pub fn host_output<B: Backend>(
+    terms: &StepTerms<B>,
+    labels: Tensor<B, 1, Int>,
+    top_k: usize,
+) -> MocoopOutput {
+    let n = labels.dims()[0];
+    let mut names: Vec<&'static str> = vec!["loss"];
+    let mut parts = vec![terms.loss.clone().detach()];
+    for (name, term) in &terms.terms {
+        names.push(name);
+        parts.push(term.clone().detach());
+    }
+    names.push("accuracy");
+    parts.push(losses::correct(terms.logits.clone().detach(), labels));
+    let mut experts = 0;
+    if let Some(r) = &terms.router_logits {
+        let r = r.clone().detach();
+        let e = r.dims()[1];
+        names.push("router_entropy");
+        parts.push(losses::mean_entropy(activation::softmax(r.clone(), 1)));
+        let k = top_k.min(e);
+        parts.push(losses::top_k_mask(r, k).sum_dim(0).reshape([e]) / (n * k) as f32);
+        experts = e;
+    }
+    let host = Tensor::cat(parts, 0)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 scalars");
+    let mut values: Vec<(&'static str, f64)> = names
+        .iter()
+        .zip(&host)
+        .map(|(name, v)| (*name, f64::from(*v)))
+        .collect();
+    if let Some(acc) = values.iter_mut().find(|(k, _)| *k == "accuracy") {
+        acc.1 = acc.1 / n as f64 * 100.0;
+    }
+    let loads = host[host.len() - experts..]
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    MocoopOutput {
+        batch: n,
+        values,
+        loads,
+    }
+}
+
+impl<B: Backend> MocoopModel<B> {
+    /// Trainable parameter ids by rank: 1-D (bias, router bias, LayerNorms) and 2-D (contexts,
+    /// router weight).
+    pub fn trainable_ids(&self) -> (Vec<ParamId>, Vec<ParamId>) {
+        let mut one = Vec::new();
+        let mut two: Vec<ParamId> = self
+            .mixture
+            .pool
+            .ctx
+            .iter()
+            .flatten()
+            .map(|p| p.id)
+            .collect();
+        if let Some(w) = &self.mixture.text_bias {
+            one.push(w.id);
+        }
+        if let Some(r) = &self.mixture.router {
+            two.push(r.weight.id);
+            if let Some(b) = &r.bias {
+                one.push(b.id);
+            }
+        }
+        one.extend(self.ln_param_ids());
+        (one, two)
+    }
+}
+
+/// Scales every gradient so that their joint L2 norm is at most `max_norm` (PyTorch's
+/// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)`, capped at 1). Computed on the device.
+pub fn clip_global_norm<B: Backend>(
+    grads: &mut GradientsParams,
+    one: &[ParamId],
+    two: &[ParamId],
+    max_norm: f32,
+) {
+    let mut total: Option<Tensor<B, 1>> = None;
+    let mut add = |t: Tensor<B, 1>| {
+        total = Some(match total.take() {
+            Some(s) => s + t,
+            None => t,
+        });
+    };
+    for id in one {
+        if let Some(g) = grads.get::<B, 1>(*id) {
+            add(g.square().sum());
+        }
+    }
+    for id in two {
+        if let Some(g) = grads.get::<B, 2>(*id) {
+            add(g.square().sum());
+        }
+    }
+    let Some(total) = total else { return };
+    let coef = (total.sqrt() + 1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
+    for id in one {
+        if let Some(g) = grads.remove::<B, 1>(*id) {
+            grads.register(*id, g * coef.clone());
+        }
+    }
+    for id in two {
+        if let Some(g) = grads.remove::<B, 2>(*id) {
+            grads.register(*id, g * coef.clone().unsqueeze::<2>());
+        }
+    }
+}
+
+impl<B: AutodiffBackend> MocoopModel<B> {
+    /// Forward, read-back and backward of one training step; `None` gradients when the loss is
+    /// not finite (the step is then skipped and training stops).
+    pub fn train_step(&self, batch: ImageBatch<B>) -> (MocoopOutput, Option<GradientsParams>) {
+        let terms = self.forward(batch.images, batch.labels.clone(), true);
+        let output = host_output(&terms, batch.labels, self.mixture.config().top_k);
+        if !self.monitor.record_train(&output) {
+            return (output, None);
+        }
+        let grads = terms.loss.backward();
+        (output, Some(GradientsParams::from_grads(grads, self)))
+    }
+
+    /// Applies gradients: global-norm clipping over every trainable gradient, then SGD on the
+    /// prompts/router/bias at `lr` and on the image LayerNorms at `lr × ln_lr_scale` (the same
+    /// optimiser, stepped twice with disjoint gradients; its state is kept per parameter).
+    pub fn apply_grads<O: Optimizer<Self, B>>(
+        self,
+        optim: &mut O,
+        lr: f64,
+        grads: GradientsParams,
+    ) -> Self {
+        self.apply_grads_with(lr, grads, |lr, model, grads| optim.step(lr, model, grads))
+    }
+
+    /// [`Self::apply_grads`] with the optimiser step given as a function.
+    pub fn apply_grads_with(
+        self,
+        lr: f64,
+        mut grads: GradientsParams,
+        mut step: impl FnMut(f64, Self, GradientsParams) -> Self,
+    ) -> Self {
+        if grads.is_empty() {
+            return self;
+        }
+        let (one, two) = self.trainable_ids();
+        if let Some(max_norm) = self.settings.clip_norm {
+            clip_global_norm::<B::InnerBackend>(&mut grads, &one, &two, max_norm);
+        }
+        let mut ln_grads = GradientsParams::new();
+        for id in self.ln_param_ids() {
+            if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
+                ln_grads.register(id, g);
+            }
+        }
+        let ln_lr = lr * self.settings.ln_lr_scale;
+        let monitor = self.monitor.clone();
+        let mut model = step(lr, self, grads);
+        if !ln_grads.is_empty() {
+            model = step(ln_lr, model, ln_grads);
+        }
+        monitor.after_update(&model, lr);
+        model
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for MocoopModel<B> {
+    type Input = ImageBatch<B>;
+    type Output = MocoopOutput;
+
+    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<MocoopOutput> {
+        let (item, grads) = self.train_step(batch);
+        TrainOutput {
+            grads: grads.unwrap_or_default(),
+            item,
+        }
+    }
+
+    fn optimize<BB, O>(self, optim: &mut O, lr: f64, grads: GradientsParams) -> Self
+    where
+        BB: AutodiffBackend,
+        O: Optimizer<Self, BB>,
+        Self: AutodiffModule<BB>,
+    {
+        self.apply_grads_with(lr, grads, |lr, model, grads| optim.step(lr, model, grads))
+    }
+}
+
+impl<B: Backend> InferenceStep for MocoopModel<B> {
+    type Input = ImageBatch<B>;
+    type Output = MocoopOutput;
+
+    fn step(&self, batch: ImageBatch<B>) -> MocoopOutput {
+        let terms = self.forward(batch.images, batch.labels.clone(), false);
+        host_output(&terms, batch.labels, self.mixture.config().top_k)
+    }
+}

@@ -1,0 +1,337 @@
+//! A training run end to end: data, model, burn-train `Learner`, checkpoints, final evaluation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::module::AutodiffModule;
+use burn::optim::SgdConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::lr_scheduler::LrScheduler;
+use burn::optim::momentum::MomentumConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::{Interrupter, Learner, SupervisedTraining};
+
+use mocoop_data::LoaderConfig;
+use mocoop_model::Clip;
+use mocoop_model::tokenizer::ClipTokenizer;
+
+use crate::config::{Method, OptimConfig, TrainConfig, epoch_lr};
+use crate::data::EpochLoader;
+use crate::eval::{EvalTarget, TrainedRun, evaluate_run, template_groups, training_data};
+use crate::metrics::{ExpertLoadMetric, LrMetric, ValueMetric};
+use crate::model::{ClassSetup, MocoopModel};
+use crate::monitor::{EpochRecord, Monitor, RunSink};
+use crate::renderer::BarRenderer;
+use crate::run::{self, RunResults};
+use crate::{TrainError, checkpoint};
+
+/// The epoch-wise schedule as a burn `LrScheduler` (stepped once per iteration by the learner;
+/// the rate changes only when an epoch starts).
+#[derive(Debug, Clone)]
+pub struct EpochSchedule {
+    optim: OptimConfig,
+    iters_per_epoch: usize,
+    iteration: usize,
+}
+
+impl EpochSchedule {
+    /// The schedule of `optim` with `iters_per_epoch` steps per epoch.
+    pub fn new(optim: OptimConfig, iters_per_epoch: usize) -> Self {
+        Self {
+            optim,
+            iters_per_epoch: iters_per_epoch.max(1),
+            iteration: 0,
+        }
+    }
+}
+
+impl LrScheduler for EpochSchedule {
+    type Record<B: Backend> = usize;
+
+    fn step(&mut self) -> f64 {
+        let epoch = self.iteration / self.iters_per_epoch;
+        self.iteration += 1;
+        epoch_lr(&self.optim, epoch)
+    }
+
+    fn to_record<B: Backend>(&self) -> usize {
+        self.iteration
+    }
+
+    fn load_record<B: Backend>(mut self, record: usize) -> Self {
+        self.iteration = record;
+        self
+    }
+}
+
+/// How a run behaves beyond its configuration.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Print nothing while training.
+    pub quiet: bool,
+    /// Evaluate on the test split(s) after training and write `results.json`.
+    pub evaluate: bool,
+    /// Replace an existing run of the same method in the output directory.
+    pub overwrite: bool,
+    /// Epoch checkpoints kept.
+    pub keep_checkpoints: usize,
+    /// Images per evaluation batch.
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            quiet: false,
+            evaluate: true,
+            overwrite: false,
+            keep_checkpoints: 2,
+            eval_batch_size: 100,
+        }
+    }
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// The run directory.
+    pub run: PathBuf,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Per-epoch averages.
+    pub epochs: Vec<EpochRecord>,
+    /// Test results (when evaluated).
+    pub results: Option<RunResults>,
+    /// Things the user should know (e.g. where the few-shot subset was saved).
+    pub notes: Vec<String>,
+}
+
+/// Metadata stored in every checkpoint of a run.
+fn checkpoint_metadata(config: &TrainConfig) -> HashMap<String, String> {
+    HashMap::from([
+        ("method".to_string(), config.method.to_string()),
+        (
+            "mixture".to_string(),
+            serde_json::to_string(&config.mixture).expect("serialisable"),
+        ),
+        ("ln_tuning".to_string(), config.ln_tuning.to_string()),
+    ])
+}
+
+/// Trains (or, for zero-shot CLIP, only evaluates) the run described by `config` into `out`.
+pub fn train<B: AutodiffBackend>(
+    config: TrainConfig,
+    clip: Clip<B>,
+    tokenizer: &ClipTokenizer,
+    out: &Path,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<TrainReport, TrainError> {
+    config.validate().map_err(TrainError::Config)?;
+    let (dataset, note) = training_data(&config.data)?;
+    let notes: Vec<String> = note.into_iter().collect();
+    let groups = template_groups(config.data.groups_file.as_deref(), &config.data.dataset)?;
+    if config.method == Method::Mocoop && groups.groups().len() != config.mixture.num_experts() {
+        return Err(TrainError::Config(format!(
+            "the configuration has {} experts but dataset '{}' has {} template groups",
+            config.mixture.num_experts(),
+            config.data.dataset,
+            groups.groups().len()
+        )));
+    }
+    run::create(out, &config, options.overwrite)?;
+    let target = EvalTarget {
+        dataset: None,
+        split: None,
+        batch_size: options.eval_batch_size,
+        workers: config.data.workers,
+    };
+
+    if config.method == Method::ZeroShot {
+        let trained = TrainedRun {
+            config: config.clone(),
+            clip: clip.valid(),
+            mixture: None,
+            dir: out.to_path_buf(),
+        };
+        let results = if options.evaluate {
+            let results = evaluate_run(&trained, tokenizer, &target, device)?;
+            run::write_json(&out.join(run::RESULTS_FILE), &results)?;
+            Some(results)
+        } else {
+            None
+        };
+        return Ok(TrainReport {
+            run: out.to_path_buf(),
+            steps: 0,
+            epochs: Vec::new(),
+            results,
+            notes,
+        });
+    }
+
+    // Router noise is the only randomness drawn on the device.
+    B::seed(device, config.data.seed);
+    let size = clip.config().vision.image_size as u32;
+    let classes = ClassSetup {
+        train: dataset.classnames.clone(),
+        reference: dataset.all_classnames.clone(),
+        train_in_reference: dataset.class_ids.clone(),
+    };
+    let mut model = MocoopModel::new(
+        clip,
+        tokenizer,
+        config.mixture.clone(),
+        groups.groups(),
+        &classes,
+        config.loss.clone(),
+        config.ln_tuning,
+        config.router_noise,
+        device,
+    )?;
+    model.settings.clip_norm = config.optim.clip_norm;
+    model.settings.ln_lr_scale = config.optim.ln_lr_scale;
+
+    let data = &config.data;
+    let train_config = LoaderConfig {
+        workers: data.workers,
+        ..LoaderConfig::train(size, data.batch_size, data.seed)
+    };
+    let iters = dataset.train.len().div_ceil(data.batch_size);
+    if iters == 0 {
+        return Err(TrainError::Config(format!(
+            "dataset '{}' has no training images",
+            data.dataset
+        )));
+    }
+    let interrupter = Interrupter::new();
+    let sink = RunSink {
+        dir: out.to_path_buf(),
+        ln_tuning: config.ln_tuning,
+        metadata: checkpoint_metadata(&config),
+        keep: options.keep_checkpoints,
+    };
+    let monitor = Monitor::new(iters, Some(interrupter.clone()), Some(sink));
+    model.monitor = monitor.clone();
+    let train_loader = EpochLoader::<B>::new(
+        &data.dataset,
+        dataset.train.clone(),
+        train_config,
+        device.clone(),
+        Some(monitor.clone()),
+    );
+    let valid_items = if config.validate {
+        dataset.val.clone()
+    } else {
+        Vec::new()
+    };
+    let valid_config = LoaderConfig {
+        workers: data.workers,
+        ..LoaderConfig::test(size, options.eval_batch_size.max(1))
+    };
+    let valid_loader = EpochLoader::<B::InnerBackend>::new(
+        &data.dataset,
+        valid_items,
+        valid_config,
+        device.clone(),
+        Some(monitor.clone()),
+    );
+
+    let optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: config.optim.momentum,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay(Some(WeightDecayConfig {
+            penalty: config.optim.weight_decay,
+        }))
+        .init::<B, MocoopModel<B>>();
+    let schedule = EpochSchedule::new(config.optim.clone(), iters);
+
+    let mut training = SupervisedTraining::new(out, Arc::new(train_loader), Arc::new(valid_loader))
+        .with_application_logger(None)
+        .with_interrupter(interrupter)
+        .num_epochs(config.optim.epochs)
+        .renderer(BarRenderer::new(options.quiet))
+        .metric_train_numeric(ValueMetric::new("Loss", "loss"))
+        .metric_train_numeric(ValueMetric::new("CE", "ce"))
+        .metric_train_numeric(ValueMetric::accuracy())
+        .metric_train_numeric(LrMetric::default());
+    let l = &config.loss;
+    for (weight, name, key) in [
+        (l.lambda_text, "L_text", "text"),
+        (l.lambda_gate, "L_gate", "gate"),
+        (l.lambda_lb, "L_lb", "lb"),
+        (l.lambda_kd, "L_kd", "kd"),
+    ] {
+        if weight > 0.0 {
+            training = training.metric_train_numeric(ValueMetric::new(name, key));
+        }
+    }
+    if config.mixture.router {
+        training = training
+            .metric_train_numeric(ValueMetric::new("Router entropy", "router_entropy"))
+            .metric_train(ExpertLoadMetric::default());
+    }
+    if config.validate {
+        training = training
+            .metric_valid_numeric(ValueMetric::new("Loss", "loss"))
+            .metric_valid_numeric(ValueMetric::accuracy());
+    }
+    let result = training.launch(Learner::new(model, optim, schedule));
+    drop(result.renderer);
+
+    if let Some(bad) = monitor.non_finite() {
+        let kept = match monitor.last_checkpoint() {
+            Some(path) => {
+                let _ = std::fs::copy(&path, run::checkpoint_path(out));
+                format!("the last good checkpoint is {}", path.display())
+            }
+            None => "no epoch finished, so there is no checkpoint".to_string(),
+        };
+        let terms = bad
+            .values
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(TrainError::NonFinite {
+            step: bad.step,
+            epoch: bad.epoch,
+            terms,
+            kept,
+        });
+    }
+    if let Some(error) = monitor.error() {
+        return Err(TrainError::Run(format!("training stopped: {error}")));
+    }
+
+    let model = result.model;
+    let tensors = checkpoint::trainable_tensors(&model.clip, &model.mixture, config.ln_tuning);
+    let mut metadata = checkpoint_metadata(&config);
+    metadata.insert("epoch".into(), config.optim.epochs.to_string());
+    checkpoint::write(&run::checkpoint_path(out), &tensors, metadata)?;
+
+    let results = if options.evaluate {
+        let trained = TrainedRun {
+            config: config.clone(),
+            clip: model.clip,
+            mixture: Some(model.mixture),
+            dir: out.to_path_buf(),
+        };
+        let results = evaluate_run(&trained, tokenizer, &target, device)?;
+        run::write_json(&out.join(run::RESULTS_FILE), &results)?;
+        Some(results)
+    } else {
+        None
+    };
+    Ok(TrainReport {
+        run: out.to_path_buf(),
+        steps: monitor.steps(),
+        epochs: monitor.epochs(),
+        results,
+        notes,
+    })
+}

@@ -1,0 +1,166 @@
+//! Checkpoint round trip: a trained model (prompts, bias, router and image LayerNorms all moved
+//! away from their initial values) saved to a run directory and loaded back onto a fresh CLIP gives
+//! the same logits as the in-memory model.
+
+use std::path::PathBuf;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::AutodiffModule;
+use burn::optim::SgdConfig;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use mocoop_data::ImageBatch;
+use mocoop_model::Clip;
+use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
+use mocoop_model::prompt::MixtureConfig;
+use mocoop_model::templates::TemplateGroups;
+use mocoop_model::tokenizer::ClipTokenizer;
+use mocoop_model::weights::LoadOptions;
+use mocoop_train::checkpoint::{read, trainable_tensors, write};
+use mocoop_train::config::{
+    DataConfig, LossConfig, Method, OptimConfig, Setting, TrainConfig, ZeroShotPrompts,
+};
+use mocoop_train::model::visual_ln_params;
+use mocoop_train::{ClassSetup, MocoopModel, TrainedRun, run};
+
+type B = Autodiff<Flex>;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn values<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn saved_run_reloads_to_identical_logits() {
+    let device = Default::default();
+    let tokenizer = ClipTokenizer::embedded();
+    let weights = fixtures().join("openclip_quickgelu.safetensors");
+    let clip = Clip::<B>::load(&weights, &LoadOptions::default(), &device).unwrap();
+    let groups = TemplateGroups::new(
+        "test",
+        vec![
+            vec!["a photo of a {}.".into(), "a sketch of a {}.".into()],
+            vec!["a {} under a yellow lamp.".into()],
+            vec!["a small {}.".into()],
+        ],
+    )
+    .unwrap();
+    let classes = ClassSetup::all(vec!["cat".into(), "dog".into(), "red square".into()]);
+    let mixture = MixtureConfig::mocoop(&groups, 2, 3);
+    let mut model = MocoopModel::new(
+        clip,
+        tokenizer,
+        mixture.clone(),
+        groups.groups(),
+        &classes,
+        LossConfig::mocoop(),
+        true,
+        0.0,
+        &device,
+    )
+    .unwrap();
+    let ln_before: Vec<Vec<f32>> = visual_ln_params(&model.clip)
+        .iter()
+        .map(|(_, p)| values(p.val().inner()))
+        .collect();
+
+    // A few large steps move every trainable tensor.
+    let images = ["img0.png", "img1.png", "img2.png", "img3.png"];
+    let pixels: Vec<Vec<f32>> = images
+        .iter()
+        .map(|n| preprocess(&load_rgb(&fixtures().join("images").join(n)).unwrap(), 32))
+        .collect();
+    let batch = || ImageBatch {
+        images: batch_tensor::<B>(&pixels, 32, &device),
+        labels: Tensor::<B, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 1], [4]), &device),
+        indices: (0..4).collect(),
+    };
+    let mut optim = SgdConfig::new().init::<B, MocoopModel<B>>();
+    for _ in 0..3 {
+        let (_, grads) = model.train_step(batch());
+        model = model.apply_grads(&mut optim, 0.5, grads.unwrap());
+    }
+    let ln_after: Vec<Vec<f32>> = visual_ln_params(&model.clip)
+        .iter()
+        .map(|(_, p)| values(p.val().inner()))
+        .collect();
+    assert_ne!(
+        ln_before, ln_after,
+        "the image LayerNorms must have trained"
+    );
+
+    // Save as a run.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("checkpoint-round-trip");
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = TrainConfig {
+        method: Method::Mocoop,
+        weights: weights.clone(),
+        activation: None,
+        data: DataConfig {
+            dataset: "test".into(),
+            root: dir.clone(),
+            setting: Setting::Fewshot,
+            shots: 1,
+            seed: 1,
+            batch_size: 4,
+            workers: 0,
+            groups_file: None,
+        },
+        mixture,
+        loss: LossConfig::mocoop(),
+        optim: OptimConfig::default(),
+        ln_tuning: true,
+        router_noise: 0.0,
+        validate: false,
+        zero_shot: ZeroShotPrompts::Ensemble,
+    };
+    run::create(&dir, &config, false).unwrap();
+    let tensors = trainable_tensors(&model.clip, &model.mixture, true);
+    let metadata = [("method".to_string(), "mocoop".to_string())].into();
+    write(&run::checkpoint_path(&dir), &tensors, metadata).unwrap();
+    let saved = read(&run::checkpoint_path(&dir)).unwrap();
+    assert_eq!(saved.tensors.len(), 3 + 1 + 2 + 8);
+    let size = std::fs::metadata(run::checkpoint_path(&dir)).unwrap().len();
+    assert!(size < 32 * 1024, "{size} bytes");
+
+    // Reload on the inference backend with a fresh CLIP.
+    let fresh = Clip::<Flex>::load(&weights, &LoadOptions::default(), &device).unwrap();
+    let loaded = TrainedRun::load(&dir, fresh, tokenizer, Some(Method::Mocoop), &device).unwrap();
+    let memory = model.valid();
+    let f_loaded = loaded
+        .clip
+        .encode_image(batch_tensor::<Flex>(&pixels, 32, &device));
+    let f_memory = memory
+        .clip
+        .encode_image(batch_tensor::<Flex>(&pixels, 32, &device));
+    assert_eq!(values(f_loaded.clone()), values(f_memory.clone()));
+    let c_loaded = loaded
+        .classifier(tokenizer, &classes.train, "test", &device)
+        .unwrap();
+    let prompts = memory
+        .mixture
+        .class_prompts(&memory.clip.text, tokenizer, &classes.train, &device)
+        .unwrap();
+    let c_memory =
+        memory
+            .mixture
+            .classifier(&memory.clip.text, &prompts, memory.clip.logit_scale(), 1024);
+    assert_eq!(
+        values(c_loaded.logits(f_loaded)),
+        values(c_memory.logits(f_memory))
+    );
+
+    // The same checkpoint under a CoOp configuration is refused.
+    let err = TrainedRun::load(
+        &dir,
+        Clip::<Flex>::load(&weights, &LoadOptions::default(), &device).unwrap(),
+        tokenizer,
+        Some(Method::Coop),
+        &device,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not a coop run"), "{err}");
+}

@@ -2,10 +2,12 @@
 
 mod classify;
 mod data_cmd;
+mod demo_cmd;
 mod device;
 mod embed;
 mod eval_cmd;
 mod model_args;
+mod plot;
 mod pretrain_cmd;
 mod protocol_cmd;
 mod train_cmd;
@@ -24,6 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run zero-shot CLIP, CoOp and MoCoOp base-to-new on a generated world, no download needed.
+    Demo(demo_cmd::DemoArgs),
     /// Print CLIP embeddings of images and texts as JSON.
     Embed(embed::EmbedArgs),
     /// Zero-shot classify images or folders of images.
@@ -43,6 +47,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => dispatch(&args.device().clone(), args),
         Command::Embed(args) => dispatch(&args.device().clone(), args),
         Command::Classify(args) => dispatch(&args.device().clone(), args),
         Command::Data(args) => args.run(),

@@ -44,8 +44,9 @@ pub struct DemoArgs {
     /// Training images per base class.
     #[arg(long, default_value_t = 16)]
     shots: usize,
-    /// Training epochs of CoOp and MoCoOp.
-    #[arg(long, default_value_t = 10)]
+    /// Training epochs of CoOp and MoCoOp (the spec's base-to-new recipe: 50, a tenth of them
+    /// warm-up).
+    #[arg(long, default_value_t = 50)]
     epochs: usize,
     /// Test images per class.
     #[arg(long, default_value_t = 30)]
@@ -328,10 +329,18 @@ fn write_report(
     Ok(())
 }
 
+/// A Markdown table of routing counts; expert columns are named by their group's first template.
 fn routing_table(label: &str, rows: &[(String, Vec<usize>)], experts: usize) -> String {
+    let groups = mocoop_model::templates::TemplateTable::builtin()
+        .groups(DATASET)
+        .map(|g| g.groups().to_vec())
+        .unwrap_or_default();
     let mut out = format!("| {label} |");
     for e in 0..experts {
-        out.push_str(&format!(" expert {e} |"));
+        match groups.get(e).and_then(|g| g.first()) {
+            Some(template) => out.push_str(&format!(" expert {e}: `{template}` |")),
+            None => out.push_str(&format!(" expert {e} |")),
+        }
     }
     out.push_str(&format!("\n|---|{}\n", "---|".repeat(experts)));
     for (name, counts) in rows {

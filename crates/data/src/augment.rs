@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use fast_image_resize as fr;
 use image::RgbImage;
-use mocoop_model::preprocess::{CLIP_MEAN, CLIP_STD};
+use mocoop_model::preprocess::{CLIP_MEAN, CLIP_STD, round_half_even};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -54,16 +54,6 @@ pub fn derived_rng(seed: u64, epoch: u64, index: u64, stream: u64) -> StdRng {
 /// The generator for augmenting image `index` (its position in the item list) in `epoch`.
 pub fn augment_rng(seed: u64, epoch: u64, index: u64) -> StdRng {
     derived_rng(seed, epoch, index, 0x6175_676d)
-}
-
-/// Python's `round` (half to even), which torchvision applies to the crop size.
-fn round_half_even(x: f64) -> i64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
-        (r - x.signum()) as i64
-    } else {
-        r as i64
-    }
 }
 
 fn uniform(rng: &mut StdRng, low: f64, high: f64) -> f64 {

@@ -169,8 +169,9 @@ pub fn resize_bicubic(image: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     }
 }
 
-/// Python's `round` (half to even), which torchvision uses to place the center crop.
-fn round_half_even(x: f64) -> i64 {
+/// Python's `round` (half to even), which torchvision uses to place the center crop and to size
+/// random crops.
+pub fn round_half_even(x: f64) -> i64 {
     let r = x.round();
     if (x - x.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
         (r - x.signum()) as i64

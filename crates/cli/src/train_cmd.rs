@@ -178,6 +178,10 @@ pub struct TrainFlags {
     /// Do not evaluate on the test split(s) after training.
     #[arg(long)]
     no_eval: bool,
+    /// Leave out training images that cannot be read (their count and paths are reported at the
+    /// end) instead of stopping the run at the first one.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 100)]
     eval_batch_size: usize,
@@ -276,6 +280,7 @@ impl TrainFlags {
             batch_size,
             workers: self.workers,
             groups_file: self.groups.clone(),
+            skip_bad_images: self.skip_bad_images,
         };
         let mut mixture = match self.method {
             Method::Mocoop | Method::ZeroShot => {

@@ -400,3 +400,28 @@ fn protocol_runs_the_grid_resumes_and_writes_the_table() {
     assert_eq!(log.matches("done before").count(), 2, "{log}");
     assert_eq!(String::from_utf8_lossy(&again.stdout), md);
 }
+
+#[test]
+fn a_bad_training_image_stops_the_run_unless_skipped_and_reported() {
+    let root = scratch("bad-image");
+    make_dataset(&root, &CLASSES);
+    let bad = root.join("dtd/images/class0/0.bmp");
+    std::fs::write(&bad, b"not a bitmap").unwrap();
+    let root_str = root.to_str().unwrap();
+    let out = root.join("run");
+    let out_str = out.to_str().unwrap();
+    let quick = ["--method", "coop", "--epochs", "1", "--no-eval"];
+
+    let err = failure(mocoop(&train_args(root_str, out_str, &quick)));
+    assert!(err.contains("0.bmp"), "{err}");
+
+    let mut extra = quick.to_vec();
+    extra.extend(["--skip-bad-images", "--overwrite"]);
+    let output = mocoop(&train_args(root_str, out_str, &extra));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    ok(output);
+    assert!(
+        stderr.contains("skipped 1 unreadable training image") && stderr.contains("0.bmp"),
+        "{stderr}"
+    );
+}

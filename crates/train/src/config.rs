@@ -204,6 +204,9 @@ pub struct DataConfig {
     pub workers: usize,
     /// A user's template-group file (instead of the built-in table).
     pub groups_file: Option<std::path::PathBuf>,
+    /// Leave unreadable training images out (reported at the end) instead of stopping the run.
+    #[serde(default)]
+    pub skip_bad_images: bool,
 }
 
 /// The prompts of zero-shot CLIP.

@@ -2,6 +2,8 @@
 //! (its shuffle and augmentation seeded by `(seed, epoch, index)`); a data error ends the epoch,
 //! stops training and is reported after it.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +22,27 @@ pub struct EpochLoader<B: Backend> {
     epoch: Arc<AtomicU64>,
     monitor: Option<Monitor>,
     error: Arc<Mutex<Option<String>>>,
+    skipped: SkippedImages,
+}
+
+/// Images left out because they could not be read (only with `skip_bad_images`), by path, shared
+/// between a loader and whoever reports on the run.
+#[derive(Debug, Clone, Default)]
+pub struct SkippedImages(Arc<Mutex<BTreeMap<PathBuf, String>>>);
+
+impl SkippedImages {
+    /// Every skipped file with the reason, sorted by path.
+    pub fn list(&self) -> Vec<(PathBuf, String)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(p, m)| (p.clone(), m.clone())).collect()
+    }
+
+    fn record(&self, images: &[mocoop_data::BadImage]) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for image in images {
+            map.insert(image.path.clone(), image.message.clone());
+        }
+    }
 }
 
 impl<B: Backend> EpochLoader<B> {
@@ -39,7 +62,13 @@ impl<B: Backend> EpochLoader<B> {
             epoch: Arc::new(AtomicU64::new(0)),
             monitor,
             error: Arc::new(Mutex::new(None)),
+            skipped: SkippedImages::default(),
         }
+    }
+
+    /// The images this loader has skipped so far (shared: stays valid after the loader moves).
+    pub fn skipped(&self) -> SkippedImages {
+        self.skipped.clone()
     }
 
     /// Batches per epoch.
@@ -59,13 +88,18 @@ struct EpochIterator<B: Backend> {
     total: usize,
     monitor: Option<Monitor>,
     error: Arc<Mutex<Option<String>>>,
+    skipped: SkippedImages,
 }
 
 impl<B: Backend> Iterator for EpochIterator<B> {
     type Item = ImageBatch<B>;
 
     fn next(&mut self) -> Option<ImageBatch<B>> {
-        match self.inner.next()? {
+        let Some(next) = self.inner.next() else {
+            self.skipped.record(self.inner.skipped());
+            return None;
+        };
+        match next {
             Ok(batch) => {
                 self.processed += batch.indices.len();
                 Some(batch)
@@ -103,6 +137,7 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
             total: self.loader.items().len(),
             monitor: self.monitor.clone(),
             error: self.error.clone(),
+            skipped: self.skipped.clone(),
         })
     }
 
@@ -118,17 +153,20 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
             epoch: self.epoch.clone(),
             monitor: self.monitor.clone(),
             error: self.error.clone(),
+            skipped: self.skipped.clone(),
         })
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
         let items = self.loader.items()[start..end].to_vec();
-        Arc::new(Self::new(
+        let mut sliced = Self::new(
             &self.dataset,
             items,
             *self.loader.config(),
             self.device.clone(),
             self.monitor.clone(),
-        ))
+        );
+        sliced.skipped = self.skipped.clone();
+        Arc::new(sliced)
     }
 }

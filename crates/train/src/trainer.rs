@@ -196,6 +196,7 @@ pub fn train<B: AutodiffBackend>(
     let data = &config.data;
     let train_config = LoaderConfig {
         workers: data.workers,
+        skip_bad_images: data.skip_bad_images,
         ..LoaderConfig::train(size, data.batch_size, data.seed)
     };
     let iters = dataset.train.len().div_ceil(data.batch_size);
@@ -221,6 +222,7 @@ pub fn train<B: AutodiffBackend>(
         device.clone(),
         Some(monitor.clone()),
     );
+    let skipped = train_loader.skipped();
     let valid_items = if config.validate {
         dataset.val.clone()
     } else {
@@ -327,6 +329,19 @@ pub fn train<B: AutodiffBackend>(
     } else {
         None
     };
+    let skipped = skipped.list();
+    let mut notes = notes;
+    if !skipped.is_empty() {
+        let listed: Vec<String> = skipped
+            .iter()
+            .map(|(path, why)| format!("  {}: {why}", path.display()))
+            .collect();
+        notes.push(format!(
+            "skipped {} unreadable training image(s) (--skip-bad-images):\n{}",
+            skipped.len(),
+            listed.join("\n")
+        ));
+    }
     Ok(TrainReport {
         run: out.to_path_buf(),
         steps: monitor.steps(),

@@ -108,6 +108,7 @@ fn saved_run_reloads_to_identical_logits() {
             batch_size: 4,
             workers: 0,
             groups_file: None,
+            skip_bad_images: false,
         },
         mixture,
         loss: LossConfig::mocoop(),

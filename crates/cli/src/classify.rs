@@ -7,7 +7,10 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use mocoop_model::clip::l2_normalize;
+use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
+use mocoop_model::prompt::PromptClassifier;
 use mocoop_model::templates::{TemplateTable, fill};
+use mocoop_train::TrainedRun;
 use serde_json::json;
 
 use crate::device::OnBackend;
@@ -41,6 +44,11 @@ pub struct ClassifyArgs {
     /// Print one JSON object per image instead of a table.
     #[arg(long)]
     json: bool,
+    /// Classify with the prompts of a run made by `mocoop train` (MoCoOp, CoOp or zero-shot; its
+    /// text features are computed once) instead of hand-written templates. --weights must be the
+    /// CLIP the run was trained with.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["ensemble", "template"])]
+    prompts: Option<PathBuf>,
     /// Image files or directories (walked recursively for .jpg/.jpeg/.png/.webp/.bmp).
     #[arg(required = true, value_name = "IMAGE_OR_DIR")]
     inputs: Vec<PathBuf>,
@@ -159,8 +167,21 @@ impl OnBackend for ClassifyArgs {
             bail!("no images found in the given inputs");
         }
         let model = self.model.load::<B::InnerBackend>(&device)?;
-        let weights = class_embeddings(&model, &classes, &templates, &device);
-        let scale = model.clip.logit_scale().exp();
+        let size = model.clip.config().vision.image_size;
+        let (clip, classifier) = match &self.prompts {
+            None => {
+                let weights = class_embeddings(&model, &classes, &templates, &device);
+                let scale = model.clip.logit_scale();
+                (model.clip, PromptClassifier::zero_shot(weights, scale))
+            }
+            Some(run_dir) => {
+                let run = TrainedRun::load(run_dir, model.clip, &model.tokenizer, None, &device)
+                    .with_context(|| format!("loading run {}", run_dir.display()))?;
+                let dataset = run.config.data.dataset.clone();
+                let classifier = run.classifier(&model.tokenizer, &classes, &dataset, &device)?;
+                (run.clip, classifier)
+            }
+        };
         let top_k = self.top_k.clamp(1, classes.len());
         let progress = indicatif::ProgressBar::new(files.len() as u64);
         let mut failed = 0usize;
@@ -169,7 +190,7 @@ impl OnBackend for ClassifyArgs {
             let mut ok_files = Vec::new();
             let mut pixels = Vec::new();
             for path in chunk {
-                match model.read_image(path) {
+                match load_rgb(path).map(|image| preprocess(&image, size as u32)) {
                     Ok(p) => {
                         ok_files.push(path);
                         pixels.push(p);
@@ -188,10 +209,8 @@ impl OnBackend for ClassifyArgs {
             if pixels.is_empty() {
                 continue;
             }
-            let logits = model
-                .encode_pixels(&pixels, &device)
-                .matmul(weights.clone().transpose())
-                * scale;
+            let images = batch_tensor::<B::InnerBackend>(&pixels, size, &device);
+            let logits = classifier.logits(clip.encode_image(images));
             let probs = to_rows(softmax(logits.clone(), 1))?;
             let logits = to_rows(logits)?;
             for ((path, probs), logits) in ok_files.into_iter().zip(probs).zip(logits) {

@@ -217,6 +217,52 @@ fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
     );
     assert!(run.join("eval-dtd-all.json").is_file());
 
+    // `classify --prompts` uses the trained prompts (and LayerNorms): same correct count on the
+    // test images as the evaluation.
+    let names = dir.join("names.txt");
+    let classnames: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
+    std::fs::write(&names, classnames.join("\n")).unwrap();
+    let classes = format!("@{}", names.display());
+    let w = weights();
+    let mut args = vec![
+        "classify".to_string(),
+        "--weights".into(),
+        w.display().to_string(),
+        "--prompts".into(),
+        run_s.into(),
+        "--classes".into(),
+        classes,
+        "--json".into(),
+        "--top-k".into(),
+        "1".into(),
+    ];
+    let mut truth = Vec::new();
+    for (label, _) in CLASSES.iter().enumerate() {
+        for i in 10..16 {
+            let image = root.join(format!("dtd/images/class{label}/{i}.bmp"));
+            args.push(image.display().to_string());
+            truth.push(classnames[label]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = mocoop(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let predictions: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(predictions.len(), truth.len());
+    let correct = predictions
+        .iter()
+        .zip(&truth)
+        .filter(|(p, t)| p["predictions"][0]["class"] == **t)
+        .count();
+    assert_eq!(correct as u64, trained["correct"].as_u64().unwrap());
+
     // A run of another method is refused, both ways.
     let err = failure(mocoop(&["eval", "--run", run_s, "--method", "coop"]));
     assert!(err.contains("is a mocoop run, not a coop run"), "{err}");

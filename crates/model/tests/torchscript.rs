@@ -16,12 +16,9 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::tensor::DType;
 use common::*;
-use mocoop_model::Clip;
-use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
 use mocoop_model::weights::native::{self, StoredPrecision};
 use mocoop_model::weights::{self, LoadOptions, WeightLayout, WeightsError};
 
-const TOLERANCE: f32 = 1e-4;
 const MODEL: &str = "openclip_quickgelu";
 
 fn fixture() -> PathBuf {
@@ -34,50 +31,9 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Checks a model file's image and text embeddings against `reference.json`.
+/// Checks a model file's embeddings, logits and temperature against `reference.json`.
 fn check_embeddings(file: &Path) {
-    let device = Default::default();
-    let reference = reference();
-    let expected = &reference["models"][MODEL];
-    let clip = Clip::<Flex>::load(file, &LoadOptions::default(), &device)
-        .unwrap_or_else(|e| panic!("loading {}: {e}", file.display()));
-    let size = clip.config().vision.image_size;
-
-    let images: Vec<Vec<f32>> = reference["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|name| {
-            let path = fixtures().join("images").join(name.as_str().unwrap());
-            preprocess(&load_rgb(&path).unwrap(), size as u32)
-        })
-        .collect();
-    let image_embeds = rows(clip.encode_image(batch_tensor::<Flex>(&images, size, &device)));
-
-    let strings = reference["tokenizer"]["strings"].as_array().unwrap();
-    let all_ids = token_rows(&reference["tokenizer"]["ids"]);
-    let tokens: Vec<Vec<u32>> = reference["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| all_ids[strings.iter().position(|s| s == t).unwrap()].clone())
-        .collect();
-    let text_embeds = rows(clip.encode_text(&tokens, &device));
-
-    let image_err = max_abs_diff(&image_embeds, &matrix(&expected["image_embeds"]));
-    let text_err = max_abs_diff(&text_embeds, &matrix(&expected["text_embeds"]));
-    assert!(
-        image_err < TOLERANCE,
-        "{}: image embeddings differ by {image_err}",
-        file.display()
-    );
-    assert!(
-        text_err < TOLERANCE,
-        "{}: text embeddings differ by {text_err}",
-        file.display()
-    );
-    let scale = expected["logit_scale"].as_f64().unwrap() as f32;
-    assert!((clip.logit_scale() - scale).abs() < 1e-6, "logit_scale");
+    check_against_reference::<Flex>(&Default::default(), MODEL, file, &LoadOptions::default());
 }
 
 #[test]

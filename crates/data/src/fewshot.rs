@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Dataset, Item};
 use crate::error::{DataError, Result};
-use crate::files::{read_json, write_atomic};
+use crate::files::read_json;
 use crate::split_file::SplitEntry;
+use mocoop_model::atomic::write_atomic;
 
 /// Identifies the sampling algorithm in the saved files.
 const SAMPLER: &str = "mocoop-data 1: per label in label order, rand StdRng seeded with the seed, k without replacement, kept in dataset order";

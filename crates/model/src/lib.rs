@@ -4,6 +4,7 @@
 //! open_clip or transformers checkpoints through [`weights`]; [`tokenizer`] and [`preprocess`] turn
 //! text and images into its inputs exactly as the reference code does.
 
+pub mod atomic;
 pub mod clip;
 pub mod config;
 pub mod preprocess;

@@ -74,12 +74,7 @@ pub fn write(
     metadata.insert("format".into(), FORMAT.into());
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| TrainError::Checkpoint(format!("serialising {}: {e}", path.display())))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    mocoop_model::atomic::write_atomic(path, &bytes).map_err(io)
 }
 
 /// Reads a checkpoint written by [`write`].

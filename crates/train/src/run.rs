@@ -108,7 +108,7 @@ pub fn create(run: &Path, config: &TrainConfig, overwrite: bool) -> Result<(), T
 /// Writes a value as pretty JSON.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
     let text = serde_json::to_string_pretty(value).expect("serialisable") + "\n";
-    std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+    mocoop_model::atomic::write_atomic(path, text.as_bytes()).map_err(|e| TrainError::io(path, e))
 }
 
 /// Accuracy on one split.

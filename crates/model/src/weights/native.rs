@@ -69,11 +69,8 @@ pub fn save(
             path: path.to_path_buf(),
             message: format!("cannot serialise: {e}"),
         })?;
-    let tmp = path.with_extension("safetensors.partial");
-    let io_error = |source| WeightsError::Io {
+    crate::atomic::write_atomic(path, &bytes).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    std::fs::write(&tmp, bytes).map_err(io_error)?;
-    std::fs::rename(&tmp, path).map_err(io_error)
+    })
 }

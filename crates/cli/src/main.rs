@@ -6,13 +6,15 @@ mod demo_cmd;
 mod device;
 mod embed;
 mod eval_cmd;
+mod interrupt;
 mod model_args;
 mod plot;
 mod pretrain_cmd;
 mod protocol_cmd;
 mod train_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::device::dispatch;
 
@@ -44,8 +46,29 @@ enum Command {
     Protocol(Box<protocol_cmd::ProtocolArgs>),
 }
 
+/// The arguments of `subcommand` that were typed on the command line (not defaults, not groups).
+fn given(matches: &clap::ArgMatches, subcommand: &str) -> Vec<String> {
+    let command = Cli::command();
+    let (Some(sub), Some(definition)) = (
+        matches.subcommand_matches(subcommand),
+        command.find_subcommand(subcommand),
+    ) else {
+        return Vec::new();
+    };
+    definition
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str())
+        .filter(|id| sub.value_source(id) == Some(ValueSource::CommandLine))
+        .map(str::to_string)
+        .collect()
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Train(args) = &mut cli.command {
+        args.given = given(&matches, "train");
+    }
     let result = match cli.command {
         Command::Demo(args) => dispatch(&args.device().clone(), args),
         Command::Embed(args) => dispatch(&args.device().clone(), args),
@@ -60,7 +83,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            match error.downcast_ref::<mocoop_train::TrainError>() {
+                Some(mocoop_train::TrainError::Interrupted { .. }) => {
+                    std::process::ExitCode::from(interrupt::INTERRUPTED_EXIT)
+                }
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -2,7 +2,10 @@
 //! resuming where it stopped, and writes the results table as Markdown and JSON.
 //!
 //! Runs go to `OUT/<method>/<dataset>/shots<k>-seed<s>/` (ordinary run directories); a run whose
-//! `results.json` exists with the same configuration is reused, an unfinished one is redone.
+//! `results.json` exists with the same configuration is reused, an unfinished one with the same
+//! configuration is resumed from its last checkpoint, any other is redone. Each cell is one
+//! directory, so a seed is never counted twice; a list naming a dataset, shot count or seed twice is
+//! refused.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +17,7 @@ use serde_json::json;
 use mocoop_train::config::{Setting, TrainConfig};
 use mocoop_train::protocol::{CellResult, base2new_table, fewshot_table, markdown, transfer_table};
 use mocoop_train::run::{self, RunResults};
-use mocoop_train::{EvalSplit, EvalTarget, TrainedRun, evaluate_run, train};
+use mocoop_train::{EvalSplit, EvalTarget, TrainedRun, evaluate_run, resume, train};
 
 use crate::device::{DeviceSpec, OnBackend};
 use crate::model_args::ModelArgs;
@@ -118,6 +121,21 @@ fn reusable(dir: &Path, config: &TrainConfig) -> Result<Option<RunResults>> {
     ))
 }
 
+/// Whether `dir` holds an unfinished run of exactly `config` (which `resume` continues).
+fn unfinished(dir: &Path, config: &TrainConfig) -> bool {
+    run::read_config(dir, None).is_ok_and(|existing| &existing == config)
+}
+
+/// An error when `values` names something twice (a repeated seed would count twice in the means).
+fn refuse_repeats<T: PartialEq + std::fmt::Display>(flag: &str, values: &[T]) -> Result<()> {
+    for (i, value) in values.iter().enumerate() {
+        if values[..i].contains(value) {
+            bail!("{flag} lists {value} twice");
+        }
+    }
+    Ok(())
+}
+
 impl OnBackend for ProtocolArgs {
     type Output = ();
 
@@ -151,6 +169,9 @@ impl OnBackend for ProtocolArgs {
         if self.seeds.is_empty() {
             bail!("--seeds is empty");
         }
+        refuse_repeats("--datasets", &datasets)?;
+        refuse_repeats("--shots", &shots)?;
+        refuse_repeats("--seeds", &self.seeds)?;
         let setting = if self.protocol == ProtocolName::Base2new {
             Setting::Base2new
         } else {
@@ -191,14 +212,13 @@ impl OnBackend for ProtocolArgs {
                             );
                             let mut options = self.flags.options(true);
                             options.evaluate = true;
-                            let report = train(
-                                config,
-                                loaded.clip.clone(),
-                                &loaded.tokenizer,
-                                &dir,
-                                &options,
-                                &device,
-                            )
+                            options.stop = Some(crate::interrupt::stop_flag());
+                            let (clip, tokenizer) = (loaded.clip.clone(), &loaded.tokenizer);
+                            let report = if unfinished(&dir, &config) {
+                                resume(&dir, clip, tokenizer, &options, &device)
+                            } else {
+                                train(config, clip, tokenizer, &dir, &options, &device)
+                            }
                             .with_context(|| format!("training {}", dir.display()))?;
                             report.results.expect("evaluated")
                         }

@@ -5,19 +5,21 @@
 //! 0.032 (scaled linearly with the batch size); for ImageNet 10 epochs, 1 warm-up epoch, batch size
 //! 1 and lr 0.002. Every explicit flag overrides these.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
+use mocoop_model::Activation;
 use mocoop_model::prompt::{ExpertInit, MixtureConfig};
 use mocoop_train::config::{
     DataConfig, GatePrototypes, GateTarget, LossConfig, Method, OptimConfig, Setting, TextClasses,
     TrainConfig, ZeroShotPrompts,
 };
 use mocoop_train::eval::template_groups;
-use mocoop_train::{TrainOptions, train};
+use mocoop_train::run;
+use mocoop_train::{TrainOptions, TrainReport, resume, train};
 
 use crate::device::{DeviceSpec, OnBackend};
 use crate::model_args::ModelArgs;
@@ -34,14 +36,22 @@ pub enum CtxInit {
 /// Trains prompts on a dataset (MoCoOp, CoOp) or evaluates zero-shot CLIP, into a run directory.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+    /// CLIP checkpoint, in any format `mocoop classify --weights` reads (not with --resume: the
+    /// run's config.json names it).
+    #[arg(long, value_name = "PATH", required_unless_present = "resume")]
+    weights: Option<PathBuf>,
+    /// MLP activation, for state dicts that do not record it (quick_gelu or gelu).
+    #[arg(long, value_name = "quick_gelu|gelu")]
+    activation: Option<Activation>,
+    /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: DeviceSpec,
     /// Dataset name (caltech101, dtd, eurosat, …, imagefolder, list).
-    #[arg(long)]
-    dataset: String,
+    #[arg(long, required_unless_present = "resume")]
+    dataset: Option<String>,
     /// Data root (the folder holding the dataset's folder, or the dataset folder itself).
-    #[arg(long, value_name = "DIR")]
-    root: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "resume")]
+    root: Option<PathBuf>,
     /// base2new: train on the base half of the classes; fewshot: all classes.
     #[arg(long, default_value = "base2new", value_name = "base2new|fewshot")]
     setting: Setting,
@@ -52,15 +62,35 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// The run directory to create.
-    #[arg(long, value_name = "RUN")]
-    out: PathBuf,
+    #[arg(long, value_name = "RUN", required_unless_present = "resume")]
+    out: Option<PathBuf>,
     /// Replace an existing run of the same method in --out.
     #[arg(long)]
     overwrite: bool,
+    /// Continue the killed or interrupted run RUN from its newest intact checkpoint, with the
+    /// settings in RUN/config.json; it ends with the prompts the uninterrupted run would have had.
+    /// Only --device and the run options (--quiet, --no-eval, --keep-checkpoints,
+    /// --eval-batch-size) may be given with it.
+    #[arg(long, value_name = "RUN")]
+    resume: Option<PathBuf>,
 
     #[command(flatten)]
     flags: TrainFlags,
+
+    /// The arguments given on the command line (filled in by `main`; checked against --resume).
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
+
+/// The arguments that may accompany `--resume` (they do not change what is trained).
+const RESUME_COMPATIBLE: [&str; 6] = [
+    "resume",
+    "device",
+    "quiet",
+    "no_eval",
+    "keep_checkpoints",
+    "eval_batch_size",
+];
 
 /// The method and every hyper-parameter of a run (shared by `train` and `protocol`).
 #[derive(Debug, Clone, clap::Args)]
@@ -251,6 +281,7 @@ impl TrainFlags {
             overwrite,
             keep_checkpoints: self.keep_checkpoints,
             eval_batch_size: self.eval_batch_size,
+            stop: None,
         }
     }
 
@@ -356,7 +387,65 @@ impl TrainFlags {
 impl TrainArgs {
     /// The device the user asked for.
     pub fn device(&self) -> &DeviceSpec {
-        &self.model.device
+        &self.device
+    }
+
+    /// Continues the run `dir` (`--resume`).
+    fn resume<B: AutodiffBackend>(
+        &self,
+        dir: &Path,
+        options: &TrainOptions,
+        device: &B::Device,
+    ) -> Result<TrainReport> {
+        if let Some(other) = self
+            .given
+            .iter()
+            .find(|id| !RESUME_COMPATIBLE.contains(&id.as_str()))
+        {
+            bail!(
+                "--{} cannot be combined with --resume: the run's settings come from {}",
+                other.replace('_', "-"),
+                dir.join(run::CONFIG_FILE).display()
+            );
+        }
+        let config = run::read_config(dir, None)?;
+        let model = ModelArgs {
+            weights: config.weights.clone(),
+            activation: config.activation,
+            device: self.device.clone(),
+        };
+        let loaded = model.load::<B>(device)?;
+        resume(dir, loaded.clip, &loaded.tokenizer, options, device)
+            .with_context(|| format!("resuming {}", dir.display()))
+    }
+
+    /// Starts a new run.
+    fn start<B: AutodiffBackend>(
+        &self,
+        options: &TrainOptions,
+        device: &B::Device,
+    ) -> Result<TrainReport> {
+        let (Some(weights), Some(dataset), Some(root), Some(out)) =
+            (&self.weights, &self.dataset, &self.root, &self.out)
+        else {
+            bail!("--weights, --dataset, --root and --out are needed (or --resume RUN)");
+        };
+        let model = ModelArgs {
+            weights: weights.clone(),
+            activation: self.activation,
+            device: self.device.clone(),
+        };
+        let run = RunData {
+            dataset: dataset.clone(),
+            root: root.clone(),
+            setting: self.setting,
+            shots: self.shots,
+            seed: self.seed,
+        };
+        let config = self.flags.config(&model, &run)?;
+        let loaded = model.load::<B>(device)?;
+        train(config, loaded.clip, &loaded.tokenizer, out, options, device)
+            .with_context(|| format!("training into {}", out.display()))
     }
 }
 
@@ -364,25 +453,12 @@ impl OnBackend for TrainArgs {
     type Output = ();
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
-        let run = RunData {
-            dataset: self.dataset.clone(),
-            root: self.root.clone(),
-            setting: self.setting,
-            shots: self.shots,
-            seed: self.seed,
+        let mut options = self.flags.options(self.overwrite);
+        options.stop = Some(crate::interrupt::stop_flag());
+        let report = match &self.resume {
+            Some(dir) => self.resume::<B>(dir, &options, &device)?,
+            None => self.start::<B>(&options, &device)?,
         };
-        let config = self.flags.config(&self.model, &run)?;
-        let loaded = self.model.load::<B>(&device)?;
-        let options = self.flags.options(self.overwrite);
-        let report = train(
-            config,
-            loaded.clip,
-            &loaded.tokenizer,
-            &self.out,
-            &options,
-            &device,
-        )
-        .with_context(|| format!("training into {}", self.out.display()))?;
         for note in &report.notes {
             eprintln!("note: {note}");
         }

@@ -152,7 +152,15 @@ impl Loader {
 
     /// The batches of `epoch` on the host.
     pub fn epoch_cpu(&self, epoch: u64) -> CpuEpoch {
-        let batches = Arc::new(self.batches(epoch));
+        self.epoch_cpu_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` on the host from batch `first` on (a resumed run continues an epoch
+    /// with exactly the batches it had not yet seen).
+    pub fn epoch_cpu_from(&self, epoch: u64, first: usize) -> CpuEpoch {
+        let mut batches = self.batches(epoch);
+        batches.drain(..first.min(batches.len()));
+        let batches = Arc::new(batches);
         let job = Arc::new(Job {
             dataset: self.dataset.clone(),
             items: self.items.clone(),
@@ -187,8 +195,18 @@ impl Loader {
 
     /// The batches of `epoch` on `device`.
     pub fn epoch<B: Backend>(&self, epoch: u64, device: &B::Device) -> EpochIter<B> {
+        self.epoch_from(epoch, 0, device)
+    }
+
+    /// The batches of `epoch` on `device` from batch `first` on.
+    pub fn epoch_from<B: Backend>(
+        &self,
+        epoch: u64,
+        first: usize,
+        device: &B::Device,
+    ) -> EpochIter<B> {
         EpochIter {
-            inner: self.epoch_cpu(epoch),
+            inner: self.epoch_cpu_from(epoch, first),
             device: device.clone(),
         }
     }

@@ -2,8 +2,11 @@
 //! tuning) the image encoder's `ln_1`/`ln_2` — kilobytes, never the CLIP weights.
 //!
 //! Format: a safetensors file of f32 tensors (`ctx.<g>`, `text_bias`, `router.weight` `[E, D]`,
-//! `router.bias`, `visual.transformer.resblocks.<i>.ln_<1|2>.<weight|bias>`) whose metadata has
-//! `format = mocoop-checkpoint`, the method, the epoch and the mixture configuration (JSON).
+//! `router.bias`, `visual.transformer.resblocks.<i>.ln_<1|2>.<weight|bias>`) and, in the epoch
+//! checkpoints a run can be resumed from, byte tensors (`u8`) holding state such as the
+//! optimiser's. The metadata has `format = mocoop-checkpoint`, the method, the epoch, the mixture
+//! configuration (JSON) and `digest`: the SHA-256 of everything else in the file, so that a
+//! truncated or corrupted checkpoint is detected when it is read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,6 +14,8 @@ use std::path::Path;
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use safetensors::Dtype;
+use sha2::{Digest, Sha256};
 
 use mocoop_model::Clip;
 use mocoop_model::prompt::MixtureOfPrompts;
@@ -20,13 +25,17 @@ use crate::model::visual_ln_params;
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "mocoop-checkpoint";
+/// The metadata key of the content digest.
+pub const DIGEST_KEY: &str = "digest";
 
 /// A checkpoint read from disk.
 #[derive(Debug)]
 pub struct Checkpoint {
-    /// The tensors by name.
+    /// The f32 tensors by name.
     pub tensors: BTreeMap<String, TensorData>,
-    /// The metadata (`format`, `method`, `epoch`, `mixture`).
+    /// The byte tensors (saved state that is not a model tensor) by name.
+    pub blobs: BTreeMap<String, Vec<u8>>,
+    /// The metadata (`format`, `method`, `epoch`, `mixture`, `digest`, …).
     pub metadata: HashMap<String, String>,
 }
 
@@ -45,67 +54,143 @@ pub fn trainable_tensors<B: Backend>(
     out
 }
 
-/// Writes tensors and metadata to `path` (atomically: a temporary file, then a rename).
+/// One tensor of the file: name, dtype, shape, little-endian bytes.
+type Entry = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// SHA-256 over the metadata (sorted, without the digest itself) and every tensor's name, dtype,
+/// shape and bytes (sorted by name), as hex.
+fn content_digest<'a>(
+    entries: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+    metadata: &HashMap<String, String>,
+) -> String {
+    let mut hasher = Sha256::new();
+    let mut feed = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    let sorted: BTreeMap<&String, &String> =
+        metadata.iter().filter(|(k, _)| *k != DIGEST_KEY).collect();
+    for (key, value) in sorted {
+        feed(key.as_bytes());
+        feed(value.as_bytes());
+    }
+    let mut entries: Vec<_> = entries.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, dtype, shape, bytes) in entries {
+        feed(name.as_bytes());
+        feed(format!("{dtype:?}{shape:?}").as_bytes());
+        feed(bytes);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes f32 `tensors`, byte `blobs` and `metadata` to `path` with a content digest,
+/// atomically (a temporary file, then a rename).
 pub fn write(
     path: &Path,
     tensors: &[(String, TensorData)],
+    blobs: &[(String, Vec<u8>)],
     metadata: HashMap<String, String>,
 ) -> Result<(), TrainError> {
     let io = |e: std::io::Error| TrainError::io(path, e);
-    let owned: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let mut entries: Vec<Entry> = tensors
         .iter()
         .map(|(name, data)| {
             let values = data.clone().convert::<f32>().to_vec::<f32>().map_err(|e| {
                 TrainError::Checkpoint(format!("cannot read tensor '{name}': {e:?}"))
             })?;
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            Ok((name.clone(), bytes, data.shape.to_vec()))
+            Ok((name.clone(), Dtype::F32, data.shape.to_vec(), bytes))
         })
         .collect::<Result<_, TrainError>>()?;
-    let views = owned
+    for (name, bytes) in blobs {
+        entries.push((name.clone(), Dtype::U8, vec![bytes.len()], bytes.clone()));
+    }
+    let mut metadata = metadata;
+    metadata.insert("format".into(), FORMAT.into());
+    let digest = content_digest(
+        entries
+            .iter()
+            .map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice())),
+        &metadata,
+    );
+    metadata.insert(DIGEST_KEY.into(), digest);
+    let views = entries
         .iter()
-        .map(|(name, bytes, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+        .map(|(name, dtype, shape, bytes)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|view| (name.clone(), view))
                 .map_err(|e| TrainError::Checkpoint(format!("tensor '{name}': {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut metadata = metadata;
-    metadata.insert("format".into(), FORMAT.into());
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| TrainError::Checkpoint(format!("serialising {}: {e}", path.display())))?;
     mocoop_model::atomic::write_atomic(path, &bytes).map_err(io)
 }
 
-/// Reads a checkpoint written by [`write`].
+/// Reads a checkpoint written by [`write`], checking its format and content digest.
 pub fn read(path: &Path) -> Result<Checkpoint, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     let bad = |message: String| TrainError::Checkpoint(format!("{}: {message}", path.display()));
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        bad(format!(
+            "not a safetensors file, or truncated ({e}); the file is damaged"
+        ))
+    })?;
     let metadata = header.metadata().clone().unwrap_or_default();
     if metadata.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(
             "not a mocoop checkpoint (no 'format: mocoop-checkpoint' metadata)".into(),
         ));
     }
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let mut tensors = BTreeMap::new();
-    for (name, view) in file.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(bad(format!(
-                "tensor '{name}' is {:?}, expected F32",
-                view.dtype()
-            )));
-        }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        tensors.insert(name, TensorData::new(values, view.shape().to_vec()));
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("{e}; the file is damaged")))?;
+    let views = file.tensors();
+    let expected = metadata
+        .get(DIGEST_KEY)
+        .ok_or_else(|| bad("no content digest; not written by this version of mocoop".into()))?;
+    let actual = content_digest(
+        views
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
+        &metadata,
+    );
+    if &actual != expected {
+        return Err(bad(
+            "content digest mismatch: the file is corrupt (changed after it was written)".into(),
+        ));
     }
-    Ok(Checkpoint { tensors, metadata })
+    let mut tensors = BTreeMap::new();
+    let mut blobs = BTreeMap::new();
+    for (name, view) in views {
+        match view.dtype() {
+            Dtype::F32 => {
+                let values: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                tensors.insert(name, TensorData::new(values, view.shape().to_vec()));
+            }
+            Dtype::U8 => {
+                blobs.insert(name, view.data().to_vec());
+            }
+            other => {
+                return Err(bad(format!(
+                    "tensor '{name}' is {other:?}, expected F32 (or U8 state)"
+                )));
+            }
+        }
+    }
+    Ok(Checkpoint {
+        tensors,
+        blobs,
+        metadata,
+    })
 }
 
 /// Puts saved image LayerNorm values into `clip` (consuming them from `saved`).

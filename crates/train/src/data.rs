@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
@@ -20,6 +20,7 @@ pub struct EpochLoader<B: Backend> {
     dataset: String,
     device: B::Device,
     epoch: Arc<AtomicU64>,
+    skip_batches: Arc<AtomicUsize>,
     monitor: Option<Monitor>,
     error: Arc<Mutex<Option<String>>>,
     skipped: SkippedImages,
@@ -60,6 +61,7 @@ impl<B: Backend> EpochLoader<B> {
             dataset: dataset.to_string(),
             device,
             epoch: Arc::new(AtomicU64::new(0)),
+            skip_batches: Arc::new(AtomicUsize::new(0)),
             monitor,
             error: Arc::new(Mutex::new(None)),
             skipped: SkippedImages::default(),
@@ -69,6 +71,13 @@ impl<B: Backend> EpochLoader<B> {
     /// The images this loader has skipped so far (shared: stays valid after the loader moves).
     pub fn skipped(&self) -> SkippedImages {
         self.skipped.clone()
+    }
+
+    /// Makes the next epoch the 0-based `epoch`, starting at its batch `first` (for a resumed run;
+    /// later epochs are whole).
+    pub fn start_at(&self, epoch: u64, first: usize) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+        self.skip_batches.store(first, Ordering::SeqCst);
     }
 
     /// Batches per epoch.
@@ -131,9 +140,11 @@ impl<B: Backend> DataLoaderIterator<ImageBatch<B>> for EpochIterator<B> {
 impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a> {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
+        let first = self.skip_batches.swap(0, Ordering::SeqCst);
+        let batch_size = self.loader.config().batch_size;
         Box::new(EpochIterator {
-            inner: self.loader.epoch::<B>(epoch, &self.device),
-            processed: 0,
+            inner: self.loader.epoch_from::<B>(epoch, first, &self.device),
+            processed: (first * batch_size).min(self.loader.items().len()),
             total: self.loader.items().len(),
             monitor: self.monitor.clone(),
             error: self.error.clone(),
@@ -151,6 +162,7 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
             dataset: self.dataset.clone(),
             device: device.clone(),
             epoch: self.epoch.clone(),
+            skip_batches: self.skip_batches.clone(),
             monitor: self.monitor.clone(),
             error: self.error.clone(),
             skipped: self.skipped.clone(),

@@ -15,7 +15,7 @@ use mocoop_model::tokenizer::ClipTokenizer;
 
 use crate::config::{DataConfig, Method, Setting, TrainConfig, ZeroShotPrompts};
 use crate::run::{self, RunResults, SplitResult};
-use crate::{TrainError, checkpoint, losses};
+use crate::{TrainError, checkpoint, losses, resume};
 
 /// Prompts are encoded this many at a time at inference.
 pub const TEXT_CHUNK: usize = 1024;
@@ -92,15 +92,7 @@ impl<B: Backend> TrainedRun<B> {
                 dir: run_dir.to_path_buf(),
             });
         }
-        let path = run::checkpoint_path(run_dir);
-        if !path.is_file() {
-            return Err(TrainError::Run(format!(
-                "{} has no {} (training did not finish?)",
-                run_dir.display(),
-                run::CHECKPOINT_FILE
-            )));
-        }
-        let mut ckpt = checkpoint::read(&path)?;
+        let (path, mut ckpt) = final_checkpoint(run_dir, &config)?;
         let method = ckpt.metadata.get("method").cloned().unwrap_or_default();
         if method != config.method.to_string() {
             return Err(TrainError::Run(format!(
@@ -301,4 +293,39 @@ pub fn evaluate_run<B: Backend>(
         });
     }
     Ok(RunResults::new(run.config.method, results))
+}
+
+/// The final checkpoint of a finished run; when it is damaged, the last epoch's checkpoint (the same
+/// tensors, kept for resuming), with a warning.
+fn final_checkpoint(
+    run_dir: &Path,
+    config: &TrainConfig,
+) -> Result<(PathBuf, checkpoint::Checkpoint), TrainError> {
+    let path = run::checkpoint_path(run_dir);
+    if !path.is_file() {
+        return Err(TrainError::Run(format!(
+            "{} has no {} (training did not finish? `mocoop train --resume {}` continues it)",
+            run_dir.display(),
+            run::CHECKPOINT_FILE,
+            run_dir.display()
+        )));
+    }
+    let damaged = match checkpoint::read(&path) {
+        Ok(ckpt) => return Ok((path, ckpt)),
+        Err(e) => e,
+    };
+    let scan = resume::scan(run_dir)?;
+    match scan.latest {
+        Some(point)
+            if point.state.steps_into_epoch() == 0
+                && point.state.epochs_done() == config.optim.epochs =>
+        {
+            eprintln!(
+                "warning: {damaged}; using {} (the same tensors)",
+                point.path.display()
+            );
+            Ok((point.path, point.checkpoint))
+        }
+        _ => Err(damaged),
+    }
 }

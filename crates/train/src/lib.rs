@@ -13,6 +13,7 @@ pub mod monitor;
 pub mod pretrain;
 pub mod protocol;
 pub mod renderer;
+pub mod resume;
 pub mod run;
 pub mod step;
 pub mod trainer;
@@ -24,7 +25,7 @@ pub use eval::{EvalSplit, EvalTarget, TrainedRun, evaluate_run};
 pub use model::{ClassSetup, MocoopModel, StepTerms};
 pub use run::{RunResults, SplitResult};
 pub use step::MocoopOutput;
-pub use trainer::{TrainOptions, TrainReport, train};
+pub use trainer::{TrainOptions, TrainReport, resume, train};
 
 /// Why training or evaluation failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,19 @@ pub enum TrainError {
         terms: String,
         /// Which checkpoint is the last good one.
         kept: String,
+    },
+    /// The user stopped the run; it can be resumed.
+    #[error(
+        "interrupted after step {step}; saved {checkpoint}; continue with `mocoop train --resume \
+         {run}`"
+    )]
+    Interrupted {
+        /// Steps taken.
+        step: usize,
+        /// The checkpoint written after the last step.
+        checkpoint: String,
+        /// The run directory.
+        run: String,
     },
 }
 

@@ -55,6 +55,10 @@ pub struct StepSettings {
     pub clip_norm: Option<f32>,
     /// Learning-rate multiplier of the image LayerNorms.
     pub ln_lr_scale: f64,
+    /// Seed of the router noise: the device generator is re-seeded from it and the step number
+    /// before every noisy step, so a resumed run draws the same noise.
+    #[serde(default)]
+    pub noise_seed: u64,
 }
 
 /// What one forward pass produces.
@@ -247,6 +251,7 @@ impl<B: Backend> MocoopModel<B> {
                 scale,
                 clip_norm: Some(1.0),
                 ln_lr_scale: 0.1,
+                noise_seed: 0,
             },
             monitor: Monitor::default(),
         })

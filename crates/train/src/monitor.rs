@@ -1,10 +1,11 @@
 //! State shared by every clone of the training model during one run: the step counter, per-epoch
-//! statistics (written to `metrics.jsonl`), the epoch checkpoints, and the stop on a non-finite
-//! loss.
+//! statistics (written to `metrics.jsonl`), the epoch checkpoints, the stop on a non-finite loss,
+//! and the clean stop (with a checkpoint) when the user interrupts the run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::Backend;
@@ -13,7 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::model::MocoopModel;
+use crate::resume::{self, ResumeState};
 use crate::step::MocoopOutput;
+
+/// The per-epoch statistics file of a run.
+pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// Where and how a run saves its checkpoints and logs.
 #[derive(Debug, Clone)]
@@ -54,19 +59,39 @@ pub struct EpochRecord {
     pub checkpoint: Option<String>,
 }
 
+/// Running sums of the steps of an unfinished epoch (saved with a mid-epoch checkpoint, so that a
+/// resumed run reports the same epoch averages).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    /// Image-weighted sum and total weight of each step value.
+    pub values: BTreeMap<String, (f64, f64)>,
+    /// Per-expert sum of the step loads.
+    pub loads: Vec<f64>,
+    /// Steps that reported loads.
+    pub load_steps: usize,
+}
+
+/// Where a run stopped when the user interrupted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interrupted {
+    /// Steps taken.
+    pub step: usize,
+    /// The checkpoint written after the last step (none when the run saves nothing).
+    pub checkpoint: Option<PathBuf>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     step: usize,
     iters_per_epoch: usize,
     lr: f64,
     non_finite: Option<NonFinite>,
-    sums: BTreeMap<String, (f64, f64)>,
-    load_sums: Vec<f64>,
-    load_steps: usize,
+    sums: EpochSums,
     epochs: Vec<EpochRecord>,
     sink: Option<RunSink>,
     saved: Vec<PathBuf>,
     error: Option<String>,
+    interrupted: Option<Interrupted>,
 }
 
 /// Cheaply cloned handle to the run state (all clones share it).
@@ -74,6 +99,7 @@ struct State {
 pub struct Monitor {
     state: Arc<Mutex<State>>,
     interrupter: Arc<Mutex<Option<Interrupter>>>,
+    stop_request: Arc<Mutex<Option<Arc<AtomicBool>>>>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -142,95 +168,133 @@ impl Monitor {
             return false;
         }
         let n = output.batch as f64;
+        let sums = &mut state.sums;
         for (key, value) in &output.values {
-            let entry = state.sums.entry(key.to_string()).or_insert((0.0, 0.0));
+            let entry = sums.values.entry(key.to_string()).or_insert((0.0, 0.0));
             entry.0 += value * n;
             entry.1 += n;
         }
         if !output.loads.is_empty() {
-            if state.load_sums.len() != output.loads.len() {
-                state.load_sums = vec![0.0; output.loads.len()];
+            if sums.loads.len() != output.loads.len() {
+                sums.loads = vec![0.0; output.loads.len()];
             }
-            for (sum, load) in state.load_sums.iter_mut().zip(&output.loads) {
+            for (sum, load) in sums.loads.iter_mut().zip(&output.loads) {
                 *sum += load;
             }
-            state.load_steps += 1;
+            sums.load_steps += 1;
         }
         true
     }
 
-    /// Called after each optimiser step (at learning rate `lr`): at the end of an epoch, saves a
-    /// checkpoint of `model` and appends the epoch's averages to `metrics.jsonl`.
-    pub fn after_update<B: Backend>(&self, model: &MocoopModel<B>, lr: f64) {
+    /// Stops the run cleanly (after the current step, with a checkpoint) once `flag` is set, e.g.
+    /// by a SIGINT handler.
+    pub fn stop_when(&self, flag: Arc<AtomicBool>) {
+        *self.stop_request.lock().unwrap_or_else(|p| p.into_inner()) = Some(flag);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop_request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Continues counting from a checkpoint: `state`'s steps and unfinished-epoch sums, the
+    /// records of the finished epochs and the checkpoints already on disk (oldest first, for
+    /// rotation).
+    pub fn resume_from(&self, state: &ResumeState, epochs: Vec<EpochRecord>, saved: Vec<PathBuf>) {
+        let mut s = self.lock();
+        s.step = state.step;
+        s.sums = state.partial.clone();
+        s.epochs = epochs;
+        s.saved = saved;
+    }
+
+    /// Called after each optimiser step (at learning rate `lr`): at the end of an epoch, or when
+    /// a stop was requested, saves a resumable checkpoint of `model` with the optimiser state
+    /// that `optimizer` serialises; at the end of an epoch also appends its averages to
+    /// `metrics.jsonl`.
+    pub fn after_update<B: Backend>(
+        &self,
+        model: &MocoopModel<B>,
+        lr: f64,
+        optimizer: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) {
+        let interrupt = self.stop_requested();
         let mut state = self.lock();
         state.lr = lr;
-        if state.iters_per_epoch == 0
-            || state.step == 0
-            || !state.step.is_multiple_of(state.iters_per_epoch)
-            || state.error.is_some()
-        {
+        let iters = state.iters_per_epoch.max(1);
+        let epoch_end = state.step > 0 && state.step.is_multiple_of(iters);
+        let failed = state.error.is_some() || state.non_finite.is_some();
+        if state.step == 0 || failed || !(epoch_end || interrupt) {
             return;
         }
-        let epoch = state.step / state.iters_per_epoch;
-        let means = state
-            .sums
-            .iter()
-            .map(|(k, (sum, n))| (k.clone(), if *n > 0.0 { sum / n } else { f64::NAN }))
-            .collect();
-        let expert_load = if state.load_steps > 0 {
-            state
-                .load_sums
-                .iter()
-                .map(|s| s / state.load_steps as f64)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        state.sums.clear();
-        state.load_sums.clear();
-        state.load_steps = 0;
-        let mut record = EpochRecord {
-            epoch,
-            lr: state.lr,
-            means,
-            expert_load,
-            checkpoint: None,
-        };
-        if let Some(sink) = state.sink.clone() {
-            let name = format!("epoch-{epoch:03}.safetensors");
-            let path = sink.dir.join("checkpoints").join(&name);
-            let tensors =
-                checkpoint::trainable_tensors(&model.clip, &model.mixture, sink.ln_tuning);
-            let mut metadata = sink.metadata.clone();
-            metadata.insert("epoch".into(), epoch.to_string());
-            match checkpoint::write(&path, &tensors, metadata) {
-                Ok(()) => {
-                    record.checkpoint = Some(format!("checkpoints/{name}"));
-                    state.saved.push(path);
-                    while state.saved.len() > sink.keep.max(1) {
-                        let old = state.saved.remove(0);
-                        let _ = std::fs::remove_file(old);
-                    }
-                }
-                Err(e) => {
-                    state.error = Some(format!("saving the epoch {epoch} checkpoint: {e}"));
-                    drop(state);
-                    self.stop("cannot save a checkpoint");
-                    return;
-                }
+        let mut record = epoch_end.then(|| {
+            let sums = std::mem::take(&mut state.sums);
+            EpochRecord {
+                epoch: state.step / iters,
+                lr: state.lr,
+                means: sums
+                    .values
+                    .iter()
+                    .map(|(k, (sum, n))| (k.clone(), if *n > 0.0 { sum / n } else { f64::NAN }))
+                    .collect(),
+                expert_load: if sums.load_steps > 0 {
+                    let steps = sums.load_steps as f64;
+                    sums.loads.iter().map(|s| s / steps).collect()
+                } else {
+                    Vec::new()
+                },
+                checkpoint: None,
             }
-            let line = serde_json::to_string(&record).expect("serialisable");
-            let log = sink.dir.join("metrics.jsonl");
-            let written = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .and_then(|mut f| writeln!(f, "{line}"));
+        });
+        let mut saved_to = None;
+        if let Some(sink) = state.sink.clone() {
+            let step = state.step;
+            let name = match &record {
+                Some(r) => format!("epoch-{:03}.safetensors", r.epoch),
+                None => format!("step-{step:07}.safetensors"),
+            };
+            let path = sink.dir.join(resume::CHECKPOINT_DIR).join(&name);
+            let written = save(&sink, &path, model, &state, optimizer);
             if let Err(e) = written {
-                state.error = Some(format!("writing {}: {e}", log.display()));
+                state.error = Some(format!("saving checkpoint {}: {e}", path.display()));
+                drop(state);
+                self.stop("cannot save a checkpoint");
+                return;
+            }
+            state.saved.push(path.clone());
+            while state.saved.len() > sink.keep.max(1) {
+                let old = state.saved.remove(0);
+                let _ = std::fs::remove_file(old);
+            }
+            saved_to = Some(path);
+            if let Some(record) = &mut record {
+                record.checkpoint = Some(format!("{}/{name}", resume::CHECKPOINT_DIR));
+                let line = serde_json::to_string(record).expect("serialisable");
+                let log = sink.dir.join(METRICS_FILE);
+                let appended = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .and_then(|mut f| writeln!(f, "{line}"));
+                if let Err(e) = appended {
+                    state.error = Some(format!("writing {}: {e}", log.display()));
+                }
             }
         }
-        state.epochs.push(record);
+        if let Some(record) = record {
+            state.epochs.push(record);
+        }
+        if interrupt {
+            state.interrupted = Some(Interrupted {
+                step: state.step,
+                checkpoint: saved_to,
+            });
+            drop(state);
+            self.stop("interrupted");
+        }
     }
 
     /// Steps taken so far.
@@ -259,8 +323,45 @@ impl Monitor {
         self.lock().epochs.clone()
     }
 
+    /// Where the run stopped, if the user interrupted it.
+    pub fn interrupted(&self) -> Option<Interrupted> {
+        self.lock().interrupted.clone()
+    }
+
     /// The last checkpoint written.
     pub fn last_checkpoint(&self) -> Option<PathBuf> {
         self.lock().saved.last().cloned()
     }
+}
+
+/// Writes one resumable checkpoint: the trainable tensors, the optimiser state and where the run
+/// stands.
+fn save<B: Backend>(
+    sink: &RunSink,
+    path: &Path,
+    model: &MocoopModel<B>,
+    state: &State,
+    optimizer: impl FnOnce() -> Result<Vec<u8>, String>,
+) -> Result<(), String> {
+    let tensors = checkpoint::trainable_tensors(&model.clip, &model.mixture, sink.ln_tuning);
+    let resume = ResumeState {
+        step: state.step,
+        iters_per_epoch: state.iters_per_epoch,
+        partial: state.sums.clone(),
+        param_ids: resume::param_ids(model, sink.ln_tuning)
+            .into_iter()
+            .map(|(name, id)| (name, id.val()))
+            .collect(),
+    };
+    let mut metadata = sink.metadata.clone();
+    metadata.insert(
+        "epoch".into(),
+        (state.step / state.iters_per_epoch.max(1)).to_string(),
+    );
+    metadata.insert(
+        resume::RESUME_KEY.into(),
+        serde_json::to_string(&resume).expect("serialisable"),
+    );
+    let blobs = [(resume::OPTIMIZER_BLOB.to_string(), optimizer()?)];
+    checkpoint::write(path, &tensors, &blobs, metadata).map_err(|e| e.to_string())
 }

@@ -89,12 +89,7 @@ pub fn create(run: &Path, config: &TrainConfig, overwrite: bool) -> Result<(), T
             }
             _ => {}
         }
-        for name in [CHECKPOINT_FILE, RESULTS_FILE, "metrics.jsonl"] {
-            let _ = std::fs::remove_file(run.join(name));
-        }
-        for dir in ["checkpoints", "train", "valid"] {
-            let _ = std::fs::remove_dir_all(run.join(dir));
-        }
+        clear_outputs(run);
     } else if run.is_file() {
         return Err(TrainError::Run(format!(
             "--out {} is a file, not a directory",
@@ -103,6 +98,16 @@ pub fn create(run: &Path, config: &TrainConfig, overwrite: bool) -> Result<(), T
     }
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     write_json(&run.join(CONFIG_FILE), config)
+}
+
+/// Removes what a run writes while it trains (checkpoints, logs, results), keeping `config.json`.
+pub fn clear_outputs(run: &Path) {
+    for name in [CHECKPOINT_FILE, RESULTS_FILE, crate::monitor::METRICS_FILE] {
+        let _ = std::fs::remove_file(run.join(name));
+    }
+    for dir in [crate::resume::CHECKPOINT_DIR, "train", "valid"] {
+        let _ = std::fs::remove_dir_all(run.join(dir));
+    }
 }
 
 /// Writes a value as pretty JSON.

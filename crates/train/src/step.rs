@@ -11,6 +11,7 @@ use mocoop_data::ImageBatch;
 
 use crate::losses;
 use crate::model::{MocoopModel, StepTerms};
+use crate::resume;
 
 /// What a step reports, already on the host (one small read-back per step).
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +162,11 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     /// Forward, read-back and backward of one training step; `None` gradients when the loss is
     /// not finite (the step is then skipped and training stops).
     pub fn train_step(&self, batch: ImageBatch<B>) -> (MocoopOutput, Option<GradientsParams>) {
+        if self.settings.router_noise > 0.0 {
+            let step = self.monitor.steps() as u64;
+            let seed = self.settings.noise_seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            B::seed(&batch.images.device(), seed);
+        }
         let terms = self.forward(batch.images, batch.labels.clone(), true);
         let output = host_output(&terms, batch.labels, self.mixture.config().top_k);
         if !self.monitor.record_train(&output) {
@@ -179,10 +185,15 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         lr: f64,
         grads: GradientsParams,
     ) -> Self {
-        self.apply_grads_with(lr, grads, |lr, model, grads| optim.step(lr, model, grads))
+        let model =
+            self.apply_grads_with(lr, grads, |lr, model, grads| optim.step(lr, model, grads));
+        let monitor = model.monitor.clone();
+        monitor.after_update(&model, lr, || resume::optimizer_bytes(optim));
+        model
     }
 
-    /// [`Self::apply_grads`] with the optimiser step given as a function.
+    /// [`Self::apply_grads`] with the optimiser step given as a function (and without the
+    /// monitor's end-of-step bookkeeping, which needs the optimiser itself).
     pub fn apply_grads_with(
         self,
         lr: f64,
@@ -203,12 +214,10 @@ impl<B: AutodiffBackend> MocoopModel<B> {
             }
         }
         let ln_lr = lr * self.settings.ln_lr_scale;
-        let monitor = self.monitor.clone();
         let mut model = step(lr, self, grads);
         if !ln_grads.is_empty() {
             model = step(ln_lr, model, ln_grads);
         }
-        monitor.after_update(&model, lr);
         model
     }
 }
@@ -231,7 +240,11 @@ impl<B: AutodiffBackend> TrainStep for MocoopModel<B> {
         O: Optimizer<Self, BB>,
         Self: AutodiffModule<BB>,
     {
-        self.apply_grads_with(lr, grads, |lr, model, grads| optim.step(lr, model, grads))
+        let model =
+            self.apply_grads_with(lr, grads, |lr, model, grads| optim.step(lr, model, grads));
+        let monitor = model.monitor.clone();
+        monitor.after_update(&model, lr, || resume::optimizer_bytes(optim));
+        model
     }
 }
 

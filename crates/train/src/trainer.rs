@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use burn::module::AutodiffModule;
 use burn::optim::SgdConfig;
@@ -21,8 +22,9 @@ use crate::data::EpochLoader;
 use crate::eval::{EvalTarget, TrainedRun, evaluate_run, template_groups, training_data};
 use crate::metrics::{ExpertLoadMetric, LrMetric, ValueMetric};
 use crate::model::{ClassSetup, MocoopModel};
-use crate::monitor::{EpochRecord, Monitor, RunSink};
+use crate::monitor::{EpochRecord, METRICS_FILE, Monitor, RunSink};
 use crate::renderer::BarRenderer;
+use crate::resume::{self, ResumePoint};
 use crate::run::{self, RunResults};
 use crate::{TrainError, checkpoint};
 
@@ -43,6 +45,12 @@ impl EpochSchedule {
             iters_per_epoch: iters_per_epoch.max(1),
             iteration: 0,
         }
+    }
+
+    /// The schedule after `steps` iterations (a resumed run).
+    pub fn after(mut self, steps: usize) -> Self {
+        self.iteration = steps;
+        self
     }
 }
 
@@ -78,6 +86,9 @@ pub struct TrainOptions {
     pub keep_checkpoints: usize,
     /// Images per evaluation batch.
     pub eval_batch_size: usize,
+    /// Once set (e.g. by a SIGINT handler), training stops after the current step and writes a
+    /// checkpoint to resume from.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for TrainOptions {
@@ -88,6 +99,7 @@ impl Default for TrainOptions {
             overwrite: false,
             keep_checkpoints: 2,
             eval_batch_size: 100,
+            stop: None,
         }
     }
 }
@@ -128,9 +140,40 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
     device: &B::Device,
 ) -> Result<TrainReport, TrainError> {
+    fit(config, clip, tokenizer, out, options, device, false)
+}
+
+/// Continues the run in `run` (killed, or interrupted) from its newest intact checkpoint with the
+/// configuration in its `config.json`; `clip` must be the model named there. The result is the
+/// one the uninterrupted run would have had. A finished run is not trained again: its results
+/// are returned (evaluated first if they are missing).
+pub fn resume<B: AutodiffBackend>(
+    run: &Path,
+    clip: Clip<B>,
+    tokenizer: &ClipTokenizer,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<TrainReport, TrainError> {
+    let config = run::read_config(run, None)?;
+    fit(config, clip, tokenizer, run, options, device, true)
+}
+
+/// [`train`] (a new run) or [`resume`] (`resuming`).
+fn fit<B: AutodiffBackend>(
+    config: TrainConfig,
+    clip: Clip<B>,
+    tokenizer: &ClipTokenizer,
+    out: &Path,
+    options: &TrainOptions,
+    device: &B::Device,
+    resuming: bool,
+) -> Result<TrainReport, TrainError> {
     config.validate().map_err(TrainError::Config)?;
+    if resuming && let Some(report) = finished(out, &config, options)? {
+        return Ok(report);
+    }
     let (dataset, note) = training_data(&config.data)?;
-    let notes: Vec<String> = note.into_iter().collect();
+    let mut notes: Vec<String> = note.into_iter().collect();
     let groups = template_groups(config.data.groups_file.as_deref(), &config.data.dataset)?;
     if config.method == Method::Mocoop && groups.groups().len() != config.mixture.num_experts() {
         return Err(TrainError::Config(format!(
@@ -140,7 +183,9 @@ pub fn train<B: AutodiffBackend>(
             groups.groups().len()
         )));
     }
-    run::create(out, &config, options.overwrite)?;
+    if !resuming {
+        run::create(out, &config, options.overwrite)?;
+    }
     let target = EvalTarget {
         dataset: None,
         split: None,
@@ -171,8 +216,6 @@ pub fn train<B: AutodiffBackend>(
         });
     }
 
-    // Router noise is the only randomness drawn on the device.
-    B::seed(device, config.data.seed);
     let size = clip.config().vision.image_size as u32;
     let classes = ClassSetup {
         train: dataset.classnames.clone(),
@@ -192,6 +235,7 @@ pub fn train<B: AutodiffBackend>(
     )?;
     model.settings.clip_norm = config.optim.clip_norm;
     model.settings.ln_lr_scale = config.optim.ln_lr_scale;
+    model.settings.noise_seed = config.data.seed;
 
     let data = &config.data;
     let train_config = LoaderConfig {
@@ -214,6 +258,9 @@ pub fn train<B: AutodiffBackend>(
         keep: options.keep_checkpoints,
     };
     let monitor = Monitor::new(iters, Some(interrupter.clone()), Some(sink));
+    if let Some(stop) = &options.stop {
+        monitor.stop_when(stop.clone());
+    }
     model.monitor = monitor.clone();
     let train_loader = EpochLoader::<B>::new(
         &data.dataset,
@@ -240,7 +287,7 @@ pub fn train<B: AutodiffBackend>(
         Some(monitor.clone()),
     );
 
-    let optim = SgdConfig::new()
+    let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig {
             momentum: config.optim.momentum,
             dampening: 0.0,
@@ -250,7 +297,45 @@ pub fn train<B: AutodiffBackend>(
             penalty: config.optim.weight_decay,
         }))
         .init::<B, MocoopModel<B>>();
-    let schedule = EpochSchedule::new(config.optim.clone(), iters);
+    let mut schedule = EpochSchedule::new(config.optim.clone(), iters);
+    let mut epochs_done = 0;
+    if resuming {
+        let scan = resume::scan(out)?;
+        for damaged in &scan.damaged {
+            eprintln!("warning: {damaged}");
+        }
+        match scan.latest {
+            Some(point) => {
+                let state = point.state.clone();
+                if state.iters_per_epoch != iters {
+                    return Err(TrainError::Checkpoint(format!(
+                        "{}: the run had {} steps per epoch, the data now gives {iters} (did the \
+                         dataset change?)",
+                        point.path.display(),
+                        state.iters_per_epoch
+                    )));
+                }
+                if !options.quiet {
+                    eprintln!(
+                        "resuming from {} (step {})",
+                        point.path.display(),
+                        state.step
+                    );
+                }
+                let ln_tuning = config.ln_tuning;
+                (model, optim) = restore(model, optim, point, ln_tuning, device)?;
+                schedule = schedule.after(state.step);
+                epochs_done = state.epochs_done();
+                let records = kept_epochs(out, epochs_done)?;
+                monitor.resume_from(&state, records, scan.intact);
+                train_loader.start_at(epochs_done as u64, state.steps_into_epoch());
+            }
+            None => {
+                notes.push("no checkpoint to resume from: the run starts at step 1".into());
+                run::clear_outputs(out);
+            }
+        }
+    }
 
     let mut training = SupervisedTraining::new(out, Arc::new(train_loader), Arc::new(valid_loader))
         .with_application_logger(None)
@@ -282,8 +367,16 @@ pub fn train<B: AutodiffBackend>(
             .metric_valid_numeric(ValueMetric::new("Loss", "loss"))
             .metric_valid_numeric(ValueMetric::accuracy());
     }
-    let result = training.launch(Learner::new(model, optim, schedule));
-    drop(result.renderer);
+    if epochs_done > 0 {
+        training = training.checkpoint(epochs_done);
+    }
+    let model = if epochs_done >= config.optim.epochs {
+        model.valid()
+    } else {
+        let result = training.launch(Learner::new(model, optim, schedule));
+        drop(result.renderer);
+        result.model
+    };
 
     if let Some(bad) = monitor.non_finite() {
         let kept = match monitor.last_checkpoint() {
@@ -309,12 +402,20 @@ pub fn train<B: AutodiffBackend>(
     if let Some(error) = monitor.error() {
         return Err(TrainError::Run(format!("training stopped: {error}")));
     }
+    if let Some(stopped) = monitor.interrupted() {
+        return Err(TrainError::Interrupted {
+            step: stopped.step,
+            checkpoint: stopped
+                .checkpoint
+                .map_or_else(|| "no checkpoint".into(), |p| p.display().to_string()),
+            run: out.display().to_string(),
+        });
+    }
 
-    let model = result.model;
     let tensors = checkpoint::trainable_tensors(&model.clip, &model.mixture, config.ln_tuning);
     let mut metadata = checkpoint_metadata(&config);
     metadata.insert("epoch".into(), config.optim.epochs.to_string());
-    checkpoint::write(&run::checkpoint_path(out), &tensors, metadata)?;
+    checkpoint::write(&run::checkpoint_path(out), &tensors, &[], metadata)?;
 
     let results = if options.evaluate {
         let trained = TrainedRun {
@@ -330,7 +431,6 @@ pub fn train<B: AutodiffBackend>(
         None
     };
     let skipped = skipped.list();
-    let mut notes = notes;
     if !skipped.is_empty() {
         let listed: Vec<String> = skipped
             .iter()
@@ -349,4 +449,101 @@ pub fn train<B: AutodiffBackend>(
         results,
         notes,
     })
+}
+
+/// The report of a run that already finished (intact final checkpoint and results), or `None`.
+fn finished(
+    run: &Path,
+    config: &TrainConfig,
+    options: &TrainOptions,
+) -> Result<Option<TrainReport>, TrainError> {
+    let results_path = run.join(run::RESULTS_FILE);
+    let trained = config.method == crate::Method::ZeroShot
+        || checkpoint::read(&run::checkpoint_path(run)).is_ok();
+    if !trained || (options.evaluate && !results_path.is_file()) {
+        return Ok(None);
+    }
+    let results = if options.evaluate {
+        let text =
+            std::fs::read_to_string(&results_path).map_err(|e| TrainError::io(&results_path, e))?;
+        match serde_json::from_str::<RunResults>(&text) {
+            Ok(results) => Some(results),
+            Err(_) => return Ok(None),
+        }
+    } else {
+        None
+    };
+    let epochs = kept_epochs(run, config.optim.epochs)?;
+    Ok(Some(TrainReport {
+        run: run.to_path_buf(),
+        steps: 0,
+        epochs,
+        results,
+        notes: vec![format!(
+            "{} had already finished: nothing to resume",
+            run.display()
+        )],
+    }))
+}
+
+/// Puts a checkpoint's trainable tensors and optimiser state into a freshly built model and
+/// optimiser.
+fn restore<B: AutodiffBackend, O, T>(
+    model: MocoopModel<B>,
+    optim: O,
+    point: ResumePoint,
+    ln_tuning: bool,
+    device: &B::Device,
+) -> Result<(MocoopModel<B>, O), TrainError>
+where
+    O: burn::optim::Optimizer<
+            MocoopModel<B>,
+            B,
+            Record = hashbrown::HashMap<burn::module::ParamId, T>,
+        >,
+    T: burn::record::Record<B>,
+{
+    let path = point.path.display().to_string();
+    let mut checkpoint = point.checkpoint;
+    let mut model = model;
+    model.mixture = model
+        .mixture
+        .load_tensors(&mut checkpoint.tensors, device)
+        .map_err(|e| TrainError::Checkpoint(format!("{path}: {e}")))?;
+    if ln_tuning {
+        model.clip = checkpoint::load_visual_ln(model.clip, &mut checkpoint.tensors, device)?;
+    }
+    let bytes = &checkpoint.blobs[resume::OPTIMIZER_BLOB];
+    let ids = resume::param_ids(&model, ln_tuning);
+    let optim = resume::restore_optimizer(optim, bytes, &point.state.param_ids, &ids, device)
+        .map_err(|e| TrainError::Checkpoint(format!("{path}: {e}")))?;
+    Ok((model, optim))
+}
+
+/// The records of epochs `1..=epochs` in `metrics.jsonl`; the file is rewritten without later (or
+/// unreadable, e.g. half-written) lines, so that a resumed run appends to a clean log.
+fn kept_epochs(run: &Path, epochs: usize) -> Result<Vec<EpochRecord>, TrainError> {
+    let path = run.join(METRICS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TrainError::io(&path, e)),
+    };
+    let mut by_epoch = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Ok(record) = serde_json::from_str::<EpochRecord>(line)
+            && record.epoch <= epochs
+        {
+            by_epoch.insert(record.epoch, (line.to_string(), record));
+        }
+    }
+    let kept: String = by_epoch
+        .values()
+        .map(|(line, _)| format!("{line}\n"))
+        .collect();
+    if kept != text {
+        mocoop_model::atomic::write_atomic(&path, kept.as_bytes())
+            .map_err(|e| TrainError::io(&path, e))?;
+    }
+    Ok(by_epoch.into_values().map(|(_, r)| r).collect())
 }

@@ -121,7 +121,7 @@ fn saved_run_reloads_to_identical_logits() {
     run::create(&dir, &config, false).unwrap();
     let tensors = trainable_tensors(&model.clip, &model.mixture, true);
     let metadata = [("method".to_string(), "mocoop".to_string())].into();
-    write(&run::checkpoint_path(&dir), &tensors, metadata).unwrap();
+    write(&run::checkpoint_path(&dir), &tensors, &[], metadata).unwrap();
     let saved = read(&run::checkpoint_path(&dir)).unwrap();
     assert_eq!(saved.tensors.len(), 3 + 1 + 2 + 8);
     let size = std::fs::metadata(run::checkpoint_path(&dir)).unwrap().len();
@@ -164,4 +164,48 @@ fn saved_run_reloads_to_identical_logits() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("not a coop run"), "{err}");
+}
+
+#[test]
+fn damaged_checkpoints_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.safetensors");
+    let tensors = [(
+        "ctx.0".to_string(),
+        TensorData::new(vec![0.5f32, -1.0, 2.0, 3.5], [2, 2]),
+    )];
+    let blobs = [("state.optimizer".to_string(), vec![1u8, 2, 3])];
+    let metadata = [("method".to_string(), "mocoop".to_string())].into();
+    write(&path, &tensors, &blobs, metadata).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let read_back = read(&path).unwrap();
+    assert_eq!(read_back.blobs["state.optimizer"], vec![1, 2, 3]);
+    assert_eq!(
+        read_back.tensors["ctx.0"].to_vec::<f32>().unwrap(),
+        vec![0.5, -1.0, 2.0, 3.5]
+    );
+
+    // One flipped bit in the data, or in a tensor's dtype/metadata: the digest no longer matches.
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    std::fs::write(&path, &flipped).unwrap();
+    let err = read(&path).unwrap_err().to_string();
+    assert!(err.contains("corrupt"), "{err}");
+    let mut renamed = good.clone();
+    let at = renamed
+        .windows(8)
+        .position(|w| w == b"\"mocoop\"")
+        .expect("the method in the header");
+    renamed[at + 6] = b'f';
+    std::fs::write(&path, &renamed).unwrap();
+    let err = read(&path).unwrap_err().to_string();
+    assert!(err.contains("corrupt"), "{err}");
+
+    // Truncated anywhere: reported as damaged, never a panic.
+    for cut in [0, 4, 8, 20, good.len() / 2, good.len() - 1] {
+        std::fs::write(&path, &good[..cut]).unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("damaged"), "cut at {cut}: {err}");
+    }
 }

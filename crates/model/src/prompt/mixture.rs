@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -287,6 +287,27 @@ impl<B: Backend> MixtureOfPrompts<B> {
             ));
             if let Some(b) = &router.bias {
                 out.push(("router.bias".into(), b.val().into_data()));
+            }
+        }
+        out
+    }
+
+    /// The parameter id of each learned tensor, under the names of [`Self::tensors`]: optimiser
+    /// state is keyed by parameter id, so a resumed run maps the saved state onto its own ids.
+    pub fn param_ids(&self) -> Vec<(String, ParamId)> {
+        let mut out = Vec::new();
+        for (g, ctx) in self.pool.ctx.iter().enumerate() {
+            if let Some(ctx) = ctx {
+                out.push((format!("ctx.{g}"), ctx.id));
+            }
+        }
+        if let Some(w) = &self.text_bias {
+            out.push(("text_bias".into(), w.id));
+        }
+        if let Some(router) = &self.router {
+            out.push(("router.weight".into(), router.weight.id));
+            if let Some(b) = &router.bias {
+                out.push(("router.bias".into(), b.id));
             }
         }
         out

@@ -197,6 +197,11 @@ pub struct TrainFlags {
     /// Learning-rate multiplier of the image LayerNorms.
     #[arg(long, default_value_t = 0.1)]
     ln_lr_scale: f64,
+    /// Encode N augmented views of every training image once, before training, and train on
+    /// those features (epoch e uses view e mod N): steps then cost only the text side. Needs
+    /// --ln-tuning false (the CoOp default); N >= --epochs sees the same views as uncached training.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    cached_views: usize,
 
     // ---- run
     /// Evaluate on the validation split after every epoch.
@@ -378,6 +383,7 @@ impl TrainFlags {
                 },
                 None => ZeroShotPrompts::Ensemble,
             },
+            cached_views: self.cached_views,
         };
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)

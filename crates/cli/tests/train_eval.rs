@@ -343,3 +343,72 @@ fn a_bad_training_image_stops_the_run_unless_skipped_and_reported() {
         "{stderr}"
     );
 }
+
+/// The tensors of a run's final checkpoint, flattened.
+fn final_tensors(run: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    mocoop_train::checkpoint::read(&run.join("checkpoint.safetensors"))
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(name, data)| (name, data.to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+#[test]
+fn cached_image_features_train_like_encoding_every_step() {
+    let dir = scratch("cached");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+    let flags = [
+        "--setting",
+        "fewshot",
+        "--epochs",
+        "3",
+        "--warmup-epochs",
+        "0",
+        "--ln-tuning",
+        "false",
+    ];
+    let plain = dir.join("plain");
+    let expected = ok(mocoop(&train_args(root_s, plain.to_str().unwrap(), &flags)));
+    // As many views as epochs: the cached run sees the very augmented images the plain run does,
+    // so it must learn the same prompts (up to float rounding of differently batched encoding).
+    let cached = dir.join("cached");
+    let mut with_cache = flags.to_vec();
+    with_cache.extend(["--cached-views", "3"]);
+    let got = ok(mocoop(&train_args(
+        root_s,
+        cached.to_str().unwrap(),
+        &with_cache,
+    )));
+    let (a, b) = (final_tensors(&plain), final_tensors(&cached));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "{name} differs by {worst}");
+    }
+    assert_eq!(
+        split(&expected["results"], "all")["correct"],
+        split(&got["results"], "all")["correct"]
+    );
+
+    // Fewer views than epochs is allowed (views repeat); with LN tuning it is refused.
+    let few = dir.join("few");
+    let mut fewer = flags.to_vec();
+    fewer.extend(["--cached-views", "1"]);
+    ok(mocoop(&train_args(root_s, few.to_str().unwrap(), &fewer)));
+    let err = failure(mocoop(&train_args(
+        root_s,
+        dir.join("ln").to_str().unwrap(),
+        &["--cached-views", "2"],
+    )));
+    assert!(
+        err.contains("--cached-views needs --ln-tuning false"),
+        "{err}"
+    );
+}

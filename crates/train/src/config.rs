@@ -250,6 +250,11 @@ pub struct TrainConfig {
     /// The prompts of zero-shot CLIP (method `zero-shot` only).
     #[serde(default)]
     pub zero_shot: ZeroShotPrompts,
+    /// Without LN tuning: image features of this many augmented views of each training image are
+    /// computed once before training, and epoch `e` uses view `e mod views` (0: every step encodes
+    /// its images).
+    #[serde(default)]
+    pub cached_views: usize,
 }
 
 impl TrainConfig {
@@ -291,6 +296,13 @@ impl TrainConfig {
                 "--router-noise must be >= 0, got {}",
                 self.router_noise
             ));
+        }
+        if self.cached_views > 0 && self.ln_tuning {
+            return Err(
+                "--cached-views needs --ln-tuning false: with tuned LayerNorms the image features \
+                 change every step"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -38,7 +38,8 @@ impl SkippedImages {
         map.iter().map(|(p, m)| (p.clone(), m.clone())).collect()
     }
 
-    fn record(&self, images: &[mocoop_data::BadImage]) {
+    /// Adds images left out by a loader.
+    pub(crate) fn record(&self, images: &[mocoop_data::BadImage]) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         for image in images {
             map.insert(image.path.clone(), image.message.clone());

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod features;
 pub mod losses;
 pub mod metrics;
 pub mod model;

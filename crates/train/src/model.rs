@@ -59,6 +59,9 @@ pub struct StepSettings {
     /// before every noisy step, so a resumed run draws the same noise.
     #[serde(default)]
     pub noise_seed: u64,
+    /// Training batches carry cached image features (`[N, D, 1, 1]`) instead of images.
+    #[serde(default)]
+    pub cached_features: bool,
 }
 
 /// What one forward pass produces.
@@ -252,6 +255,7 @@ impl<B: Backend> MocoopModel<B> {
                 clip_norm: Some(1.0),
                 ln_lr_scale: 0.1,
                 noise_seed: 0,
+                cached_features: false,
             },
             monitor: Monitor::default(),
         })
@@ -276,7 +280,12 @@ impl<B: Backend> MocoopModel<B> {
         let device = images.device();
         let s = &self.settings;
         let l = &s.loss;
-        let f = l2_normalize(self.clip.vision.forward(images));
+        let f = if training && s.cached_features {
+            let [n, d, _, _] = images.dims();
+            images.reshape([n, d])
+        } else {
+            l2_normalize(self.clip.vision.forward(images))
+        };
         let z_encoded = self.mixture.text_features(&self.clip.text, &self.prompts);
         let z = match &self.train_index {
             Some(index) => z_encoded.clone().select(1, index.clone()),

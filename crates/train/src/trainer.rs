@@ -5,21 +5,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use burn::data::dataloader::DataLoader;
 use burn::module::AutodiffModule;
 use burn::optim::SgdConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::momentum::MomentumConfig;
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{Interrupter, Learner, SupervisedTraining};
 
-use mocoop_data::LoaderConfig;
+use mocoop_data::{ImageBatch, LoaderConfig};
 use mocoop_model::Clip;
 use mocoop_model::tokenizer::ClipTokenizer;
 
 use crate::config::{Method, OptimConfig, TrainConfig, epoch_lr};
 use crate::data::EpochLoader;
 use crate::eval::{EvalTarget, TrainedRun, evaluate_run, template_groups, training_data};
+use crate::features::{FeatureCache, FeatureLoader};
 use crate::metrics::{ExpertLoadMetric, LrMetric, ValueMetric};
 use crate::model::{ClassSetup, MocoopModel};
 use crate::monitor::{EpochRecord, METRICS_FILE, Monitor, RunSink};
@@ -117,6 +120,30 @@ pub struct TrainReport {
     pub results: Option<RunResults>,
     /// Things the user should know (e.g. where the few-shot subset was saved).
     pub notes: Vec<String>,
+}
+
+/// The training batches: decoded images, or cached image features.
+enum TrainLoader<B: AutodiffBackend> {
+    Images(EpochLoader<B>),
+    Features(FeatureLoader<B>),
+}
+
+impl<B: AutodiffBackend> TrainLoader<B> {
+    /// Makes the next epoch the 0-based `epoch`, from its batch `first` on.
+    fn start_at(&self, epoch: u64, first: usize) {
+        match self {
+            Self::Images(loader) => loader.start_at(epoch, first),
+            Self::Features(loader) => loader.start_at(epoch, first),
+        }
+    }
+
+    /// The loader for burn-train.
+    fn shared(self) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
+        match self {
+            Self::Images(loader) => Arc::new(loader),
+            Self::Features(loader) => Arc::new(loader),
+        }
+    }
 }
 
 /// Metadata stored in every checkpoint of a run.
@@ -262,14 +289,41 @@ fn fit<B: AutodiffBackend>(
         monitor.stop_when(stop.clone());
     }
     model.monitor = monitor.clone();
-    let train_loader = EpochLoader::<B>::new(
-        &data.dataset,
-        dataset.train.clone(),
-        train_config,
-        device.clone(),
-        Some(monitor.clone()),
-    );
-    let skipped = train_loader.skipped();
+    let (train_loader, skipped) = if config.cached_views > 0 {
+        let (cache, skipped) = FeatureCache::compute(
+            &model.clip.valid(),
+            &data.dataset,
+            &dataset.train,
+            train_config,
+            config.cached_views,
+            options.quiet,
+            device,
+        )?;
+        let cache = FeatureCache {
+            features: Tensor::from_inner(cache.features),
+            present: cache.present,
+            views: cache.views,
+        };
+        model.settings.cached_features = true;
+        let loader = FeatureLoader::new(
+            &data.dataset,
+            dataset.train.clone(),
+            train_config,
+            cache,
+            device.clone(),
+        );
+        (TrainLoader::Features(loader), skipped)
+    } else {
+        let loader = EpochLoader::<B>::new(
+            &data.dataset,
+            dataset.train.clone(),
+            train_config,
+            device.clone(),
+            Some(monitor.clone()),
+        );
+        let skipped = loader.skipped();
+        (TrainLoader::Images(loader), skipped)
+    };
     let valid_items = if config.validate {
         dataset.val.clone()
     } else {
@@ -337,7 +391,7 @@ fn fit<B: AutodiffBackend>(
         }
     }
 
-    let mut training = SupervisedTraining::new(out, Arc::new(train_loader), Arc::new(valid_loader))
+    let mut training = SupervisedTraining::new(out, train_loader.shared(), Arc::new(valid_loader))
         .with_application_logger(None)
         .with_interrupter(interrupter)
         .num_epochs(config.optim.epochs)

@@ -117,6 +117,7 @@ fn saved_run_reloads_to_identical_logits() {
         router_noise: 0.0,
         validate: false,
         zero_shot: ZeroShotPrompts::Ensemble,
+        cached_views: 0,
     };
     run::create(&dir, &config, false).unwrap();
     let tensors = trainable_tensors(&model.clip, &model.mixture, true);

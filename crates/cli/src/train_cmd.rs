@@ -83,8 +83,9 @@ pub struct TrainArgs {
 }
 
 /// The arguments that may accompany `--resume` (they do not change what is trained).
-const RESUME_COMPATIBLE: [&str; 6] = [
+const RESUME_COMPATIBLE: [&str; 7] = [
     "resume",
+    "encode_all_experts",
     "device",
     "quiet",
     "no_eval",
@@ -226,6 +227,11 @@ pub struct TrainFlags {
     /// No progress display.
     #[arg(long)]
     quiet: bool,
+    /// Encode every expert's prompts at every step. By default a step without the text-level loss
+    /// (--lambda-text 0) encodes only the experts its images are routed to: the same result,
+    /// cheaper when E × C is large and batches are small (ImageNet).
+    #[arg(long)]
+    encode_all_experts: bool,
 }
 
 fn parse_text_classes(s: &str) -> Result<TextClasses, String> {
@@ -287,6 +293,7 @@ impl TrainFlags {
             keep_checkpoints: self.keep_checkpoints,
             eval_batch_size: self.eval_batch_size,
             stop: None,
+            encode_all_experts: self.encode_all_experts,
         }
     }
 

@@ -412,3 +412,45 @@ fn cached_image_features_train_like_encoding_every_step() {
         "{err}"
     );
 }
+
+#[test]
+fn routing_only_the_used_experts_learns_the_same_prompts() {
+    let dir = scratch("subset");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+    // Without the text-level loss, a top-1 step needs only the experts its images are routed to.
+    let flags = [
+        "--setting",
+        "fewshot",
+        "--epochs",
+        "3",
+        "--warmup-epochs",
+        "0",
+        "--lambda-text",
+        "0",
+        "--top-k",
+        "1",
+    ];
+    let subset = dir.join("subset");
+    let all = dir.join("all");
+    let expected = ok(mocoop(&train_args(
+        root_s,
+        subset.to_str().unwrap(),
+        &flags,
+    )));
+    let mut every = flags.to_vec();
+    every.push("--encode-all-experts");
+    let got = ok(mocoop(&train_args(root_s, all.to_str().unwrap(), &every)));
+    let (a, b) = (final_tensors(&subset), final_tensors(&all));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "{name} differs by {worst}");
+    }
+    assert_eq!(expected["results"], got["results"]);
+}

@@ -62,6 +62,10 @@ pub struct StepSettings {
     /// Training batches carry cached image features (`[N, D, 1, 1]`) instead of images.
     #[serde(default)]
     pub cached_features: bool,
+    /// Encode every expert's prompts each step, even when no image of the batch is routed to
+    /// some (otherwise only the routed experts are encoded when nothing else needs the rest).
+    #[serde(default)]
+    pub encode_all_experts: bool,
 }
 
 /// What one forward pass produces.
@@ -256,6 +260,7 @@ impl<B: Backend> MocoopModel<B> {
                 ln_lr_scale: 0.1,
                 noise_seed: 0,
                 cached_features: false,
+                encode_all_experts: false,
             },
             monitor: Monitor::default(),
         })
@@ -286,11 +291,6 @@ impl<B: Backend> MocoopModel<B> {
         } else {
             l2_normalize(self.clip.vision.forward(images))
         };
-        let z_encoded = self.mixture.text_features(&self.clip.text, &self.prompts);
-        let z = match &self.train_index {
-            Some(index) => z_encoded.clone().select(1, index.clone()),
-            None => z_encoded.clone(),
-        };
         let mut router_logits = self.mixture.router_logits(f.clone());
         if training && s.router_noise > 0.0 {
             router_logits = router_logits.map(|r| {
@@ -303,6 +303,19 @@ impl<B: Backend> MocoopModel<B> {
             });
         }
         let gates = self.mixture.gates(router_logits.clone(), n, &device);
+        // Only the text loss looks at experts the gates do not use.
+        let unused_may_skip =
+            training && !s.encode_all_experts && l.lambda_text == 0.0 && router_logits.is_some();
+        let z_encoded = match unused_may_skip.then(|| experts_in_use(&gates)).flatten() {
+            Some(needed) => self
+                .mixture
+                .text_features_of(&self.clip.text, &self.prompts, &needed),
+            None => self.mixture.text_features(&self.clip.text, &self.prompts),
+        };
+        let z = match &self.train_index {
+            Some(index) => z_encoded.clone().select(1, index.clone()),
+            None => z_encoded.clone(),
+        };
         let logits = self.mixture.logits(f.clone(), z, gates.clone(), s.scale);
         let ce = losses::cross_entropy(logits.clone(), labels.clone());
         let mut loss = ce.clone();
@@ -363,4 +376,17 @@ impl<B: Backend> MocoopModel<B> {
             gates,
         }
     }
+}
+
+/// Which experts some image's gate uses, when at least one is unused (`None`: all are used).
+fn experts_in_use<B: Backend>(gates: &Tensor<B, 2>) -> Option<Vec<bool>> {
+    let totals = gates
+        .clone()
+        .sum_dim(0)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .ok()?;
+    let needed: Vec<bool> = totals.iter().map(|&t| t > 0.0).collect();
+    needed.contains(&false).then_some(needed)
 }

@@ -92,6 +92,8 @@ pub struct TrainOptions {
     /// Once set (e.g. by a SIGINT handler), training stops after the current step and writes a
     /// checkpoint to resume from.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Encode every expert's prompts at every step (the result is the same; for comparisons).
+    pub encode_all_experts: bool,
 }
 
 impl Default for TrainOptions {
@@ -103,6 +105,7 @@ impl Default for TrainOptions {
             keep_checkpoints: 2,
             eval_batch_size: 100,
             stop: None,
+            encode_all_experts: false,
         }
     }
 }
@@ -263,6 +266,7 @@ fn fit<B: AutodiffBackend>(
     model.settings.clip_norm = config.optim.clip_norm;
     model.settings.ln_lr_scale = config.optim.ln_lr_scale;
     model.settings.noise_seed = config.data.seed;
+    model.settings.encode_all_experts = options.encode_all_experts;
 
     let data = &config.data;
     let train_config = LoaderConfig {

@@ -236,6 +236,35 @@ impl<B: Backend> MixtureOfPrompts<B> {
         z.reshape([prompts.experts, prompts.classes(), d])
     }
 
+    /// [`Self::text_features`] for the experts marked in `needed` only (one text-encoder pass
+    /// each); the other experts' features are zeros. A training step whose gates leave experts
+    /// unused need not encode their `C` prompts each (their gates are exactly 0). Every context
+    /// still receives a gradient (zero for the unused ones) through the shared embedding table,
+    /// so weight decay and momentum see the same step as with [`Self::text_features`].
+    pub fn text_features_of(
+        &self,
+        text: &TextEncoder<B>,
+        prompts: &ClassPrompts<B>,
+        needed: &[bool],
+    ) -> Tensor<B, 3> {
+        let device = prompts.fixed.device();
+        let table = self.pool.table(&device);
+        let c = prompts.classes();
+        let encoded: Vec<Option<Tensor<B, 2>>> = needed
+            .iter()
+            .enumerate()
+            .map(|(g, &on)| on.then(|| self.encode_rows(text, prompts, table.clone(), g * c, c)))
+            .collect();
+        let Some(d) = encoded.iter().flatten().next().map(|t| t.dims()[1]) else {
+            return self.text_features(text, prompts);
+        };
+        let parts: Vec<Tensor<B, 2>> = encoded
+            .into_iter()
+            .map(|t| t.unwrap_or_else(|| Tensor::zeros([c, d], &device)))
+            .collect();
+        Tensor::cat(parts, 0).reshape([needed.len(), c, d])
+    }
+
     /// Router logits `[N, E]` of L2-normalised image features `[N, D]` (`None` without router).
     pub fn router_logits(&self, f: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
         self.router.as_ref().map(|r| r.forward(f))

@@ -125,7 +125,16 @@ fn initial_soft_prompts_reproduce_their_hard_templates() {
 
     // Chunked encoding gives the same features.
     let chunked = mixture.text_features_chunked(&clip.text, &prompts, 5);
-    assert_close(&values(z), &values(chunked), 2e-5, "chunked");
+    assert_close(&values(z.clone()), &values(chunked), 2e-5, "chunked");
+
+    // Encoding only some experts gives their features in place and zeros elsewhere.
+    let some = mixture.text_features_of(&clip.text, &prompts, &[false, true, false]);
+    assert_eq!(some.dims(), [3, 4, 16]);
+    let expert = |t: &Tensor<B, 3>, g: usize| values(t.clone().narrow(0, g, 1));
+    assert_close(&expert(&some, 1), &expert(&z, 1), 2e-5, "encoded expert");
+    for g in [0, 2] {
+        assert!(expert(&some, g).iter().all(|&v| v == 0.0), "expert {g}");
+    }
 
     // And the hard features are those of the filled strings.
     let text = fill(

@@ -1,5 +1,6 @@
 //! The `mocoop` command line: zero-shot CLIP and mixture-of-prompts learning on CPU, WGPU or CUDA.
 
+mod bench_cmd;
 mod classify;
 mod data_cmd;
 mod demo_cmd;
@@ -44,6 +45,8 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Run a protocol grid (base2new, fewshot, domain, cross-dataset) and write its results table.
     Protocol(Box<protocol_cmd::ProtocolArgs>),
+    /// Measure training and inference throughput and peak memory on a random-weight CLIP.
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// The arguments of `subcommand` that were typed on the command line (not defaults, not groups).
@@ -78,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => dispatch(&args.device().clone(), *args),
         Command::Eval(args) => dispatch(&args.device().clone(), args),
         Command::Protocol(args) => dispatch(&args.device().clone(), *args),
+        Command::Bench(args) => args.run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

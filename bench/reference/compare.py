@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Pairs the records of `mocoop bench` and `mocoop_step.py` case by case and writes the ratios.
+
+Usage: compare.py --out bench/results/<date>-<device>-<geometry> [--command TEXT] FILE.json...
+Each FILE is a report of either implementation (`implementation` = "mocoop-burn" or "pytorch").
+Writes OUT.json (both records and the ratios per case) and OUT.md (the table), and prints the table.
+
+Ratios: speed = Rust images/s / PyTorch images/s (> 1: Rust faster); time = Rust ms/step /
+PyTorch ms/step (<= 1 meets the CPU target); memory = Rust peak / PyTorch peak (RSS, and device
+memory on GPUs).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+ORDER = ["train-ln", "train-no-ln", "train-imagenet", "infer-cached", "encode-image"]
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt(v, digits=2):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--command", default="bench/run.sh")
+    ap.add_argument("files", nargs="+")
+    args = ap.parse_args()
+
+    by_impl = {"mocoop-burn": {}, "pytorch": {}}
+    meta = {}
+    for path in args.files:
+        report = json.loads(Path(path).read_text())
+        impl = report["implementation"]
+        meta.setdefault(impl, {k: v for k, v in report.items() if k != "cases"})
+        for record in report["cases"]:
+            by_impl[impl][record["case"]] = record
+
+    rows = []
+    for case in ORDER:
+        rust, torch = by_impl["mocoop-burn"].get(case), by_impl["pytorch"].get(case)
+        if rust is None and torch is None:
+            continue
+        get = lambda r, k: r.get(k) if r else None
+        rows.append(dict(
+            case=case, rust=rust, pytorch=torch,
+            speed_ratio=ratio(get(rust, "images_per_s"), get(torch, "images_per_s")),
+            time_ratio=ratio(get(rust, "ms_per_step"), get(torch, "ms_per_step")),
+            rss_ratio=ratio(get(rust, "peak_rss_mib"), get(torch, "peak_rss_mib")),
+            device_mem_ratio=ratio(get(rust, "device_mem_mib"), get(torch, "device_mem_mib")),
+        ))
+
+    rust_meta, torch_meta = meta.get("mocoop-burn", {}), meta.get("pytorch", {})
+    first = next((r["rust"] or r["pytorch"] for r in rows), {})
+    summary = dict(
+        date=rust_meta.get("date") or torch_meta.get("date"),
+        machine=torch_meta.get("machine") or rust_meta.get("machine"),
+        device=first.get("device"), geometry=first.get("geometry"),
+        threads=dict(rust=rust_meta.get("threads"), pytorch=torch_meta.get("threads")),
+        torch=torch_meta.get("torch"), open_clip=torch_meta.get("open_clip"),
+        command=args.command, cases=rows,
+    )
+    gpu = any((r["rust"] or {}).get("device_mem_mib") or (r["pytorch"] or {}).get("device_mem_mib")
+              for r in rows)
+
+    lines = [
+        f"`{args.command}` — {summary['date']}, {summary['machine']}, device {summary['device']}, "
+        f"geometry {summary['geometry']}, threads {summary['threads']['rust']} (Rust) / "
+        f"{summary['threads']['pytorch']} (PyTorch {summary['torch']}, open_clip {summary['open_clip']})",
+        "",
+        "| case | E | C | batch | LN | Rust images/s | PyTorch images/s | speed ratio | Rust ms/step "
+        "| PyTorch ms/step | time ratio | Rust peak RSS MiB | PyTorch peak RSS MiB | memory ratio |"
+        + (" Rust device MiB | PyTorch device MiB | device memory ratio |" if gpu else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if gpu else ""),
+    ]
+    for r in rows:
+        any_rec = r["rust"] or r["pytorch"]
+        g = lambda rec, k, d=1: fmt(rec.get(k), d) if rec else "n/a"
+        line = (f"| {r['case']} | {any_rec['experts']} | {any_rec['classes']} | {any_rec['batch']} | "
+                f"{'on' if any_rec['ln_tuning'] else 'off'} | {g(r['rust'], 'images_per_s')} | "
+                f"{g(r['pytorch'], 'images_per_s')} | {fmt(r['speed_ratio'])} | "
+                f"{g(r['rust'], 'ms_per_step')} | {g(r['pytorch'], 'ms_per_step')} | "
+                f"{fmt(r['time_ratio'])} | {g(r['rust'], 'peak_rss_mib', 0)} | "
+                f"{g(r['pytorch'], 'peak_rss_mib', 0)} | {fmt(r['rss_ratio'])} |")
+        if gpu:
+            line += (f" {g(r['rust'], 'device_mem_mib', 0)} | {g(r['pytorch'], 'device_mem_mib', 0)} | "
+                     f"{fmt(r['device_mem_ratio'])} |")
+        lines.append(line)
+    rust = by_impl["mocoop-burn"]
+    if "infer-cached" in rust and "encode-image" in rust:
+        lines += ["", f"Rust inference with cached text features runs at "
+                      f"{rust['infer-cached']['images_per_s'] / rust['encode-image']['images_per_s']:.3f}"
+                      f" x the images/s of plain image encoding."]
+    notes = []
+    for r in rows:
+        for impl in ("rust", "pytorch"):
+            rec = r[impl]
+            if not rec:
+                continue
+            for key in ("note", "memory_note"):
+                if rec.get(key):
+                    notes.append(f"- {r['case']} ({impl}): {rec[key]}")
+            if rec.get("breakdown"):
+                parts = ", ".join(f"{name} {ms:.0f} ms" for name, ms in rec["breakdown"])
+                notes.append(f"- {r['case']} ({impl}) breakdown: {parts}")
+    if notes:
+        lines += ["", *dict.fromkeys(notes)]
+    table = "\n".join(lines) + "\n"
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

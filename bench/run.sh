@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs issue #6's benchmark: every case of `mocoop bench` (Rust, Burn) and of the PyTorch
+# reference (bench/reference/mocoop_step.py), alternating per case on the same machine, and writes
+# bench/results/<date>-<device>-<geometry>.{json,md} with the ratios.
+#
+# Usage: bench/run.sh [--device cpu|cuda] [--geometry small|vit-b-16|tiny] [--steps N]
+#                     [--warmup N] [--threads N] [--breakdown]
+# Defaults: cpu + small (3 timed steps after 1 warm-up); cuda + vit-b-16 (20 after 5).
+# Both sides use the same number of CPU threads (RAYON_NUM_THREADS / torch.set_num_threads).
+set -euo pipefail
+
+device=cpu geometry="" steps="" warmup="" threads="" breakdown=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --device) device="$2"; shift 2 ;;
+        --geometry) geometry="$2"; shift 2 ;;
+        --steps) steps="$2"; shift 2 ;;
+        --warmup) warmup="$2"; shift 2 ;;
+        --threads) threads="$2"; shift 2 ;;
+        --breakdown) breakdown=(--breakdown); shift ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+case "$device" in
+    cpu) features=(--no-default-features); geometry="${geometry:-small}"
+         steps="${steps:-3}"; warmup="${warmup:-1}" ;;
+    cuda*) features=(--no-default-features --features cuda); geometry="${geometry:-vit-b-16}"
+           steps="${steps:-20}"; warmup="${warmup:-5}" ;;
+    *) echo "--device must be cpu or cuda[:N]" >&2; exit 2 ;;
+esac
+threads="${threads:-$(nproc)}"
+
+repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
+cargo build --release -p mocoop-cli "${features[@]}"
+mocoop="$target_dir/release/mocoop"
+[[ -x .venv-ref/bin/python ]] || tests/fixtures/setup_reference_env.sh
+python=.venv-ref/bin/python
+
+export RAYON_NUM_THREADS="$threads"
+common=(--device "$device" --geometry "$geometry" --steps "$steps" --warmup "$warmup" "${breakdown[@]}")
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+for case in train-ln train-no-ln train-imagenet infer-cached encode-image; do
+    echo "== $case: Rust" >&2
+    "$mocoop" bench "${common[@]}" --cases "$case" --json "$work/rust-$case.json" >&2
+    echo "== $case: PyTorch" >&2
+    "$python" bench/reference/mocoop_step.py "${common[@]}" --threads "$threads" --cases "$case" \
+        --json "$work/pytorch-$case.json" >&2
+done
+
+out="bench/results/$(date -u +%F)-${device%%:*}-$geometry"
+command="bench/run.sh --device $device --geometry $geometry --steps $steps --warmup $warmup ${breakdown[*]}"
+"$python" bench/reference/compare.py --out "$out" --command "${command% }" "$work"/*.json
+echo "wrote $out.json and $out.md" >&2

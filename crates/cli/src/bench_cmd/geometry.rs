@@ -1,0 +1,75 @@
+//! The CLIP sizes the benchmark runs, built with random weights (no checkpoint needed).
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use clap::ValueEnum;
+use serde::Serialize;
+
+use mocoop_model::Clip;
+use mocoop_model::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use mocoop_model::weights::{LoadedWeights, StateDict, WeightLayout};
+
+/// A model size. The PyTorch reference (`bench/reference/mocoop_step.py`) builds the same sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Geometry {
+    /// OpenAI's ViT-B/16: the reference size of the GPU targets.
+    #[value(name = "vit-b-16")]
+    VitB16,
+    /// Fewer and narrower layers, the same token counts (224 px, 16 px patches, 77-token
+    /// context): the CPU comparison, minutes on two cores.
+    Small,
+    /// A toy model for the command's own test (seconds in the dev profile).
+    Tiny,
+}
+
+impl Geometry {
+    /// The name used on the command line and in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::VitB16 => "vit-b-16",
+            Self::Small => "small",
+            Self::Tiny => "tiny",
+        }
+    }
+
+    /// The architecture.
+    pub fn config(self) -> ClipConfig {
+        let (embed_dim, vision, text) = match self {
+            Self::VitB16 => return ClipConfig::vit_b_16(),
+            Self::Small => (128, (192, 4, 3, 16, 224), (128, 4, 2)),
+            Self::Tiny => (16, (32, 1, 2, 8, 32), (32, 1, 2)),
+        };
+        let (width, layers, heads, patch_size, image_size) = vision;
+        ClipConfig {
+            embed_dim,
+            vision: VisionConfig {
+                width,
+                layers,
+                heads,
+                patch_size,
+                image_size,
+            },
+            text: TextConfig {
+                width: text.0,
+                layers: text.1,
+                heads: text.2,
+                context_length: 77,
+                vocab_size: 49408,
+            },
+            activation: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    /// A CLIP of this size with seeded random weights, through the same loading code as a real
+    /// checkpoint.
+    pub fn random_clip<B: Backend>(self, seed: u64, device: &B::Device) -> Result<Clip<B>> {
+        let weights = LoadedWeights {
+            config: self.config(),
+            state: StateDict::random(seed),
+            layout: WeightLayout::OpenAi,
+        };
+        Clip::from_weights(weights, device).context("building the random CLIP")
+    }
+}

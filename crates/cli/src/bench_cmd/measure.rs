@@ -1,0 +1,247 @@
+//! Timing one case on one backend: the training step through the trainer's own code
+//! (`MocoopModel::train_step` + `apply_grads` with burn's SGD), and inference through the
+//! `PromptClassifier` that `classify --prompts` and `eval` use.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use burn::optim::SgdConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+use mocoop_data::ImageBatch;
+use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
+use mocoop_model::tokenizer::ClipTokenizer;
+use mocoop_train::config::{LossConfig, OptimConfig};
+use mocoop_train::{ClassSetup, MocoopModel};
+
+use super::cases::{CaseName, CaseSpec, class_names, expert_groups, synthetic_batch};
+use super::geometry::Geometry;
+use super::report::peak_rss_mib;
+
+/// Experts mixed per image (the paper's K).
+const TOP_K: usize = 2;
+/// Prompts encoded at a time when the inference classifier caches its text features.
+const TEXT_CHUNK: usize = 256;
+
+/// How long to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Untimed steps first (allocation, autotune, caches).
+    pub warmup: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Also time the sub-parts of a training step.
+    pub breakdown: bool,
+    /// Seed of the weights and inputs.
+    pub seed: u64,
+}
+
+/// What a case measured.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Mean wall time of one step (or one inference batch), milliseconds.
+    pub ms_per_step: f64,
+    /// Sub-parts, milliseconds each (with `--breakdown`).
+    pub parts: Vec<(String, f64)>,
+    /// Peak resident memory in MiB after the timed steps, before any breakdown runs.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Waits for the device, so that a timer stops after the work and not after its submission.
+fn sync<B: Backend>(device: &B::Device) -> Result<()> {
+    B::sync(device).map_err(|e| anyhow!("device synchronisation failed: {e:?}"))
+}
+
+/// Runs `warmup` untimed then `steps` timed iterations of `step`, threading `state` through, and
+/// returns the mean milliseconds per timed iteration.
+fn timed<T>(
+    schedule: &Schedule,
+    mut state: T,
+    mut step: impl FnMut(T) -> Result<T>,
+) -> Result<(f64, T)> {
+    for _ in 0..schedule.warmup {
+        state = step(state)?;
+    }
+    let start = Instant::now();
+    for _ in 0..schedule.steps {
+        state = step(state)?;
+    }
+    let ms = start.elapsed().as_secs_f64() * 1e3 / schedule.steps.max(1) as f64;
+    Ok((ms, state))
+}
+
+/// Times `spec` on backend `B`.
+pub fn measure<B: AutodiffBackend>(
+    spec: &CaseSpec,
+    geometry: Geometry,
+    schedule: &Schedule,
+    device: &B::Device,
+) -> Result<Timing> {
+    B::seed(device, schedule.seed);
+    if spec.case.is_training() {
+        training::<B>(spec, geometry, schedule, device)
+    } else {
+        inference::<B::InnerBackend>(spec, geometry, schedule, device)
+    }
+}
+
+/// The trainer's SGD: momentum 0.9 without dampening, weight decay, default learning rate.
+fn optimiser_config(optim: &OptimConfig) -> SgdConfig {
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: optim.momentum,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay(Some(WeightDecayConfig {
+            penalty: optim.weight_decay,
+        }))
+}
+
+fn training<B: AutodiffBackend>(
+    spec: &CaseSpec,
+    geometry: Geometry,
+    schedule: &Schedule,
+    device: &B::Device,
+) -> Result<Timing> {
+    let tokenizer = ClipTokenizer::embedded();
+    let groups = expert_groups(spec.experts)?;
+    let clip = geometry.random_clip::<B>(schedule.seed, device)?;
+    let size = clip.config().vision.image_size;
+    let mixture = MixtureConfig::mocoop(&groups, TOP_K.min(spec.experts), schedule.seed);
+    let model = MocoopModel::new(
+        clip,
+        tokenizer,
+        mixture,
+        groups.groups(),
+        &ClassSetup::all(class_names(spec.classes)),
+        LossConfig::mocoop(),
+        spec.ln_tuning,
+        0.0,
+        device,
+    )?;
+    let optim_config = OptimConfig::default();
+    let mut optim = optimiser_config(&optim_config).init::<B, MocoopModel<B>>();
+    let (images, labels) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
+    let batch = || ImageBatch {
+        images: images.clone(),
+        labels: labels.clone(),
+        indices: (0..spec.batch).collect(),
+    };
+    let (ms_per_step, model) = timed(schedule, model, |model| {
+        let (_, grads) = model.train_step(batch());
+        let grads = grads.context("the loss is not finite")?;
+        let model = model.apply_grads(&mut optim, optim_config.lr, grads);
+        sync::<B>(device)?;
+        Ok(model)
+    })?;
+    let peak_rss_mib = peak_rss_mib();
+    let mut parts = Vec::new();
+    if schedule.breakdown {
+        let part = Schedule {
+            warmup: 1,
+            ..*schedule
+        };
+        let mut time = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            let (ms, ()) = timed(&part, (), |()| {
+                f()?;
+                sync::<B>(device)
+            })?;
+            parts.push((name.to_string(), ms));
+            Ok(())
+        };
+        time("image encoder forward", &mut || {
+            drop(model.clip.vision.forward(images.clone()));
+            Ok(())
+        })?;
+        if spec.ln_tuning {
+            time("image encoder forward+backward", &mut || {
+                drop(model.clip.vision.forward(images.clone()).sum().backward());
+                Ok(())
+            })?;
+        }
+        time("text side forward (E x C prompts)", &mut || {
+            drop(
+                model
+                    .mixture
+                    .text_features(&model.clip.text, &model.prompts),
+            );
+            Ok(())
+        })?;
+        time("text side forward+backward", &mut || {
+            let z = model
+                .mixture
+                .text_features(&model.clip.text, &model.prompts);
+            drop(z.sum().backward());
+            Ok(())
+        })?;
+        time("full forward (all losses)", &mut || {
+            let terms = model.forward(images.clone(), labels.clone(), true);
+            drop(terms.loss.into_data());
+            Ok(())
+        })?;
+        time("full forward+backward", &mut || {
+            drop(model.train_step(batch()));
+            Ok(())
+        })?;
+    }
+    Ok(Timing {
+        ms_per_step,
+        parts,
+        peak_rss_mib,
+    })
+}
+
+fn inference<B: Backend>(
+    spec: &CaseSpec,
+    geometry: Geometry,
+    schedule: &Schedule,
+    device: &B::Device,
+) -> Result<Timing> {
+    let clip = geometry.random_clip::<B>(schedule.seed, device)?;
+    let size = clip.config().vision.image_size;
+    let (images, _) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
+    let encode = |()| {
+        drop(clip.encode_image(images.clone()).into_data());
+        Ok(())
+    };
+    if spec.case == CaseName::EncodeImage {
+        let (ms_per_step, ()) = timed(schedule, (), encode)?;
+        return Ok(Timing {
+            ms_per_step,
+            parts: Vec::new(),
+            peak_rss_mib: peak_rss_mib(),
+        });
+    }
+    let tokenizer = ClipTokenizer::embedded();
+    let groups = expert_groups(spec.experts)?;
+    let config = MixtureConfig::mocoop(&groups, TOP_K.min(spec.experts), schedule.seed);
+    let mixture = MixtureOfPrompts::new(config, &clip, tokenizer, device)?;
+    let names = class_names(spec.classes);
+    let prompts = mixture.class_prompts(&clip.text, tokenizer, &names, device)?;
+    let classifier = mixture.classifier(&clip.text, &prompts, clip.logit_scale(), TEXT_CHUNK);
+    let (ms_per_step, ()) = timed(schedule, (), |()| {
+        let logits = classifier.logits(clip.encode_image(images.clone()));
+        drop(logits.into_data());
+        Ok(())
+    })?;
+    let peak = peak_rss_mib();
+    let mut parts = Vec::new();
+    if schedule.breakdown {
+        let f = clip.encode_image(images.clone());
+        let (mix, ()) = timed(schedule, (), |()| {
+            drop(classifier.logits(f.clone()).into_data());
+            Ok(())
+        })?;
+        parts.push(("router + mixture on cached text features".to_string(), mix));
+        let (alone, ()) = timed(schedule, (), encode)?;
+        parts.push(("image encoding alone, same process".to_string(), alone));
+    }
+    Ok(Timing {
+        ms_per_step,
+        parts,
+        peak_rss_mib: peak,
+    })
+}

@@ -1,0 +1,103 @@
+//! `mocoop bench` end to end on a toy model: every case runs in its own process and reports a
+//! positive, finite throughput with plausible fields in the JSON. No timing is asserted.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const CASES: [&str; 5] = [
+    "train-ln",
+    "train-no-ln",
+    "train-imagenet",
+    "infer-cached",
+    "encode-image",
+];
+
+#[test]
+fn bench_reports_every_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
+        .args([
+            "bench",
+            "--device",
+            "cpu",
+            "--geometry",
+            "tiny",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--batch",
+            "4",
+            "--classes",
+            "10",
+            "--experts",
+            "3",
+            "--breakdown",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["implementation"], "mocoop-burn");
+    assert_eq!(report["date"].as_str().unwrap().len(), 10);
+    assert!(!report["machine"].as_str().unwrap().is_empty());
+    assert!(report["threads"].as_u64().unwrap() >= 1);
+    let cases = report["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(names, CASES);
+    for case in cases {
+        let name = case["case"].as_str().unwrap();
+        assert!(stdout.contains(name), "{name} missing from the table");
+        assert_eq!(case["geometry"], "tiny");
+        assert_eq!(case["device"], "cpu");
+        assert_eq!(case["batch"], 4);
+        assert_eq!(case["steps"], 1);
+        for key in ["images_per_s", "ms_per_step"] {
+            let v = case[key].as_f64().unwrap();
+            assert!(v.is_finite() && v > 0.0, "{name}: {key} = {v}");
+        }
+        let throughput = case["images_per_s"].as_f64().unwrap();
+        let ms = case["ms_per_step"].as_f64().unwrap();
+        assert!(
+            (throughput * ms / 4e3 - 1.0).abs() < 1e-6,
+            "{name}: images/s vs ms/step"
+        );
+        if cfg!(target_os = "linux") {
+            let rss = case["peak_rss_mib"].as_f64().unwrap();
+            assert!(
+                rss > 1.0 && rss < 64.0 * 1024.0,
+                "{name}: peak RSS {rss} MiB"
+            );
+        }
+        let training = name.starts_with("train");
+        assert_eq!(
+            case["ln_tuning"],
+            training && name != "train-no-ln",
+            "{name}"
+        );
+        let breakdown = case["breakdown"].as_array().unwrap();
+        assert_eq!(
+            !breakdown.is_empty(),
+            name != "encode-image",
+            "{name}: breakdown"
+        );
+        for part in breakdown {
+            let ms = part[1].as_f64().unwrap();
+            assert!(ms.is_finite() && ms >= 0.0, "{name}: {part}");
+        }
+    }
+    let imagenet = &cases[2];
+    assert_eq!(imagenet["experts"], 3);
+    assert_eq!(imagenet["classes"], 10);
+    assert_eq!(cases[0]["experts"], 5);
+    assert_eq!(cases[0]["classes"], 50);
+}

@@ -354,6 +354,20 @@ fn final_tensors(run: &std::path::Path) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
+/// Every final tensor of run `a` within `tol` of run `b`'s.
+fn assert_same_prompts(a: &std::path::Path, b: &std::path::Path, tol: f32) {
+    let (a, b) = (final_tensors(a), final_tensors(b));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < tol, "{name} differs by {worst}");
+    }
+}
+
 #[test]
 fn cached_image_features_train_like_encoding_every_step() {
     let dir = scratch("cached");
@@ -382,16 +396,7 @@ fn cached_image_features_train_like_encoding_every_step() {
         cached.to_str().unwrap(),
         &with_cache,
     )));
-    let (a, b) = (final_tensors(&plain), final_tensors(&cached));
-    assert_eq!(a.len(), b.len());
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        let worst = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        assert!(worst < 1e-6, "{name} differs by {worst}");
-    }
+    assert_same_prompts(&plain, &cached, 1e-6);
     assert_eq!(
         split(&expected["results"], "all")["correct"],
         split(&got["results"], "all")["correct"]
@@ -442,15 +447,6 @@ fn routing_only_the_used_experts_learns_the_same_prompts() {
     let mut every = flags.to_vec();
     every.push("--encode-all-experts");
     let got = ok(mocoop(&train_args(root_s, all.to_str().unwrap(), &every)));
-    let (a, b) = (final_tensors(&subset), final_tensors(&all));
-    assert_eq!(a.len(), b.len());
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        let worst = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        assert!(worst < 1e-6, "{name} differs by {worst}");
-    }
+    assert_same_prompts(&subset, &all, 1e-6);
     assert_eq!(expected["results"], got["results"]);
 }

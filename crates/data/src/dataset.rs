@@ -114,8 +114,8 @@ pub fn prompt_name(raw: &str) -> String {
 }
 
 /// Derives the label → class-name table from items, the way Dassl's `get_lab2cname` does, but
-/// refusing what the reference would silently get wrong: one label with two names, or a label
-/// without any image (which would shift every later name).
+/// refusing what the reference would silently get wrong: one label with two names, a label without
+/// any image (which would shift every later name), or no image at all (no classes to learn).
 pub(crate) fn classnames_from_items<'a>(
     dataset: &str,
     source: &Path,
@@ -139,6 +139,13 @@ pub(crate) fn classnames_from_items<'a>(
                 names.insert(item.label, &item.classname);
             }
         }
+    }
+    if names.is_empty() {
+        return Err(DataError::Inconsistent {
+            dataset: dataset.to_string(),
+            path: source.to_path_buf(),
+            message: "lists no images, so the dataset has no classes".into(),
+        });
     }
     let mut out = Vec::with_capacity(names.len());
     for (expected, (label, name)) in names.into_iter().enumerate() {

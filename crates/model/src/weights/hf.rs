@@ -206,6 +206,12 @@ pub(super) fn to_openai_layout(
 /// Stacks tensors of one dtype along their first axis.
 fn concat_rows(parts: Vec<TensorData>) -> Result<TensorData, String> {
     let first = &parts[0];
+    if let Some(part) = parts.iter().find(|p| p.shape.is_empty()) {
+        return Err(format!(
+            "q/k/v projections must have at least one axis, found shape {:?}",
+            part.shape
+        ));
+    }
     let (dtype, tail) = (first.dtype, first.shape[1..].to_vec());
     let mut rows = 0;
     let mut bytes = Vec::new();
@@ -237,6 +243,10 @@ fn transpose(data: TensorData) -> Result<TensorData, String> {
         .to_vec::<f32>()
         .map_err(|e| format!("{e:?}"))?;
     let mut out = vec![0f32; values.len()];
+    if values.is_empty() {
+        // Nothing to move; also skips `rows` empty iterations when only `cols` is 0.
+        return Ok(TensorData::new(out, [cols, rows]));
+    }
     for r in 0..rows {
         for c in 0..cols {
             out[c * rows + r] = values[r * cols + c];

@@ -6,8 +6,9 @@
 //! travels with the file. The model is then built from that one layout only.
 //!
 //! Supported inputs:
-//! - OpenAI/open_clip state dicts as `.safetensors`, or as `torch.save` pickles (`.pt`, `.pth`,
-//!   `.bin`, optionally nested under a `state_dict` key, `module.` prefixes stripped);
+//! - OpenAI/open_clip state dicts as `.safetensors`, or as `torch.save` zip archives (`.pt`, `.pth`,
+//!   `.bin`, PyTorch 1.6 or later, optionally nested under a `state_dict` key, `module.` prefixes
+//!   stripped; vetted by a restricted pickle reader before burn-store reads them);
 //! - TorchScript archives (`torch.jit.save`), such as OpenAI's released `ViT-*.pt` files;
 //! - transformers `CLIPModel` checkpoints: a directory with `config.json` and `model.safetensors` (or
 //!   `pytorch_model.bin`), or one of those files with its `config.json` beside it;
@@ -17,8 +18,11 @@
 //! fp16, bf16 and f64 tensors are kept in their stored type here and converted to the backend's float
 //! type when the model is built.
 
+mod archive;
 mod hf;
 pub mod native;
+mod pickle;
+mod torch_save;
 mod torchscript;
 
 use std::collections::BTreeMap;
@@ -396,6 +400,8 @@ fn read_pickle(path: &Path) -> Result<BTreeMap<String, TensorData>, WeightsError
     if torchscript::is_torchscript(path) {
         return torchscript::read(path);
     }
+    // burn-store's own pickle reader is not hardened against hostile files; ours vets them first.
+    torch_save::check(path)?;
     let reader = PytorchReader::new(path).map_err(|e| format_error(&e))?;
     let reader = if reader.keys().iter().any(|k| k.starts_with("state_dict.")) {
         PytorchReader::with_top_level_key(path, "state_dict").map_err(|e| format_error(&e))?
@@ -419,9 +425,10 @@ fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, 
     let vision_width = state.dim("visual.conv1.weight", 0)?;
     let patch_size = state.dim("visual.conv1.weight", 2)?;
     let positions = state.dim("visual.positional_embedding", 0)?;
-    let grid = (1..=positions)
-        .find(|g| g * g + 1 >= positions)
-        .filter(|g| g * g + 1 == positions)
+    let grid = positions
+        .checked_sub(1)
+        .map(usize::isqrt)
+        .filter(|&g| g > 0 && g * g + 1 == positions)
         .ok_or_else(|| {
             WeightsError::Config(format!(
                 "visual.positional_embedding has {positions} rows, which is not 1 + a square grid"
@@ -444,7 +451,11 @@ fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, 
                 .vision_heads
                 .unwrap_or_else(|| default_heads(vision_width)),
             patch_size,
-            image_size: grid * patch_size,
+            image_size: grid.checked_mul(patch_size).ok_or_else(|| {
+                WeightsError::Config(format!(
+                    "a {grid}x{grid} grid of {patch_size}-pixel patches is too large"
+                ))
+            })?,
         },
         text: TextConfig {
             width: text_width,

@@ -254,6 +254,33 @@ fn sigint_stops_after_a_step_with_a_checkpoint_and_the_run_resumes() {
         "{refused}"
     );
 
+    // A checkpoint with a valid digest but unreadable optimiser state (a crafted file) is a clear
+    // error, not a panic.
+    let tampered = dir.join("tampered");
+    copy_dir(&run, &tampered);
+    let newest = newest_checkpoint(&tampered).expect("a checkpoint");
+    let saved = mocoop_train::checkpoint::read(&newest).unwrap();
+    let tensors: Vec<_> = saved.tensors.into_iter().collect();
+    let blobs = [("state.optimizer".to_string(), b"not an optimiser".to_vec())];
+    mocoop_train::checkpoint::write(&newest, &tensors, &blobs, saved.metadata).unwrap();
+    let err = failure(mocoop(&["train", "--resume", tampered.to_str().unwrap()]));
+    assert!(err.contains("optimiser state"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
     ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
     assert_same_run(&reference, &run);
+}
+
+/// Copies a run directory (files and one level of folders).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }

@@ -106,9 +106,16 @@ where
     T: Record<B>,
 {
     let bad = |m: String| TrainError::Checkpoint(format!("optimiser state: {m}"));
-    let record: HashMap<ParamId, T> = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-        .load(bytes.to_vec(), device)
-        .map_err(|e| bad(e.to_string()))?;
+    // The digest has vouched for the bytes, but a crafted file could still declare tensors whose
+    // shape does not match their data, which burn turns into a panic: report it as an error.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .load::<HashMap<ParamId, T>>(bytes.to_vec(), device)
+    }));
+    let record = match decoded {
+        Ok(loaded) => loaded.map_err(|e| bad(e.to_string()))?,
+        Err(_) => return Err(bad("malformed tensors".into())),
+    };
     let current: HashMap<&str, ParamId> = current_ids
         .iter()
         .map(|(name, id)| (name.as_str(), *id))

@@ -178,46 +178,39 @@ impl<B: AutodiffBackend> MocoopModel<B> {
 
     /// Applies gradients: global-norm clipping over every trainable gradient, then SGD on the
     /// prompts/router/bias at `lr` and on the image LayerNorms at `lr × ln_lr_scale` (the same
-    /// optimiser, stepped twice with disjoint gradients; its state is kept per parameter).
-    pub fn apply_grads<O: Optimizer<Self, B>>(
-        self,
-        optim: &mut O,
-        lr: f64,
-        grads: GradientsParams,
-    ) -> Self {
-        let model =
-            self.apply_grads_with(lr, grads, |lr, model, grads| optim.step(lr, model, grads));
-        let monitor = model.monitor.clone();
-        monitor.after_update(&model, lr, || resume::optimizer_bytes(optim));
-        model
-    }
-
-    /// [`Self::apply_grads`] with the optimiser step given as a function (and without the
-    /// monitor's end-of-step bookkeeping, which needs the optimiser itself).
-    pub fn apply_grads_with(
-        self,
-        lr: f64,
-        mut grads: GradientsParams,
-        mut step: impl FnMut(f64, Self, GradientsParams) -> Self,
-    ) -> Self {
-        if grads.is_empty() {
-            return self;
-        }
-        let (one, two) = self.trainable_ids();
-        if let Some(max_norm) = self.settings.clip_norm {
-            clip_global_norm::<B::InnerBackend>(&mut grads, &one, &two, max_norm);
-        }
-        let mut ln_grads = GradientsParams::new();
-        for id in self.ln_param_ids() {
-            if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
-                ln_grads.register(id, g);
+    /// optimiser, stepped twice with disjoint gradients; its state is kept per parameter), then
+    /// the monitor's end-of-step bookkeeping (epoch checkpoints with the optimiser state).
+    ///
+    /// `BB` is the optimiser's backend: burn-train's [`TrainStep::optimize`] names it separately
+    /// from `B`, though they are the same.
+    pub fn apply_grads<BB, O>(self, optim: &mut O, lr: f64, mut grads: GradientsParams) -> Self
+    where
+        BB: AutodiffBackend,
+        O: Optimizer<Self, BB>,
+        Self: AutodiffModule<BB>,
+    {
+        let monitor = self.monitor.clone();
+        let model = if grads.is_empty() {
+            self
+        } else {
+            let (one, two) = self.trainable_ids();
+            if let Some(max_norm) = self.settings.clip_norm {
+                clip_global_norm::<B::InnerBackend>(&mut grads, &one, &two, max_norm);
             }
-        }
-        let ln_lr = lr * self.settings.ln_lr_scale;
-        let mut model = step(lr, self, grads);
-        if !ln_grads.is_empty() {
-            model = step(ln_lr, model, ln_grads);
-        }
+            let mut ln_grads = GradientsParams::new();
+            for id in self.ln_param_ids() {
+                if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
+                    ln_grads.register(id, g);
+                }
+            }
+            let ln_lr = lr * self.settings.ln_lr_scale;
+            let mut model = optim.step(lr, self, grads);
+            if !ln_grads.is_empty() {
+                model = optim.step(ln_lr, model, ln_grads);
+            }
+            model
+        };
+        monitor.after_update(&model, lr, || resume::optimizer_bytes(optim));
         model
     }
 }
@@ -240,11 +233,7 @@ impl<B: AutodiffBackend> TrainStep for MocoopModel<B> {
         O: Optimizer<Self, BB>,
         Self: AutodiffModule<BB>,
     {
-        let model =
-            self.apply_grads_with(lr, grads, |lr, model, grads| optim.step(lr, model, grads));
-        let monitor = model.monitor.clone();
-        monitor.after_update(&model, lr, || resume::optimizer_bytes(optim));
-        model
+        self.apply_grads(optim, lr, grads)
     }
 }
 

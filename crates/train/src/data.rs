@@ -19,11 +19,41 @@ pub struct EpochLoader<B: Backend> {
     loader: Loader,
     dataset: String,
     device: B::Device,
-    epoch: Arc<AtomicU64>,
-    skip_batches: Arc<AtomicUsize>,
+    cursor: EpochCursor,
     monitor: Option<Monitor>,
     error: Arc<Mutex<Option<String>>>,
     skipped: SkippedImages,
+}
+
+/// Which epoch a training loader's next `iter` call yields, and from which of its batches: every
+/// clone of the loader shares it, and a resumed run starts it in the middle of an epoch.
+#[derive(Debug, Clone, Default)]
+pub struct EpochCursor {
+    epoch: Arc<AtomicU64>,
+    first_batch: Arc<AtomicUsize>,
+}
+
+impl EpochCursor {
+    /// Makes the next epoch the 0-based `epoch`, starting at its batch `first` (later epochs are
+    /// whole).
+    pub fn start_at(&self, epoch: u64, first: usize) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+        self.first_batch.store(first, Ordering::SeqCst);
+    }
+
+    /// The epoch and first batch of this `iter` call; moves on to the next whole epoch.
+    pub fn advance(&self) -> (u64, usize) {
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
+        (epoch, self.first_batch.swap(0, Ordering::SeqCst))
+    }
+
+    /// A cursor of its own at the same epoch (for a slice of the loader).
+    pub fn detached(&self) -> Self {
+        Self {
+            epoch: Arc::new(AtomicU64::new(self.epoch.load(Ordering::SeqCst))),
+            first_batch: Arc::default(),
+        }
+    }
 }
 
 /// Images left out because they could not be read (only with `skip_bad_images`), by path, shared
@@ -61,8 +91,7 @@ impl<B: Backend> EpochLoader<B> {
             loader: Loader::new(dataset, items, config),
             dataset: dataset.to_string(),
             device,
-            epoch: Arc::new(AtomicU64::new(0)),
-            skip_batches: Arc::new(AtomicUsize::new(0)),
+            cursor: EpochCursor::default(),
             monitor,
             error: Arc::new(Mutex::new(None)),
             skipped: SkippedImages::default(),
@@ -74,11 +103,9 @@ impl<B: Backend> EpochLoader<B> {
         self.skipped.clone()
     }
 
-    /// Makes the next epoch the 0-based `epoch`, starting at its batch `first` (for a resumed run;
-    /// later epochs are whole).
-    pub fn start_at(&self, epoch: u64, first: usize) {
-        self.epoch.store(epoch, Ordering::SeqCst);
-        self.skip_batches.store(first, Ordering::SeqCst);
+    /// Where the next epoch starts (moved by a resumed run).
+    pub fn cursor(&self) -> &EpochCursor {
+        &self.cursor
     }
 
     /// Batches per epoch.
@@ -140,8 +167,7 @@ impl<B: Backend> DataLoaderIterator<ImageBatch<B>> for EpochIterator<B> {
 
 impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a> {
-        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
-        let first = self.skip_batches.swap(0, Ordering::SeqCst);
+        let (epoch, first) = self.cursor.advance();
         let batch_size = self.loader.config().batch_size;
         Box::new(EpochIterator {
             inner: self.loader.epoch_from::<B>(epoch, first, &self.device),
@@ -162,8 +188,7 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
             loader: self.loader.clone(),
             dataset: self.dataset.clone(),
             device: device.clone(),
-            epoch: self.epoch.clone(),
-            skip_batches: self.skip_batches.clone(),
+            cursor: self.cursor.clone(),
             monitor: self.monitor.clone(),
             error: self.error.clone(),
             skipped: self.skipped.clone(),

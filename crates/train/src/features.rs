@@ -7,7 +7,6 @@
 //! with at least as many views as epochs a cached run sees the very images an uncached run does.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::tensor::backend::Backend;
@@ -19,7 +18,7 @@ use mocoop_model::Clip;
 use mocoop_model::clip::l2_normalize;
 
 use crate::TrainError;
-use crate::data::SkippedImages;
+use crate::data::{EpochCursor, SkippedImages};
 
 /// L2-normalised image features of `views` augmented views of every item, `[views · N, D]`
 /// (row `v · N + i`), and which items could be read.
@@ -104,8 +103,7 @@ pub struct FeatureLoader<B: Backend> {
     labels: Vec<i64>,
     cache: FeatureCache<B>,
     device: B::Device,
-    epoch: Arc<AtomicU64>,
-    skip_batches: Arc<AtomicUsize>,
+    cursor: EpochCursor,
 }
 
 impl<B: Backend> FeatureLoader<B> {
@@ -123,15 +121,13 @@ impl<B: Backend> FeatureLoader<B> {
             labels,
             cache,
             device,
-            epoch: Arc::new(AtomicU64::new(0)),
-            skip_batches: Arc::new(AtomicUsize::new(0)),
+            cursor: EpochCursor::default(),
         }
     }
 
-    /// Makes the next epoch the 0-based `epoch`, starting at its batch `first` (a resumed run).
-    pub fn start_at(&self, epoch: u64, first: usize) {
-        self.epoch.store(epoch, Ordering::SeqCst);
-        self.skip_batches.store(first, Ordering::SeqCst);
+    /// Where the next epoch starts (moved by a resumed run).
+    pub fn cursor(&self) -> &EpochCursor {
+        &self.cursor
     }
 
     fn batches(&self, epoch: u64, first: usize) -> Vec<Vec<usize>> {
@@ -197,8 +193,7 @@ impl<B: Backend> DataLoaderIterator<ImageBatch<B>> for FeatureEpoch<B> {
 
 impl<B: Backend> DataLoader<B, ImageBatch<B>> for FeatureLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a> {
-        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
-        let first = self.skip_batches.swap(0, Ordering::SeqCst);
+        let (epoch, first) = self.cursor.advance();
         let batch_size = self.order.config().batch_size;
         Box::new(FeatureEpoch {
             batches: self.batches(epoch, first).into_iter(),
@@ -225,8 +220,7 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for FeatureLoader<B> {
             labels: self.labels.clone(),
             cache,
             device: device.clone(),
-            epoch: self.epoch.clone(),
-            skip_batches: self.skip_batches.clone(),
+            cursor: self.cursor.clone(),
         })
     }
 
@@ -240,8 +234,7 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for FeatureLoader<B> {
             labels: self.labels.clone(),
             cache,
             device: self.device.clone(),
-            epoch: Arc::new(AtomicU64::new(self.epoch.load(Ordering::SeqCst))),
-            skip_batches: Arc::new(AtomicUsize::new(0)),
+            cursor: self.cursor.detached(),
         })
     }
 }

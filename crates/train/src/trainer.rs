@@ -20,7 +20,7 @@ use mocoop_model::Clip;
 use mocoop_model::tokenizer::ClipTokenizer;
 
 use crate::config::{Method, OptimConfig, TrainConfig, epoch_lr};
-use crate::data::EpochLoader;
+use crate::data::{EpochCursor, EpochLoader};
 use crate::eval::{EvalTarget, TrainedRun, evaluate_run, template_groups, training_data};
 use crate::features::{FeatureCache, FeatureLoader};
 use crate::metrics::{ExpertLoadMetric, LrMetric, ValueMetric};
@@ -132,11 +132,11 @@ enum TrainLoader<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> TrainLoader<B> {
-    /// Makes the next epoch the 0-based `epoch`, from its batch `first` on.
-    fn start_at(&self, epoch: u64, first: usize) {
+    /// Where the next epoch starts.
+    fn cursor(&self) -> &EpochCursor {
         match self {
-            Self::Images(loader) => loader.start_at(epoch, first),
-            Self::Features(loader) => loader.start_at(epoch, first),
+            Self::Images(loader) => loader.cursor(),
+            Self::Features(loader) => loader.cursor(),
         }
     }
 
@@ -386,7 +386,9 @@ fn fit<B: AutodiffBackend>(
                 epochs_done = state.epochs_done();
                 let records = kept_epochs(out, epochs_done)?;
                 monitor.resume_from(&state, records, scan.intact);
-                train_loader.start_at(epochs_done as u64, state.steps_into_epoch());
+                train_loader
+                    .cursor()
+                    .start_at(epochs_done as u64, state.steps_into_epoch());
             }
             None => {
                 notes.push("no checkpoint to resume from: the run starts at step 1".into());

@@ -368,13 +368,56 @@ fn assert_same_prompts(a: &std::path::Path, b: &std::path::Path, tol: f32) {
     }
 }
 
-#[test]
-fn cached_image_features_train_like_encoding_every_step() {
-    let dir = scratch("cached");
+/// Trains 3 few-shot epochs with `flags` on a fresh miniature dataset, once as is and once with
+/// `extra` added, and checks that both runs learned the same prompts (to float rounding).
+/// Returns the scratch folder and both outputs (without, with `extra`).
+fn same_prompts_with_and_without(
+    name: &str,
+    flags: &[&str],
+    extra: &[&str],
+) -> (std::path::PathBuf, Value, Value) {
+    let dir = scratch(name);
     let root = dir.join("data");
     make_dataset(&root, &CLASSES);
     let root_s = root.to_str().unwrap();
-    let flags = [
+    let mut base = vec![
+        "--setting",
+        "fewshot",
+        "--epochs",
+        "3",
+        "--warmup-epochs",
+        "0",
+    ];
+    base.extend_from_slice(flags);
+    let (without, with) = (dir.join("without"), dir.join("with"));
+    let expected = ok(mocoop(&train_args(
+        root_s,
+        without.to_str().unwrap(),
+        &base,
+    )));
+    base.extend_from_slice(extra);
+    let got = ok(mocoop(&train_args(root_s, with.to_str().unwrap(), &base)));
+    assert_same_prompts(&without, &with, 1e-6);
+    (dir, expected, got)
+}
+
+#[test]
+fn cached_image_features_train_like_encoding_every_step() {
+    // As many views as epochs: the cached run sees the very augmented images the plain run does,
+    // so it must learn the same prompts (up to float rounding of differently batched encoding).
+    let flags = ["--ln-tuning", "false"];
+    let (dir, expected, got) =
+        same_prompts_with_and_without("cached", &flags, &["--cached-views", "3"]);
+    assert_eq!(
+        split(&expected["results"], "all")["correct"],
+        split(&got["results"], "all")["correct"]
+    );
+
+    // Fewer views than epochs is allowed (views repeat); with LN tuning it is refused.
+    let root = dir.join("data");
+    let root_s = root.to_str().unwrap();
+    let few = dir.join("few");
+    let fewer = [
         "--setting",
         "fewshot",
         "--epochs",
@@ -383,29 +426,9 @@ fn cached_image_features_train_like_encoding_every_step() {
         "0",
         "--ln-tuning",
         "false",
+        "--cached-views",
+        "1",
     ];
-    let plain = dir.join("plain");
-    let expected = ok(mocoop(&train_args(root_s, plain.to_str().unwrap(), &flags)));
-    // As many views as epochs: the cached run sees the very augmented images the plain run does,
-    // so it must learn the same prompts (up to float rounding of differently batched encoding).
-    let cached = dir.join("cached");
-    let mut with_cache = flags.to_vec();
-    with_cache.extend(["--cached-views", "3"]);
-    let got = ok(mocoop(&train_args(
-        root_s,
-        cached.to_str().unwrap(),
-        &with_cache,
-    )));
-    assert_same_prompts(&plain, &cached, 1e-6);
-    assert_eq!(
-        split(&expected["results"], "all")["correct"],
-        split(&got["results"], "all")["correct"]
-    );
-
-    // Fewer views than epochs is allowed (views repeat); with LN tuning it is refused.
-    let few = dir.join("few");
-    let mut fewer = flags.to_vec();
-    fewer.extend(["--cached-views", "1"]);
     ok(mocoop(&train_args(root_s, few.to_str().unwrap(), &fewer)));
     let err = failure(mocoop(&train_args(
         root_s,
@@ -420,33 +443,11 @@ fn cached_image_features_train_like_encoding_every_step() {
 
 #[test]
 fn routing_only_the_used_experts_learns_the_same_prompts() {
-    let dir = scratch("subset");
-    let root = dir.join("data");
-    make_dataset(&root, &CLASSES);
-    let root_s = root.to_str().unwrap();
     // Without the text-level loss, a top-1 step needs only the experts its images are routed to.
-    let flags = [
-        "--setting",
-        "fewshot",
-        "--epochs",
-        "3",
-        "--warmup-epochs",
-        "0",
-        "--lambda-text",
-        "0",
-        "--top-k",
-        "1",
-    ];
-    let subset = dir.join("subset");
-    let all = dir.join("all");
-    let expected = ok(mocoop(&train_args(
-        root_s,
-        subset.to_str().unwrap(),
-        &flags,
-    )));
-    let mut every = flags.to_vec();
-    every.push("--encode-all-experts");
-    let got = ok(mocoop(&train_args(root_s, all.to_str().unwrap(), &every)));
-    assert_same_prompts(&subset, &all, 1e-6);
+    let (_, expected, got) = same_prompts_with_and_without(
+        "subset",
+        &["--lambda-text", "0", "--top-k", "1"],
+        &["--encode-all-experts"],
+    );
     assert_eq!(expected["results"], got["results"]);
 }

@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod clip;
 pub mod config;
+pub mod precision;
 pub mod preprocess;
 pub mod prompt;
 pub mod templates;
@@ -15,3 +16,4 @@ pub mod weights;
 
 pub use clip::Clip;
 pub use config::{Activation, ClipConfig};
+pub use precision::Precision;

@@ -9,9 +9,10 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 
 use crate::config::ClipConfig;
+use crate::precision::{CastWeights, Precision};
 use crate::weights::{self, LoadOptions, LoadedWeights, WeightsError};
 pub use text::{TextEncoder, eot_positions};
 pub use vision::VisionEncoder;
@@ -56,6 +57,26 @@ impl<B: Backend> Clip<B> {
             )),
             config,
         })
+    }
+
+    /// The same model computing in `precision`: every encoder weight but the LayerNorms' is cast
+    /// (see [`crate::precision`]); features keep coming out in f32.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        let mut cast = CastWeights::new(precision);
+        Self {
+            vision: self.vision.map(&mut cast),
+            text: self.text.map(&mut cast),
+            ..self
+        }
+    }
+
+    /// The precision the encoders compute in.
+    pub fn precision(&self) -> Precision {
+        match self.text.compute_dtype() {
+            FloatDType::F16 => Precision::F16,
+            FloatDType::BF16 => Precision::Bf16,
+            _ => Precision::F32,
+        }
     }
 
     /// The architecture.

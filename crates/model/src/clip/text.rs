@@ -3,10 +3,11 @@
 use burn::module::{Module, Param};
 use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 use super::transformer::{StackSpec, Transformer, layer_norm, param};
 use crate::config::ClipConfig;
+use crate::precision::{dtype_of, norm};
 use crate::weights::{StateDict, WeightsError};
 
 /// Token embedding → positions → causal blocks → `ln_final` → hidden state at the EOT token →
@@ -84,6 +85,11 @@ impl<B: Backend> TextEncoder<B> {
         })
     }
 
+    /// The float type the encoder computes in (that of its weights).
+    pub fn compute_dtype(&self) -> FloatDType {
+        dtype_of(&self.positional_embedding)
+    }
+
     /// Width of token embeddings (what a soft prompt's context vectors must have).
     pub fn width(&self) -> usize {
         self.token_embedding.dims()[1]
@@ -94,12 +100,13 @@ impl<B: Backend> TextEncoder<B> {
         self.positional_embedding.dims()[0]
     }
 
-    /// Looks up token embeddings: `[batch, seq]` ids → `[batch, seq, width]`.
+    /// Looks up token embeddings: `[batch, seq]` ids → `[batch, seq, width]`, in f32 whatever the
+    /// encoder's precision (soft prompts are built from them and train in f32).
     pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        burn::tensor::module::embedding(self.token_embedding.val(), tokens)
+        burn::tensor::module::embedding(self.token_embedding.val(), tokens).cast(FloatDType::F32)
     }
 
-    /// Text features (not normalised) of embedded sequences `[batch, seq, width]` whose EOT tokens sit
+    /// Text features (not normalised, f32) of embedded sequences `[batch, seq, width]` whose EOT tokens sit
     /// at `eot[i]`. `seq` may be anything up to the context length: because attention is causal and
     /// only the EOT position is read, sequences cut right after the batch's last EOT give exactly the
     /// features of the full-length ones.
@@ -111,15 +118,18 @@ impl<B: Backend> TextEncoder<B> {
             "EOT positions {eot:?} must lie inside the {seq} given positions"
         );
         let positions = self.positional_embedding.val().narrow(0, 0, seq);
+        let x = x.cast(self.compute_dtype());
         let x = self.transformer.forward(x + positions.unsqueeze());
-        let x = self.ln_final.forward(x).reshape([batch * seq, width]);
+        let x = norm(&self.ln_final, x).reshape([batch * seq, width]);
         let rows: Vec<i64> = eot
             .iter()
             .enumerate()
             .map(|(i, &p)| (i * seq + p) as i64)
             .collect();
         let index = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [batch]), &x.device());
-        x.select(0, index).matmul(self.text_projection.val())
+        x.select(0, index)
+            .matmul(self.text_projection.val())
+            .cast(FloatDType::F32)
     }
 
     /// Text features (not normalised) of tokenised texts (rows of equal length, e.g. 77), run only

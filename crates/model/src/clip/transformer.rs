@@ -8,6 +8,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, TensorData, activation};
 
 use crate::config::Activation;
+use crate::precision::norm;
 use crate::weights::{StateDict, WeightsError};
 
 /// Takes a tensor from the state dict into a parameter on `device`, checking its shape.
@@ -151,8 +152,8 @@ pub struct ResidualBlock<B: Backend> {
 
 impl<B: Backend> ResidualBlock<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x));
-        let hidden = self.c_fc.forward(self.ln_2.forward(x.clone()));
+        let x = x.clone() + self.attn.forward(norm(&self.ln_1, x));
+        let hidden = self.c_fc.forward(norm(&self.ln_2, x.clone()));
         let hidden = match self.activation {
             Activation::QuickGelu => hidden.clone() * activation::sigmoid(hidden * 1.702),
             Activation::Gelu => activation::gelu(hidden),

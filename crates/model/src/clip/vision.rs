@@ -3,11 +3,12 @@
 use burn::module::{Module, Param};
 use burn::nn::LayerNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
 use super::transformer::{StackSpec, Transformer, layer_norm, param, patch_embedding};
 use crate::config::ClipConfig;
+use crate::precision::{dtype_of, norm};
 use crate::weights::{StateDict, WeightsError};
 
 /// Patch embedding → class token → positions → `ln_pre` → blocks → `ln_post` on the class token →
@@ -69,7 +70,8 @@ impl<B: Backend> VisionEncoder<B> {
         self.image_size
     }
 
-    /// Image features (not normalised) of preprocessed images `[batch, 3, size, size]`.
+    /// Image features (not normalised, f32) of preprocessed images `[batch, 3, size, size]`,
+    /// computed in the type of the encoder's weights.
     ///
     /// # Panics
     /// If the images are not `image_size` square: preprocessing guarantees it.
@@ -81,6 +83,7 @@ impl<B: Backend> VisionEncoder<B> {
             images.dims(),
             s = self.image_size
         );
+        let images = images.cast(dtype_of(&self.class_embedding));
         let patches = self.conv1.forward(images); // [N, W, G, G]
         let [_, d_model, grid, _] = patches.dims();
         let patches = patches
@@ -92,8 +95,10 @@ impl<B: Backend> VisionEncoder<B> {
             .reshape([1, 1, d_model])
             .expand([batch, 1, d_model]);
         let x = Tensor::cat(vec![class, patches], 1) + self.positional_embedding.val().unsqueeze();
-        let x = self.transformer.forward(self.ln_pre.forward(x));
+        let x = self.transformer.forward(norm(&self.ln_pre, x));
         let cls = x.narrow(1, 0, 1).reshape([batch, d_model]);
-        self.ln_post.forward(cls).matmul(self.proj.val())
+        norm(&self.ln_post, cls)
+            .matmul(self.proj.val())
+            .cast(FloatDType::F32)
     }
 }

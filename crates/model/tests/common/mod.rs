@@ -99,20 +99,13 @@ pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Loads one model file and checks its image embeddings, text embeddings, logits and
-/// `logit_scale` against `reference.json`'s `model` entry, to [`TOLERANCE`]; returns the model.
-pub fn check_against_reference<B: Backend>(
+/// Embeds the reference images and texts with `clip`: `(image_embeds, text_embeds)`.
+pub fn embed_reference_inputs<B: Backend>(
+    clip: &Clip<B>,
+    reference: &Value,
     device: &B::Device,
-    model: &str,
-    file: &Path,
-    options: &LoadOptions,
-) -> Clip<B> {
-    let reference = reference();
-    let expected = &reference["models"][model];
-    let clip = Clip::<B>::load(file, options, device)
-        .unwrap_or_else(|e| panic!("loading {}: {e}", file.display()));
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let size = clip.config().vision.image_size;
-
     let images: Vec<Vec<f32>> = reference["images"]
         .as_array()
         .unwrap()
@@ -131,7 +124,22 @@ pub fn check_against_reference<B: Backend>(
         .iter()
         .map(|t| all_ids[strings.iter().position(|s| s == t).unwrap()].clone())
         .collect();
-    let text_embeds = clip.encode_text(&tokens, device);
+    (image_embeds, clip.encode_text(&tokens, device))
+}
+
+/// Loads one model file and checks its image embeddings, text embeddings, logits and
+/// `logit_scale` against `reference.json`'s `model` entry, to [`TOLERANCE`]; returns the model.
+pub fn check_against_reference<B: Backend>(
+    device: &B::Device,
+    model: &str,
+    file: &Path,
+    options: &LoadOptions,
+) -> Clip<B> {
+    let reference = reference();
+    let expected = &reference["models"][model];
+    let clip = Clip::<B>::load(file, options, device)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", file.display()));
+    let (image_embeds, text_embeds) = embed_reference_inputs(&clip, &reference, device);
 
     let image_rows = rows(image_embeds.clone());
     let text_rows = rows(text_embeds.clone());

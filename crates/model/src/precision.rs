@@ -1,0 +1,171 @@
+//! Half-precision compute for the frozen CLIP, with f32 master copies of what trains.
+//!
+//! [`Precision`] says in which float type the encoders' matrix work runs. The cast happens once, to
+//! the frozen weights ([`Clip::with_precision`](crate::Clip::with_precision)); the encoders then
+//! follow the dtype of their weights: inputs are cast to it on entry and features are returned in
+//! f32. Three things always stay in f32, as under PyTorch's autocast:
+//! - LayerNorm parameters, and the normalisation itself ([`norm`]): these are what visual LN tuning
+//!   trains, so they are their own f32 master copies;
+//! - `logit_scale`;
+//! - everything outside the encoders: soft-prompt contexts, router, text bias, losses. Contexts are
+//!   cast to the compute type where they enter the text encoder, so their gradients arrive in f32.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::{ModuleMapper, Param};
+use burn::nn::LayerNorm;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The float type of the encoders' compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Full precision (the default; bit-for-bit reproducible on the CPU).
+    #[default]
+    F32,
+    /// IEEE half: the usual choice on GPUs without bf16; training needs loss scaling.
+    F16,
+    /// bfloat16: f32's range with 8 bits of mantissa; no loss scaling needed.
+    Bf16,
+}
+
+impl Precision {
+    /// The Burn float type.
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::F16 => FloatDType::F16,
+            Self::Bf16 => FloatDType::BF16,
+        }
+    }
+
+    /// Whether gradients computed at this precision must be protected from underflow by scaling
+    /// the loss (f16's smallest normal number is 6e-5).
+    pub fn needs_loss_scaling(self) -> bool {
+        self == Self::F16
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            other => Err(format!(
+                "unknown precision '{other}': expected f32, f16 or bf16"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
+/// The float type of a parameter, i.e. the compute type of the layer that owns it.
+pub fn dtype_of<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> FloatDType {
+    match param.val().dtype() {
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        DType::F64 => FloatDType::F64,
+        _ => FloatDType::F32,
+    }
+}
+
+/// Applies a LayerNorm in f32 (its parameters are f32) and returns the result in `x`'s type.
+pub fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let dtype = match x.dtype() {
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        _ => return ln.forward(x),
+    };
+    ln.forward(x.cast(FloatDType::F32)).cast(dtype)
+}
+
+/// Casts every float parameter of a module to one type, except those of its LayerNorms.
+pub(crate) struct CastWeights {
+    /// The target type.
+    pub dtype: FloatDType,
+    /// How many LayerNorms the walk is inside (parameters there are left alone).
+    inside_norm: usize,
+}
+
+impl CastWeights {
+    /// A mapper casting to `precision`.
+    pub fn new(precision: Precision) -> Self {
+        Self {
+            dtype: precision.dtype(),
+            inside_norm: 0,
+        }
+    }
+}
+
+const LAYER_NORM: &str = "Struct:LayerNorm";
+
+impl<B: Backend> ModuleMapper<B> for CastWeights {
+    fn enter_module(&mut self, _name: &str, container_type: &str) {
+        if container_type == LAYER_NORM {
+            self.inside_norm += 1;
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if container_type == LAYER_NORM {
+            self.inside_norm -= 1;
+        }
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if self.inside_norm > 0 {
+            return param;
+        }
+        let dtype = self.dtype;
+        param.map(|t| {
+            let require_grad = t.is_require_grad();
+            // A fresh leaf of the new type (a cast of a leaf is not one).
+            t.cast(dtype)
+                .set_require_grad(false)
+                .set_require_grad(require_grad)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_precisions() {
+        for (text, p) in [
+            ("f32", Precision::F32),
+            ("FP16", Precision::F16),
+            ("half", Precision::F16),
+            ("bf16", Precision::Bf16),
+            ("bfloat16", Precision::Bf16),
+        ] {
+            assert_eq!(text.parse::<Precision>(), Ok(p));
+        }
+        for p in [Precision::F32, Precision::F16, Precision::Bf16] {
+            assert_eq!(p.to_string().parse::<Precision>(), Ok(p));
+        }
+        assert!(
+            "f8".parse::<Precision>()
+                .unwrap_err()
+                .contains("expected f32, f16 or bf16")
+        );
+        assert!(Precision::F16.needs_loss_scaling());
+        assert!(!Precision::Bf16.needs_loss_scaling());
+    }
+}

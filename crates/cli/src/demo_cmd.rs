@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
 use mocoop_data::{Loader, LoaderConfig, load_dataset};
-use mocoop_model::Clip;
 use mocoop_model::tokenizer::ClipTokenizer;
+use mocoop_model::{Clip, Precision};
 use mocoop_train::config::Setting;
 use mocoop_train::{Method, RunResults, TrainReport, TrainedRun, train};
 use mocoop_world::{BenchmarkConfig, Style, style_from_path, write_benchmark};
@@ -111,6 +111,7 @@ impl OnBackend for DemoArgs {
             weights,
             activation: None,
             device: self.device.clone(),
+            precision: Precision::F32,
         };
         let run_data = RunData {
             dataset: DATASET.into(),

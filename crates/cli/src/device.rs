@@ -135,24 +135,26 @@ fn run_cuda<T: OnBackend>(_: usize, spec: &DeviceSpec, _: T) -> Result<T::Output
 /// deep inside the first real computation.
 #[allow(dead_code)] // unused when neither GPU backend is compiled in
 fn probe<B: Backend>(device: &B::Device, spec: &DeviceSpec) -> Result<()> {
+    catch_panic(|| Tensor::<B, 1>::ones([1], device).sum().into_scalar())
+        .map_err(|message| anyhow::anyhow!("device '{spec}' is not available: {message}"))?;
+    Ok(())
+}
+
+/// Runs `f`, turning a panic (how Burn's backends report an unsupported device or type) into the
+/// first line of its message, printed by nobody.
+pub fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        Tensor::<B, 1>::ones([1], device).sum().into_scalar();
-    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     std::panic::set_hook(previous_hook);
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown error");
-            let first_line = message.lines().next().unwrap_or(message);
-            bail!("device '{spec}' is not available: {first_line}")
-        }
-    }
+    outcome.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown error");
+        message.lines().next().unwrap_or(message).to_string()
+    })
 }
 
 #[cfg(test)]

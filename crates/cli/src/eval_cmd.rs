@@ -69,6 +69,7 @@ impl OnBackend for EvalArgs {
                 .unwrap_or_else(|| config.weights.clone()),
             activation: self.activation.or(config.activation),
             device: self.device.clone(),
+            precision: config.precision,
         };
         let loaded = model.load::<B::InnerBackend>(&device)?;
         let run = TrainedRun::load(

@@ -4,14 +4,14 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
 use mocoop_model::tokenizer::{CONTEXT_LENGTH, ClipTokenizer};
 use mocoop_model::weights::LoadOptions;
-use mocoop_model::{Activation, Clip};
+use mocoop_model::{Activation, Clip, Precision};
 
-use crate::device::DeviceSpec;
+use crate::device::{DeviceSpec, catch_panic};
 
 /// Texts and images are encoded this many at a time.
 pub const BATCH: usize = 64;
@@ -31,6 +31,10 @@ pub struct ModelArgs {
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceSpec,
+    /// Precision of the encoders' compute: f32, or f16/bf16 on GPUs that support them (what
+    /// trains keeps f32 master copies; LayerNorms run in f32).
+    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    pub precision: Precision,
 }
 
 /// CLIP with the tokenizer that belongs to its checkpoint.
@@ -47,13 +51,36 @@ impl ModelArgs {
         let options = LoadOptions {
             activation: self.activation,
         };
+        check_precision::<B>(self.precision, &self.device, device)?;
         let clip = Clip::load(&self.weights, &options, device)
-            .with_context(|| format!("loading weights {}", self.weights.display()))?;
+            .with_context(|| format!("loading weights {}", self.weights.display()))?
+            .with_precision(self.precision);
         Ok(LoadedClip {
             clip,
             tokenizer: tokenizer_for(&self.weights)?,
         })
     }
+}
+
+/// Fails with a one-line error when `device` cannot compute in `precision` (e.g. bf16 on most
+/// WGPU adapters), instead of a panic in the middle of the first forward pass.
+pub fn check_precision<B: Backend>(
+    precision: Precision,
+    spec: &DeviceSpec,
+    device: &B::Device,
+) -> Result<()> {
+    if precision == Precision::F32 {
+        return Ok(());
+    }
+    catch_panic(|| {
+        let x = Tensor::<B, 2>::ones([4, 4], device).cast(precision.dtype());
+        let y = burn::tensor::activation::softmax(x.clone().matmul(x), 1);
+        y.cast(FloatDType::F32).sum().into_scalar()
+    })
+    .map_err(|e| {
+        anyhow::anyhow!("--precision {precision} is not supported on device '{spec}': {e}")
+    })?;
+    Ok(())
 }
 
 /// A tokenizer shipped next to transformers weights (`vocab.json` + `merges.txt`) is used when

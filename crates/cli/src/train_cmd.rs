@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
-use mocoop_model::Activation;
 use mocoop_model::prompt::{ExpertInit, MixtureConfig};
+use mocoop_model::{Activation, Precision};
 use mocoop_train::config::{
     DataConfig, GatePrototypes, GateTarget, LossConfig, Method, OptimConfig, Setting, TextClasses,
     TrainConfig, ZeroShotPrompts,
@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     device: DeviceSpec,
+    /// Precision of the frozen encoders' compute: f32, or f16/bf16 on GPUs that support them.
+    /// Prompts, router and LayerNorms train in f32; f16 adds dynamic loss scaling.
+    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    precision: Precision,
     /// Dataset name (caltech101, dtd, eurosat, …, imagefolder, list).
     #[arg(long, required_unless_present = "resume")]
     dataset: Option<String>,
@@ -377,6 +381,7 @@ impl TrainFlags {
             method: self.method,
             weights: model.weights.clone(),
             activation: model.activation,
+            precision: model.precision,
             data,
             mixture,
             loss,
@@ -426,6 +431,7 @@ impl TrainArgs {
             weights: config.weights.clone(),
             activation: config.activation,
             device: self.device.clone(),
+            precision: config.precision,
         };
         let loaded = model.load::<B>(device)?;
         resume(dir, loaded.clip, &loaded.tokenizer, options, device)
@@ -447,6 +453,7 @@ impl TrainArgs {
             weights: weights.clone(),
             activation: self.activation,
             device: self.device.clone(),
+            precision: self.precision,
         };
         let run = RunData {
             dataset: dataset.clone(),

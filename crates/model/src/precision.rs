@@ -3,9 +3,12 @@
 //! [`Precision`] says in which float type the encoders' matrix work runs. The cast happens once, to
 //! the frozen weights ([`Clip::with_precision`](crate::Clip::with_precision)); the encoders then
 //! follow the dtype of their weights: inputs are cast to it on entry and features are returned in
-//! f32. Three things always stay in f32, as under PyTorch's autocast:
+//! f32. This is the "fp16" way of the CoOp code bases (the whole CLIP in half precision), except
+//! that four things always stay in f32, as they would under PyTorch's autocast:
 //! - LayerNorm parameters, and the normalisation itself ([`norm`]): these are what visual LN tuning
 //!   trains, so they are their own f32 master copies;
+//! - the token embedding table (a lookup, no arithmetic), so that soft-prompt contexts start from
+//!   the exact embeddings of their words;
 //! - `logit_scale`;
 //! - everything outside the encoders: soft-prompt contexts, router, text bias, losses. Contexts are
 //!   cast to the compute type where they enter the text encoder, so their gradients arrive in f32.
@@ -94,12 +97,13 @@ pub fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> T
     ln.forward(x.cast(FloatDType::F32)).cast(dtype)
 }
 
-/// Casts every float parameter of a module to one type, except those of its LayerNorms.
+/// Casts every float parameter of a module to one type, except those of its LayerNorms and the
+/// token embedding.
 pub(crate) struct CastWeights {
     /// The target type.
     pub dtype: FloatDType,
-    /// How many LayerNorms the walk is inside (parameters there are left alone).
-    inside_norm: usize,
+    /// How deep the walk is inside modules that stay f32 (parameters there are left alone).
+    inside_kept: usize,
 }
 
 impl CastWeights {
@@ -107,28 +111,31 @@ impl CastWeights {
     pub fn new(precision: Precision) -> Self {
         Self {
             dtype: precision.dtype(),
-            inside_norm: 0,
+            inside_kept: 0,
         }
     }
 }
 
-const LAYER_NORM: &str = "Struct:LayerNorm";
+/// Whether the field `name` of a `container_type` (Burn's naming: `Struct:Type`) stays f32.
+fn kept_f32(name: &str, container_type: &str) -> bool {
+    container_type == "Struct:LayerNorm" || name == "token_embedding"
+}
 
 impl<B: Backend> ModuleMapper<B> for CastWeights {
-    fn enter_module(&mut self, _name: &str, container_type: &str) {
-        if container_type == LAYER_NORM {
-            self.inside_norm += 1;
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if kept_f32(name, container_type) {
+            self.inside_kept += 1;
         }
     }
 
-    fn exit_module(&mut self, _name: &str, container_type: &str) {
-        if container_type == LAYER_NORM {
-            self.inside_norm -= 1;
+    fn exit_module(&mut self, name: &str, container_type: &str) {
+        if kept_f32(name, container_type) {
+            self.inside_kept -= 1;
         }
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if self.inside_norm > 0 {
+        if self.inside_kept > 0 {
             return param;
         }
         let dtype = self.dtype;

@@ -233,6 +233,10 @@ pub struct TrainConfig {
     /// The MLP activation given for the checkpoint, if it was given.
     #[serde(default)]
     pub activation: Option<mocoop_model::Activation>,
+    /// The precision the frozen encoders compute in (what trains stays f32; f16 adds dynamic loss
+    /// scaling).
+    #[serde(default)]
+    pub precision: mocoop_model::Precision,
     /// The data.
     pub data: DataConfig,
     /// The prompts.

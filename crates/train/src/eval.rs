@@ -84,6 +84,7 @@ impl<B: Backend> TrainedRun<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         let config = run::read_config(run_dir, expected)?;
+        let clip = clip.with_precision(config.precision);
         if config.method == Method::ZeroShot {
             return Ok(Self {
                 config,

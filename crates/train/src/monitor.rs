@@ -13,6 +13,7 @@ use burn::train::Interrupter;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
+use crate::loss_scale::LossScale;
 use crate::model::MocoopModel;
 use crate::resume::{self, ResumeState};
 use crate::step::MocoopOutput;
@@ -92,6 +93,7 @@ struct State {
     saved: Vec<PathBuf>,
     error: Option<String>,
     interrupted: Option<Interrupted>,
+    loss_scale: Option<LossScale>,
 }
 
 /// Cheaply cloned handle to the run state (all clones share it).
@@ -209,6 +211,26 @@ impl Monitor {
         s.sums = state.partial.clone();
         s.epochs = epochs;
         s.saved = saved;
+        if state.loss_scale.is_some() {
+            s.loss_scale = state.loss_scale;
+        }
+    }
+
+    /// Turns on dynamic loss scaling (f16 training), starting from `scale`.
+    pub fn scale_loss(&self, scale: LossScale) {
+        self.lock().loss_scale = Some(scale);
+    }
+
+    /// The factor the loss is multiplied by before the backward pass, when scaling is on.
+    pub fn loss_scale(&self) -> Option<LossScale> {
+        self.lock().loss_scale
+    }
+
+    /// Tells the loss scaler whether this step's gradients were finite.
+    pub fn update_loss_scale(&self, finite: bool) {
+        if let Some(s) = &mut self.lock().loss_scale {
+            s.update(finite);
+        }
     }
 
     /// Called after each optimiser step (at learning rate `lr`): at the end of an epoch, or when
@@ -352,6 +374,7 @@ fn save<B: Backend>(
             .into_iter()
             .map(|(name, id)| (name, id.val()))
             .collect(),
+        loss_scale: state.loss_scale,
     };
     let mut metadata = sink.metadata.clone();
     metadata.insert(

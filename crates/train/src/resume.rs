@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::checkpoint::{self, Checkpoint};
+use crate::loss_scale::LossScale;
 use crate::model::{MocoopModel, visual_ln_params};
 use crate::monitor::EpochSums;
 
@@ -40,6 +41,9 @@ pub struct ResumeState {
     pub partial: EpochSums,
     /// The parameter id of each trainable tensor, by checkpoint name, when it was saved.
     pub param_ids: BTreeMap<String, u64>,
+    /// The loss scaler's state (f16 runs).
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
 }
 
 impl ResumeState {

@@ -4,7 +4,7 @@
 use burn::module::{AutodiffModule, ParamId};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, activation};
+use burn::tensor::{ElementConversion, Int, Tensor, activation};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
 use mocoop_data::ImageBatch;
@@ -116,6 +116,43 @@ impl<B: Backend> MocoopModel<B> {
     }
 }
 
+/// The sum of squares of every gradient among `one` and `two`, on the device (`None` without
+/// gradients).
+fn square_sum<B: Backend>(
+    grads: &GradientsParams,
+    one: &[ParamId],
+    two: &[ParamId],
+) -> Option<Tensor<B, 1>> {
+    let ones = one
+        .iter()
+        .filter_map(|id| grads.get::<B, 1>(*id))
+        .map(|g| g.square().sum());
+    let twos = two
+        .iter()
+        .filter_map(|id| grads.get::<B, 2>(*id))
+        .map(|g| g.square().sum());
+    ones.chain(twos).reduce(|a, b| a + b)
+}
+
+/// Multiplies every gradient among `one` and `two` by the one-element `factor`.
+fn scale_grads<B: Backend>(
+    grads: &mut GradientsParams,
+    one: &[ParamId],
+    two: &[ParamId],
+    factor: Tensor<B, 1>,
+) {
+    for id in one {
+        if let Some(g) = grads.remove::<B, 1>(*id) {
+            grads.register(*id, g * factor.clone());
+        }
+    }
+    for id in two {
+        if let Some(g) = grads.remove::<B, 2>(*id) {
+            grads.register(*id, g * factor.clone().unsqueeze::<2>());
+        }
+    }
+}
+
 /// Scales every gradient so that their joint L2 norm is at most `max_norm` (PyTorch's
 /// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)`, capped at 1). Computed on the device.
 pub fn clip_global_norm<B: Backend>(
@@ -124,38 +161,37 @@ pub fn clip_global_norm<B: Backend>(
     two: &[ParamId],
     max_norm: f32,
 ) {
-    let mut total: Option<Tensor<B, 1>> = None;
-    let mut add = |t: Tensor<B, 1>| {
-        total = Some(match total.take() {
-            Some(s) => s + t,
-            None => t,
-        });
+    let Some(total) = square_sum::<B>(grads, one, two) else {
+        return;
     };
-    for id in one {
-        if let Some(g) = grads.get::<B, 1>(*id) {
-            add(g.square().sum());
-        }
-    }
-    for id in two {
-        if let Some(g) = grads.get::<B, 2>(*id) {
-            add(g.square().sum());
-        }
-    }
-    let Some(total) = total else { return };
     let coef = (total.sqrt() + 1e-6)
         .recip()
         .mul_scalar(max_norm)
         .clamp_max(1.0);
-    for id in one {
-        if let Some(g) = grads.remove::<B, 1>(*id) {
-            grads.register(*id, g * coef.clone());
-        }
+    scale_grads(grads, one, two, coef);
+}
+
+/// Divides loss-scaled gradients by `scale`; `false` (and the gradients are dropped, so the step
+/// is skipped) when they are not finite, i.e. when the sum of their squares is not (a scaled
+/// gradient norm above 1.8e19 counts as an overflow too).
+fn unscale<B: Backend>(
+    grads: &mut GradientsParams,
+    one: &[ParamId],
+    two: &[ParamId],
+    scale: f32,
+) -> bool {
+    let Some(total) = square_sum::<B>(grads, one, two) else {
+        return true;
+    };
+    let device = total.device();
+    let finite = total.into_scalar().elem::<f32>().is_finite();
+    if finite {
+        let factor = Tensor::<B, 1>::from_floats([1.0 / scale], &device);
+        scale_grads(grads, one, two, factor);
+    } else {
+        *grads = GradientsParams::new();
     }
-    for id in two {
-        if let Some(g) = grads.remove::<B, 2>(*id) {
-            grads.register(*id, g * coef.clone().unsqueeze::<2>());
-        }
-    }
+    finite
 }
 
 impl<B: AutodiffBackend> MocoopModel<B> {
@@ -168,15 +204,23 @@ impl<B: AutodiffBackend> MocoopModel<B> {
             B::seed(&batch.images.device(), seed);
         }
         let terms = self.forward(batch.images, batch.labels.clone(), true);
-        let output = host_output(&terms, batch.labels, self.mixture.config().top_k);
+        let mut output = host_output(&terms, batch.labels, self.mixture.config().top_k);
+        let loss_scale = self.monitor.loss_scale();
+        if let Some(s) = loss_scale {
+            output.values.push(("loss_scale", f64::from(s.scale)));
+        }
         if !self.monitor.record_train(&output) {
             return (output, None);
         }
-        let grads = terms.loss.backward();
+        let grads = match loss_scale {
+            Some(s) => (terms.loss * s.scale).backward(),
+            None => terms.loss.backward(),
+        };
         (output, Some(GradientsParams::from_grads(grads, self)))
     }
 
-    /// Applies gradients: global-norm clipping over every trainable gradient, then SGD on the
+    /// Applies gradients: unscaling (f16 runs: a step whose gradients are not finite is skipped
+    /// and the loss scale lowered), global-norm clipping over every trainable gradient, then SGD on the
     /// prompts/router/bias at `lr` and on the image LayerNorms at `lr × ln_lr_scale` (the same
     /// optimiser, stepped twice with disjoint gradients; its state is kept per parameter), then
     /// the monitor's end-of-step bookkeeping (epoch checkpoints with the optimiser state).
@@ -190,10 +234,16 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         Self: AutodiffModule<BB>,
     {
         let monitor = self.monitor.clone();
+        let (one, two) = self.trainable_ids();
+        if let Some(s) = monitor.loss_scale()
+            && !grads.is_empty()
+        {
+            let finite = unscale::<B::InnerBackend>(&mut grads, &one, &two, s.scale);
+            monitor.update_loss_scale(finite);
+        }
         let model = if grads.is_empty() {
             self
         } else {
-            let (one, two) = self.trainable_ids();
             if let Some(max_norm) = self.settings.clip_norm {
                 clip_global_norm::<B::InnerBackend>(&mut grads, &one, &two, max_norm);
             }

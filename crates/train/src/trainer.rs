@@ -23,6 +23,7 @@ use crate::config::{Method, OptimConfig, TrainConfig, epoch_lr};
 use crate::data::{EpochCursor, EpochLoader};
 use crate::eval::{EvalTarget, TrainedRun, evaluate_run, template_groups, training_data};
 use crate::features::{FeatureCache, FeatureLoader};
+use crate::loss_scale::LossScale;
 use crate::metrics::{ExpertLoadMetric, LrMetric, ValueMetric};
 use crate::model::{ClassSetup, MocoopModel};
 use crate::monitor::{EpochRecord, METRICS_FILE, Monitor, RunSink};
@@ -202,6 +203,7 @@ fn fit<B: AutodiffBackend>(
     if resuming && let Some(report) = finished(out, &config, options)? {
         return Ok(report);
     }
+    let clip = clip.with_precision(config.precision);
     let (dataset, note) = training_data(&config.data)?;
     let mut notes: Vec<String> = note.into_iter().collect();
     let groups = template_groups(config.data.groups_file.as_deref(), &config.data.dataset)?;
@@ -289,6 +291,9 @@ fn fit<B: AutodiffBackend>(
         keep: options.keep_checkpoints,
     };
     let monitor = Monitor::new(iters, Some(interrupter.clone()), Some(sink));
+    if config.precision.needs_loss_scaling() {
+        monitor.scale_loss(LossScale::default());
+    }
     if let Some(stop) = &options.stop {
         monitor.stop_when(stop.clone());
     }

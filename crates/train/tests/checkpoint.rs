@@ -99,6 +99,7 @@ fn saved_run_reloads_to_identical_logits() {
         method: Method::Mocoop,
         weights: weights.clone(),
         activation: None,
+        precision: Default::default(),
         data: DataConfig {
             dataset: "test".into(),
             root: dir.clone(),

@@ -101,9 +101,10 @@ impl<B: Backend> TextEncoder<B> {
     }
 
     /// Looks up token embeddings: `[batch, seq]` ids → `[batch, seq, width]`, in f32 whatever the
-    /// encoder's precision (soft prompts are built from them and train in f32).
+    /// encoder's precision (the table is never cast: soft prompts are built from it and train in
+    /// f32).
     pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        burn::tensor::module::embedding(self.token_embedding.val(), tokens).cast(FloatDType::F32)
+        burn::tensor::module::embedding(self.token_embedding.val(), tokens)
     }
 
     /// Text features (not normalised, f32) of embedded sequences `[batch, seq, width]` whose EOT tokens sit

@@ -4,12 +4,14 @@
 # bench/results/<date>-<device>-<geometry>.{json,md} with the ratios.
 #
 # Usage: bench/run.sh [--device cpu|cuda] [--geometry small|vit-b-16|tiny] [--steps N]
-#                     [--warmup N] [--threads N] [--breakdown]
-# Defaults: cpu + small (3 timed steps after 1 warm-up); cuda + vit-b-16 (20 after 5).
+#                     [--warmup N] [--threads N] [--precision f32|f16|bf16] [--breakdown]
+# Defaults: cpu + small + f32 (3 timed steps after 1 warm-up); cuda + vit-b-16 + bf16 (20 after
+# 5). The precision is Rust's --precision and the reference's AMP (f32: off, f16: fp16 with a
+# GradScaler, bf16: bf16 autocast; AMP runs on CUDA only).
 # Both sides use the same number of CPU threads (RAYON_NUM_THREADS / torch.set_num_threads).
 set -euo pipefail
 
-device=cpu geometry="" steps="" warmup="" threads="" breakdown=()
+device=cpu geometry="" steps="" warmup="" threads="" precision="" breakdown=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --device) device="$2"; shift 2 ;;
@@ -17,6 +19,7 @@ while [[ $# -gt 0 ]]; do
         --steps) steps="$2"; shift 2 ;;
         --warmup) warmup="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
+        --precision) precision="$2"; shift 2 ;;
         --breakdown) breakdown=(--breakdown); shift ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -24,10 +27,14 @@ while [[ $# -gt 0 ]]; do
 done
 case "$device" in
     cpu) features=(--no-default-features); geometry="${geometry:-small}"
-         steps="${steps:-3}"; warmup="${warmup:-1}" ;;
+         steps="${steps:-3}"; warmup="${warmup:-1}"; precision="${precision:-f32}" ;;
     cuda*) features=(--no-default-features --features cuda); geometry="${geometry:-vit-b-16}"
-           steps="${steps:-20}"; warmup="${warmup:-5}" ;;
+           steps="${steps:-20}"; warmup="${warmup:-5}"; precision="${precision:-bf16}" ;;
     *) echo "--device must be cpu or cuda[:N]" >&2; exit 2 ;;
+esac
+case "$precision" in
+    f32) amp=off ;; f16) amp=fp16 ;; bf16) amp=bf16 ;;
+    *) echo "--precision must be f32, f16 or bf16" >&2; exit 2 ;;
 esac
 threads="${threads:-$(nproc)}"
 
@@ -45,13 +52,14 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for case in train-ln train-no-ln train-imagenet infer-cached encode-image; do
     echo "== $case: Rust" >&2
-    "$mocoop" bench "${common[@]}" --cases "$case" --json "$work/rust-$case.json" >&2
+    "$mocoop" bench "${common[@]}" --precision "$precision" --cases "$case" \
+        --json "$work/rust-$case.json" >&2
     echo "== $case: PyTorch" >&2
-    "$python" bench/reference/mocoop_step.py "${common[@]}" --threads "$threads" --cases "$case" \
-        --json "$work/pytorch-$case.json" >&2
+    "$python" bench/reference/mocoop_step.py "${common[@]}" --threads "$threads" --amp "$amp" \
+        --cases "$case" --json "$work/pytorch-$case.json" >&2
 done
 
-out="bench/results/$(date -u +%F)-${device%%:*}-$geometry"
-command="bench/run.sh --device $device --geometry $geometry --steps $steps --warmup $warmup ${breakdown[*]}"
+out="bench/results/$(date -u +%F)-${device%%:*}-$geometry-$precision"
+command="bench/run.sh --device $device --geometry $geometry --steps $steps --warmup $warmup --precision $precision ${breakdown[*]}"
 "$python" bench/reference/compare.py --out "$out" --command "${command% }" "$work"/*.json
 echo "wrote $out.json and $out.md" >&2

@@ -18,9 +18,11 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::device::{DeviceSpec, OnBackend, dispatch};
+use crate::model_args::check_precision;
 use cases::{CaseName, CaseSpec};
 use geometry::Geometry;
 use measure::Schedule;
+use mocoop_model::Precision;
 use report::{CaseRecord, Report};
 
 /// Marks the line on which a child process hands its record to the parent.
@@ -62,6 +64,9 @@ pub struct BenchArgs {
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Precision of the encoders' compute (f16 adds dynamic loss scaling in training).
+    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    precision: Precision,
     /// Write the records as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -120,6 +125,7 @@ impl BenchArgs {
             date: report::today(),
             machine: report::machine(),
             threads: report::cpu_threads(),
+            precision: self.precision.to_string(),
             cases: records,
         };
         print!("{}", report::table(&report));
@@ -145,6 +151,7 @@ impl BenchArgs {
             .args(["--warmup", &self.warmup.to_string()])
             .args(["--batch", &self.batch.to_string()])
             .args(["--seed", &self.seed.to_string()])
+            .args(["--precision", &self.precision.to_string()])
             .args(["--case", case.name()]);
         if let Some(c) = self.classes {
             command.args(["--classes", &c.to_string()]);
@@ -188,7 +195,9 @@ impl OnBackend for CaseJob {
             steps: args.steps,
             breakdown: args.breakdown && self.case != CaseName::EncodeImage,
             seed: args.seed,
+            precision: args.precision,
         };
+        check_precision::<B>(args.precision, &args.device, &device)?;
         let timing = measure::measure::<B>(&spec, args.geometry(), &schedule, &device)?;
         let (device_mem_mib, device_note) = device_memory::device_memory(&device);
         let peak_rss_mib = timing.peak_rss_mib;

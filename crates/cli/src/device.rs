@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -110,7 +110,7 @@ fn run_wgpu<T: OnBackend>(choice: WgpuChoice, spec: &DeviceSpec, task: T) -> Res
 
 #[cfg(not(feature = "wgpu"))]
 fn run_wgpu<T: OnBackend>(_: WgpuChoice, spec: &DeviceSpec, _: T) -> Result<T::Output> {
-    bail!(
+    anyhow::bail!(
         "device '{spec}': this mocoop was built without WGPU support (rebuild with `--features wgpu`)"
     )
 }
@@ -126,7 +126,7 @@ fn run_cuda<T: OnBackend>(index: usize, spec: &DeviceSpec, task: T) -> Result<T:
 
 #[cfg(not(feature = "cuda"))]
 fn run_cuda<T: OnBackend>(_: usize, spec: &DeviceSpec, _: T) -> Result<T::Output> {
-    bail!(
+    anyhow::bail!(
         "device '{spec}': this mocoop was built without CUDA support (rebuild with `--features cuda`)"
     )
 }

@@ -13,20 +13,17 @@ const CASES: [&str; 5] = [
     "encode-image",
 ];
 
-#[test]
-fn bench_reports_every_case() {
+/// Runs `mocoop bench` on the tiny geometry (batch 4, 10 classes, 3 experts, 1 timed step) with
+/// `extra` arguments; returns its table and its JSON report.
+fn bench(extra: &[&str]) -> (String, Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
         .args([
             "bench",
-            "--device",
-            "cpu",
             "--geometry",
             "tiny",
             "--steps",
-            "1",
-            "--warmup",
             "1",
             "--batch",
             "4",
@@ -34,19 +31,25 @@ fn bench_reports_every_case() {
             "10",
             "--experts",
             "3",
-            "--breakdown",
-            "--json",
         ])
+        .args(extra)
+        .arg("--json")
         .arg(&json)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "stdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (stdout, report)
+}
+
+#[test]
+fn bench_reports_every_case() {
+    let (stdout, report) = bench(&["--device", "cpu", "--warmup", "1", "--breakdown"]);
     assert_eq!(report["implementation"], "mocoop-burn");
     assert_eq!(report["date"].as_str().unwrap().len(), 10);
     assert!(!report["machine"].as_str().unwrap().is_empty());
@@ -100,4 +103,15 @@ fn bench_reports_every_case() {
     assert_eq!(imagenet["classes"], 10);
     assert_eq!(cases[0]["experts"], 5);
     assert_eq!(cases[0]["classes"], 50);
+}
+
+#[test]
+fn bench_runs_in_half_precision() {
+    let (stdout, report) = bench(&["--cases", "train-ln,infer-cached", "--precision", "f16"]);
+    assert!(stdout.contains("f16"), "{stdout}");
+    assert_eq!(report["precision"], "f16");
+    for case in report["cases"].as_array().unwrap() {
+        let v = case["images_per_s"].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{case}");
+    }
 }

@@ -17,20 +17,23 @@ use common::*;
 const EPOCHS: usize = 6;
 
 fn run_args<'a>(root: &'a str, out: &'a str) -> Vec<&'a str> {
-    let mut args = train_args(
-        root,
-        out,
-        &[
-            "--setting",
-            "fewshot",
-            "--epochs",
-            "6",
-            "--warmup-epochs",
-            "1",
-            "--router-noise",
-            "0.5",
-        ],
-    );
+    run_args_with(root, out, &[])
+}
+
+/// [`run_args`] and `extra`.
+fn run_args_with<'a>(root: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec![
+        "--setting",
+        "fewshot",
+        "--epochs",
+        "6",
+        "--warmup-epochs",
+        "1",
+        "--router-noise",
+        "0.5",
+    ];
+    flags.extend_from_slice(extra);
+    let mut args = train_args(root, out, &flags);
     args.retain(|a| *a != "--quiet");
     let batch = args.iter().position(|a| *a == "--batch-size").unwrap() + 1;
     args[batch] = "2";
@@ -105,6 +108,19 @@ fn wait_for_epoch(child: &mut Child, run: &Path, epoch: usize) -> bool {
     panic!("no epoch {epoch} checkpoint after 300 s");
 }
 
+/// Sends SIGINT to the training `child` shortly after `run`'s second epoch checkpoint appears,
+/// and waits for it to stop.
+fn interrupt_in_epoch_3(mut child: Child, run: &Path) -> std::process::Output {
+    assert!(wait_for_epoch(&mut child, run, 2), "the run ended early");
+    std::thread::sleep(Duration::from_millis(30));
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    child.wait_with_output().unwrap()
+}
+
 /// A small deterministic generator, so that a failure can be reproduced.
 struct Lcg(u64);
 
@@ -119,8 +135,12 @@ impl Lcg {
 }
 
 fn uninterrupted(dir: &Path, root: &str) -> (PathBuf, Value) {
+    uninterrupted_with(dir, root, &[])
+}
+
+fn uninterrupted_with(dir: &Path, root: &str, extra: &[&str]) -> (PathBuf, Value) {
     let run = dir.join("reference");
-    let out = ok(mocoop(&run_args(root, run.to_str().unwrap())));
+    let out = ok(mocoop(&run_args_with(root, run.to_str().unwrap(), extra)));
     (run, out)
 }
 
@@ -232,15 +252,7 @@ fn sigint_stops_after_a_step_with_a_checkpoint_and_the_run_resumes() {
 
     let run = dir.join("interrupted");
     let run_s = run.to_str().unwrap();
-    let mut child = spawn(&run_args(root_s, run_s));
-    assert!(wait_for_epoch(&mut child, &run, 2), "the run ended early");
-    std::thread::sleep(Duration::from_millis(30));
-    let signalled = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let output = child.wait_with_output().unwrap();
+    let output = interrupt_in_epoch_3(spawn(&run_args(root_s, run_s)), &run);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted after step"), "{stderr}");
@@ -267,6 +279,29 @@ fn sigint_stops_after_a_step_with_a_checkpoint_and_the_run_resumes() {
     assert!(err.contains("optimiser state"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
+    ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
+    assert_same_run(&reference, &run);
+}
+
+#[test]
+fn an_f16_run_resumes_with_its_loss_scale() {
+    // The loss scale falls from 2^16 over the first steps (they are skipped); a resumed run that
+    // forgot it would skip steps again and end elsewhere.
+    let f16 = ["--precision", "f16"];
+    let dir = scratch("resume-f16");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+    let (reference, _) = uninterrupted_with(&dir, root_s, &f16);
+    let scale = metrics(&reference)[EPOCHS - 1]["means"]["loss_scale"]
+        .as_f64()
+        .unwrap();
+    assert!(scale < 65536.0, "the scale never came down: {scale}");
+
+    let run = dir.join("interrupted");
+    let run_s = run.to_str().unwrap();
+    let output = interrupt_in_epoch_3(spawn(&run_args_with(root_s, run_s, &f16)), &run);
+    assert_eq!(output.status.code(), Some(130));
     ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
     assert_same_run(&reference, &run);
 }

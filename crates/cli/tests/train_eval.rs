@@ -4,29 +4,42 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use serde_json::Value;
 
 use common::*;
 
-#[test]
-fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
-    let dir = scratch("mocoop");
+/// Trains 10 few-shot epochs (1 of warm-up) with `extra` flags on a fresh miniature dataset in
+/// `scratch(name)/data`, into `scratch(name)/run`; returns that folder, the run and the command's
+/// output.
+fn train_ten_epochs(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Value) {
+    let dir = scratch(name);
     let root = dir.join("data");
     make_dataset(&root, &CLASSES);
     let run = dir.join("run");
-    let (root_s, run_s) = (root.to_str().unwrap(), run.to_str().unwrap());
+    let mut flags = vec![
+        "--setting",
+        "fewshot",
+        "--epochs",
+        "10",
+        "--warmup-epochs",
+        "1",
+    ];
+    flags.extend_from_slice(extra);
     let out = ok(mocoop(&train_args(
-        root_s,
-        run_s,
-        &[
-            "--setting",
-            "fewshot",
-            "--epochs",
-            "10",
-            "--warmup-epochs",
-            "1",
-        ],
+        root.to_str().unwrap(),
+        run.to_str().unwrap(),
+        &flags,
     )));
+    (dir, run, out)
+}
+
+#[test]
+fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
+    let (dir, run, out) = train_ten_epochs("mocoop", &[]);
+    let root = dir.join("data");
+    let (root_s, run_s) = (root.to_str().unwrap(), run.to_str().unwrap());
 
     // Loss falls, training accuracy rises, and test accuracy is far above chance (25%).
     let epochs = metrics(&run);
@@ -376,6 +389,16 @@ fn same_prompts_with_and_without(
     flags: &[&str],
     extra: &[&str],
 ) -> (std::path::PathBuf, Value, Value) {
+    same_prompts_with_and_without_within(name, flags, extra, 1e-6)
+}
+
+/// [`same_prompts_with_and_without`] to tolerance `tol`.
+fn same_prompts_with_and_without_within(
+    name: &str,
+    flags: &[&str],
+    extra: &[&str],
+    tol: f32,
+) -> (std::path::PathBuf, Value, Value) {
     let dir = scratch(name);
     let root = dir.join("data");
     make_dataset(&root, &CLASSES);
@@ -397,7 +420,7 @@ fn same_prompts_with_and_without(
     )));
     base.extend_from_slice(extra);
     let got = ok(mocoop(&train_args(root_s, with.to_str().unwrap(), &base)));
-    assert_same_prompts(&without, &with, 1e-6);
+    assert_same_prompts(&without, &with, tol);
     (dir, expected, got)
 }
 
@@ -450,4 +473,27 @@ fn routing_only_the_used_experts_learns_the_same_prompts() {
         &["--encode-all-experts"],
     );
     assert_eq!(expected["results"], got["results"]);
+}
+
+#[test]
+fn half_precision_training_learns_and_is_recorded() {
+    // f16 (with dynamic loss scaling) learns the miniature task as f32 does.
+    let (_, run, out) = train_ten_epochs("f16", &["--precision", "f16"]);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["precision"], "f16");
+    let epochs = metrics(&run);
+    let (first, last) = (&epochs[0]["means"], &epochs[9]["means"]);
+    assert!(
+        last["ce"].as_f64() < first["ce"].as_f64(),
+        "{first} -> {last}"
+    );
+    // The scale came down from 2^16 to where the f16 gradients are finite, and stayed finite.
+    let scale = last["loss_scale"].as_f64().unwrap();
+    assert!(scale > 0.0 && scale < 65536.0, "{last}");
+    let trained = split(&out["results"], "all");
+    assert!(trained["accuracy"].as_f64().unwrap() >= 75.0, "{out}");
+
+    // bf16 training stays close to f32 training.
+    same_prompts_with_and_without_within("bf16", &[], &["--precision", "bf16"], 2e-3);
 }

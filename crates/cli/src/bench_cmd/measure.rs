@@ -11,9 +11,11 @@ use burn::optim::momentum::MomentumConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use mocoop_data::ImageBatch;
+use mocoop_model::Precision;
 use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_train::config::{LossConfig, OptimConfig};
+use mocoop_train::loss_scale::LossScale;
 use mocoop_train::{ClassSetup, MocoopModel};
 
 use super::cases::{CaseName, CaseSpec, class_names, expert_groups, synthetic_batch};
@@ -36,6 +38,8 @@ pub struct Schedule {
     pub breakdown: bool,
     /// Seed of the weights and inputs.
     pub seed: u64,
+    /// Precision of the encoders.
+    pub precision: Precision,
 }
 
 /// What a case measured.
@@ -108,7 +112,9 @@ fn training<B: AutodiffBackend>(
 ) -> Result<Timing> {
     let tokenizer = ClipTokenizer::embedded();
     let groups = expert_groups(spec.experts)?;
-    let clip = geometry.random_clip::<B>(schedule.seed, device)?;
+    let clip = geometry
+        .random_clip::<B>(schedule.seed, device)?
+        .with_precision(schedule.precision);
     let size = clip.config().vision.image_size;
     let mixture = MixtureConfig::mocoop(&groups, TOP_K.min(spec.experts), schedule.seed);
     let model = MocoopModel::new(
@@ -122,6 +128,9 @@ fn training<B: AutodiffBackend>(
         0.0,
         device,
     )?;
+    if schedule.precision.needs_loss_scaling() {
+        model.monitor.scale_loss(LossScale::default());
+    }
     let optim_config = OptimConfig::default();
     let mut optim = optimiser_config(&optim_config).init::<B, MocoopModel<B>>();
     let (images, labels) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
@@ -200,7 +209,9 @@ fn inference<B: Backend>(
     schedule: &Schedule,
     device: &B::Device,
 ) -> Result<Timing> {
-    let clip = geometry.random_clip::<B>(schedule.seed, device)?;
+    let clip = geometry
+        .random_clip::<B>(schedule.seed, device)?
+        .with_precision(schedule.precision);
     let size = clip.config().vision.image_size;
     let (images, _) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
     let encode = |()| {

@@ -54,6 +54,10 @@ pub struct Report {
     pub machine: String,
     /// Compute threads the CPU backend may use.
     pub threads: usize,
+    /// Precision of the encoders' compute (`f32`, `f16`, `bf16`; the reference says `amp` when
+    /// it autocasts).
+    #[serde(default)]
+    pub precision: String,
     /// The cases.
     pub cases: Vec<CaseRecord>,
 }
@@ -123,8 +127,8 @@ fn mib(value: Option<f64>) -> String {
 /// The readable table, with each case's note and breakdown below it.
 pub fn table(report: &Report) -> String {
     let mut out = format!(
-        "mocoop bench, {} · {} · {} CPU threads\n\n",
-        report.date, report.machine, report.threads
+        "mocoop bench, {} · {} · {} CPU threads · {}\n\n",
+        report.date, report.machine, report.threads, report.precision
     );
     out.push_str(&format!(
         "{:<15} {:<9} {:<8} {:>4} {:>5} {:>5} {:>3} {:>10} {:>11} {:>9} {:>9}\n",

@@ -14,6 +14,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
+use mocoop_data::{BENCHMARK, DOMAIN_TARGETS};
 use mocoop_train::config::{Setting, TrainConfig};
 use mocoop_train::protocol::{CellResult, base2new_table, fewshot_table, markdown, transfer_table};
 use mocoop_train::run::{self, RunResults};
@@ -22,24 +23,6 @@ use mocoop_train::{EvalSplit, EvalTarget, TrainedRun, evaluate_run, resume, trai
 use crate::device::{DeviceSpec, OnBackend};
 use crate::model_args::ModelArgs;
 use crate::train_cmd::{RunData, TrainFlags};
-
-/// The 11 datasets of the benchmark, in the papers' order.
-const BENCHMARK: [&str; 11] = [
-    "imagenet",
-    "caltech101",
-    "oxford_pets",
-    "stanford_cars",
-    "oxford_flowers",
-    "food101",
-    "fgvc_aircraft",
-    "sun397",
-    "dtd",
-    "eurosat",
-    "ucf101",
-];
-
-/// ImageNet's domain-shift targets.
-const DOMAIN_TARGETS: [&str; 4] = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"];
 
 /// Which protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -41,7 +41,8 @@ pub use fewshot::{
 pub use imagenet::read_classnames_txt;
 pub use loader::{BadImage, CpuEpoch, EpochIter, Loader, LoaderConfig};
 pub use registry::{
-    CALTECH101_RENAMES, DATASETS, DatasetInfo, EUROSAT_RENAMES, Layout, dataset_info, load_dataset,
+    BENCHMARK, CALTECH101_RENAMES, DATASETS, DOMAIN_TARGETS, DatasetInfo, EUROSAT_RENAMES, Layout,
+    dataset_info, load_dataset,
 };
 pub use split_file::{SplitEntry, SplitFile, read_split_file};
 pub use subsample::{Subsample, subsample_classes};

@@ -113,6 +113,26 @@ const fn info(
     }
 }
 
+/// The 11 datasets of the CoOp-family benchmark (base-to-new, few-shot, cross-dataset), in the
+/// papers' order; ImageNet first, the source of the domain-generalisation protocol.
+pub const BENCHMARK: [&str; 11] = [
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+];
+
+/// ImageNet's domain-shift targets (test only).
+pub const DOMAIN_TARGETS: [&str; 4] =
+    ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"];
+
 /// Every dataset [`load_dataset`] reads, in the order of CoOp's DATASETS.md, then custom data.
 pub const DATASETS: &[DatasetInfo] = &[
     info(

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use common::*;
 use mocoop_data::{
-    CheckOptions, DATASETS, DataError, DecodeCheck, Split, check_dataset, check_dataset_with,
-    load_dataset,
+    BENCHMARK, CheckOptions, DATASETS, DOMAIN_TARGETS, DataError, DecodeCheck, Split,
+    check_dataset, check_dataset_with, load_dataset,
 };
 
 fn names(d: &mocoop_data::Dataset) -> Vec<&str> {
@@ -45,6 +45,15 @@ fn table_lists_every_dataset_with_coop_folders() {
             ("shapeworld", "shapeworld"),
         ]
     );
+    // The protocols' lists name registered datasets: the benchmark, then the domain targets.
+    let names: Vec<&str> = DATASETS.iter().map(|d| d.name).collect();
+    assert_eq!(names[..11], BENCHMARK);
+    let targets: Vec<&str> = DATASETS
+        .iter()
+        .filter(|d| d.domain_shift)
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(targets, DOMAIN_TARGETS);
 }
 
 #[test]

@@ -11,9 +11,9 @@ use serde_json::Value;
 use common::*;
 
 /// Trains 10 few-shot epochs (1 of warm-up) with `extra` flags on a fresh miniature dataset in
-/// `scratch(name)/data`, into `scratch(name)/run`; returns that folder, the run and the command's
-/// output.
-fn train_ten_epochs(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Value) {
+/// `scratch(name)/data`, into `scratch(name)/run`; returns that folder, the run, the command's
+/// output and what it printed on stderr.
+fn train_ten_epochs(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Value, String) {
     let dir = scratch(name);
     let root = dir.join("data");
     make_dataset(&root, &CLASSES);
@@ -27,17 +27,18 @@ fn train_ten_epochs(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Value) {
         "1",
     ];
     flags.extend_from_slice(extra);
-    let out = ok(mocoop(&train_args(
+    let output = mocoop(&train_args(
         root.to_str().unwrap(),
         run.to_str().unwrap(),
         &flags,
-    )));
-    (dir, run, out)
+    ));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (dir, run, ok(output), stderr)
 }
 
 #[test]
 fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
-    let (dir, run, out) = train_ten_epochs("mocoop", &[]);
+    let (dir, run, out, _) = train_ten_epochs("mocoop", &[]);
     let root = dir.join("data");
     let (root_s, run_s) = (root.to_str().unwrap(), run.to_str().unwrap());
 
@@ -478,7 +479,7 @@ fn routing_only_the_used_experts_learns_the_same_prompts() {
 #[test]
 fn half_precision_training_learns_and_is_recorded() {
     // f16 (with dynamic loss scaling) learns the miniature task as f32 does.
-    let (_, run, out) = train_ten_epochs("f16", &["--precision", "f16"]);
+    let (_, run, out, stderr) = train_ten_epochs("f16", &["--precision", "f16"]);
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["precision"], "f16");
@@ -491,6 +492,10 @@ fn half_precision_training_learns_and_is_recorded() {
     // The scale came down from 2^16 to where the f16 gradients are finite, and stayed finite.
     let scale = last["loss_scale"].as_f64().unwrap();
     assert!(scale > 0.0 && scale < 65536.0, "{last}");
+    assert!(
+        stderr.contains("step(s) skipped for overflowing gradients"),
+        "{stderr}"
+    );
     let trained = split(&out["results"], "all");
     assert!(trained["accuracy"].as_f64().unwrap() >= 75.0, "{out}");
 

@@ -507,6 +507,13 @@ fn fit<B: AutodiffBackend>(
             listed.join("\n")
         ));
     }
+    if let Some(scale) = monitor.loss_scale().filter(|s| s.skipped > 0) {
+        notes.push(format!(
+            "f16: {} step(s) skipped for overflowing gradients while the loss scale came down \
+             (now {})",
+            scale.skipped, scale.scale
+        ));
+    }
     Ok(TrainReport {
         run: out.to_path_buf(),
         steps: monitor.steps(),

@@ -10,6 +10,7 @@ use mocoop_data::{
     BENCHMARK, CheckOptions, DATASETS, DOMAIN_TARGETS, DataError, DecodeCheck, Split,
     check_dataset, check_dataset_with, load_dataset,
 };
+use mocoop_model::templates::TemplateTable;
 
 fn names(d: &mocoop_data::Dataset) -> Vec<&str> {
     d.classnames.iter().map(String::as_str).collect()
@@ -54,6 +55,15 @@ fn table_lists_every_dataset_with_coop_folders() {
         .map(|d| d.name)
         .collect();
     assert_eq!(targets, DOMAIN_TARGETS);
+}
+
+#[test]
+fn every_benchmark_dataset_and_domain_target_has_template_groups() {
+    let table = TemplateTable::builtin();
+    for name in BENCHMARK.iter().chain(&DOMAIN_TARGETS) {
+        let groups = table.groups(name).unwrap();
+        assert!(groups.groups().len() >= 4, "{name}");
+    }
 }
 
 #[test]

@@ -171,25 +171,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_table_has_every_benchmark_dataset() {
+    fn builtin_table_shapes() {
+        // That every benchmark dataset and domain target has groups is checked against the
+        // dataset registry's lists (mocoop-data's `layouts` tests).
         let table = TemplateTable::builtin();
-        for name in [
-            "imagenet",
-            "caltech101",
-            "oxford_pets",
-            "stanford_cars",
-            "oxford_flowers",
-            "food101",
-            "fgvc_aircraft",
-            "sun397",
-            "dtd",
-            "eurosat",
-            "ucf101",
-            "imagenet_r",
-        ] {
-            let groups = table.groups(name).unwrap();
-            assert!(groups.groups().len() >= 4, "{name}");
-        }
         assert_eq!(table.groups("imagenet").unwrap().groups().len(), 20);
         assert_eq!(table.groups("dtd").unwrap().groups()[0][0], "{} texture.");
     }

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use burn::module::{ModuleMapper, Param};
 use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The float type of the encoders' compute.
@@ -79,22 +79,17 @@ impl fmt::Display for Precision {
 
 /// The float type of a parameter, i.e. the compute type of the layer that owns it.
 pub fn dtype_of<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> FloatDType {
-    match param.val().dtype() {
-        DType::F16 => FloatDType::F16,
-        DType::BF16 => FloatDType::BF16,
-        DType::F64 => FloatDType::F64,
-        _ => FloatDType::F32,
-    }
+    param.val().dtype().into()
 }
 
 /// Applies a LayerNorm in f32 (its parameters are f32) and returns the result in `x`'s type.
 pub fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let dtype = match x.dtype() {
-        DType::F16 => FloatDType::F16,
-        DType::BF16 => FloatDType::BF16,
-        _ => return ln.forward(x),
-    };
-    ln.forward(x.cast(FloatDType::F32)).cast(dtype)
+    match FloatDType::from(x.dtype()) {
+        half @ (FloatDType::F16 | FloatDType::BF16) => {
+            ln.forward(x.cast(FloatDType::F32)).cast(half)
+        }
+        _ => ln.forward(x),
+    }
 }
 
 /// Casts every float parameter of a module to one type, except those of its LayerNorms and the

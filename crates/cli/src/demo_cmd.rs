@@ -141,7 +141,7 @@ impl OnBackend for DemoArgs {
                 &loaded.tokenizer,
                 &run_dir,
                 &flags.options(true),
-                &device,
+                std::slice::from_ref(&device),
             )
             .with_context(|| format!("{name} run in {}", run_dir.display()))?;
             runs.push(MethodRun { name, report });

@@ -1,8 +1,10 @@
-//! Choosing the compute backend at run time: `--device cpu | wgpu[:N|:cpu|:integrated] | cuda[:N]`.
+//! Choosing the compute backend at run time: `--device cpu | wgpu[:N|:cpu|:integrated] | cuda[:N]`,
+//! or for training a comma-separated list of devices of one backend (`cuda:0,cuda:1`).
 //!
-//! Commands are written once, generic over an autodiff backend ([`OnBackend`]); [`dispatch`] picks the
-//! concrete backend. A backend that was not compiled in, or a device that does not exist, is a
-//! one-line error rather than a panic.
+//! Commands are written once, generic over an autodiff backend ([`OnBackend`], or [`OnDevices`]
+//! for those that use several devices); [`dispatch`] and [`dispatch_all`] pick the concrete
+//! backend. A backend that was not compiled in, or a device that does not exist, is a one-line
+//! error rather than a panic.
 
 use std::fmt;
 use std::str::FromStr;
@@ -77,7 +79,58 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
-/// A command body that runs on whichever backend the user chose.
+/// Several devices of one backend, named on the command line as a comma-separated list (the
+/// first is the main device): data-parallel training splits each batch across them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList(Vec<DeviceSpec>);
+
+impl DeviceList {
+    /// The devices, main device first.
+    pub fn specs(&self) -> &[DeviceSpec] {
+        &self.0
+    }
+
+    /// The main device (the model lives there between steps; evaluation runs there).
+    pub fn main(&self) -> &DeviceSpec {
+        &self.0[0]
+    }
+}
+
+impl FromStr for DeviceList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let specs = s
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<DeviceSpec>, _>>()?;
+        let kind = std::mem::discriminant(&specs[0]);
+        if specs
+            .iter()
+            .any(|spec| std::mem::discriminant(spec) != kind)
+        {
+            return Err(format!(
+                "devices '{s}' mix backends: list devices of one kind (e.g. cuda:0,cuda:1)"
+            ));
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            // Several CPU workers share the one CPU device: allowed, as a test of the path.
+            if *spec != DeviceSpec::Cpu && specs[..i].contains(spec) {
+                return Err(format!("device '{spec}' is listed twice in '{s}'"));
+            }
+        }
+        Ok(Self(specs))
+    }
+}
+
+impl fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(f, "{}", names.join(","))
+    }
+}
+
+/// A command body that runs on one device of whichever backend the user chose.
 pub trait OnBackend {
     /// What the command returns.
     type Output;
@@ -85,49 +138,86 @@ pub trait OnBackend {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
+/// A command body that can use several devices of one backend.
+pub trait OnDevices {
+    /// What the command returns.
+    type Output;
+    /// Runs on backend `B` with `devices` (at least one; the first is the main device).
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<Self::Output>;
+}
+
+/// A one-device command as a command of a one-element device list.
+struct OneDevice<T>(T);
+
+impl<T: OnBackend> OnDevices for OneDevice<T> {
+    type Output = T::Output;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<T::Output> {
+        let device = devices.into_iter().next().expect("one device");
+        self.0.run::<B>(device)
+    }
+}
+
 /// Runs `task` on the backend and device named by `spec`.
 pub fn dispatch<T: OnBackend>(spec: &DeviceSpec, task: T) -> Result<T::Output> {
-    match spec {
-        DeviceSpec::Cpu => task.run::<Autodiff<Flex>>(Default::default()),
-        DeviceSpec::Wgpu(choice) => run_wgpu(*choice, spec, task),
-        DeviceSpec::Cuda(index) => run_cuda(*index, spec, task),
+    dispatch_all(&DeviceList(vec![spec.clone()]), OneDevice(task))
+}
+
+/// Runs `task` on the backend and devices named by `list`.
+pub fn dispatch_all<T: OnDevices>(list: &DeviceList, task: T) -> Result<T::Output> {
+    match list.main() {
+        DeviceSpec::Cpu => task.run::<Autodiff<Flex>>(vec![Default::default(); list.specs().len()]),
+        DeviceSpec::Wgpu(_) => run_wgpu(list, task),
+        DeviceSpec::Cuda(_) => run_cuda(list, task),
     }
 }
 
 #[cfg(feature = "wgpu")]
-fn run_wgpu<T: OnBackend>(choice: WgpuChoice, spec: &DeviceSpec, task: T) -> Result<T::Output> {
+fn run_wgpu<T: OnDevices>(list: &DeviceList, task: T) -> Result<T::Output> {
     use burn::backend::Wgpu;
     use burn::backend::wgpu::WgpuDevice;
-    let device = match choice {
-        WgpuChoice::Default => WgpuDevice::DefaultDevice,
-        WgpuChoice::Discrete(n) => WgpuDevice::DiscreteGpu(n),
-        WgpuChoice::Integrated(n) => WgpuDevice::IntegratedGpu(n),
-        WgpuChoice::Cpu => WgpuDevice::Cpu,
-    };
-    probe::<Wgpu>(&device, spec)?;
-    task.run::<Autodiff<Wgpu>>(device)
+    let mut devices = Vec::with_capacity(list.specs().len());
+    for spec in list.specs() {
+        let device = match spec {
+            DeviceSpec::Wgpu(WgpuChoice::Discrete(n)) => WgpuDevice::DiscreteGpu(*n),
+            DeviceSpec::Wgpu(WgpuChoice::Integrated(n)) => WgpuDevice::IntegratedGpu(*n),
+            DeviceSpec::Wgpu(WgpuChoice::Cpu) => WgpuDevice::Cpu,
+            _ => WgpuDevice::DefaultDevice,
+        };
+        probe::<Wgpu>(&device, spec)?;
+        devices.push(device);
+    }
+    task.run::<Autodiff<Wgpu>>(devices)
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn run_wgpu<T: OnBackend>(_: WgpuChoice, spec: &DeviceSpec, _: T) -> Result<T::Output> {
+fn run_wgpu<T: OnDevices>(list: &DeviceList, _: T) -> Result<T::Output> {
     anyhow::bail!(
-        "device '{spec}': this mocoop was built without WGPU support (rebuild with `--features wgpu`)"
+        "device '{list}': this mocoop was built without WGPU support (rebuild with `--features wgpu`)"
     )
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda<T: OnBackend>(index: usize, spec: &DeviceSpec, task: T) -> Result<T::Output> {
+fn run_cuda<T: OnDevices>(list: &DeviceList, task: T) -> Result<T::Output> {
     use burn::backend::Cuda;
     use burn::backend::cuda::CudaDevice;
-    let device = CudaDevice::new(index);
-    probe::<Cuda>(&device, spec)?;
-    task.run::<Autodiff<Cuda>>(device)
+    let mut devices = Vec::with_capacity(list.specs().len());
+    for spec in list.specs() {
+        let index = match spec {
+            DeviceSpec::Cuda(index) => *index,
+            _ => 0,
+        };
+        let device = CudaDevice::new(index);
+        probe::<Cuda>(&device, spec)?;
+        devices.push(device);
+    }
+    task.run::<Autodiff<Cuda>>(devices)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda<T: OnBackend>(_: usize, spec: &DeviceSpec, _: T) -> Result<T::Output> {
+fn run_cuda<T: OnDevices>(list: &DeviceList, _: T) -> Result<T::Output> {
     anyhow::bail!(
-        "device '{spec}': this mocoop was built without CUDA support (rebuild with `--features cuda`)"
+        "device '{list}': this mocoop was built without CUDA support (rebuild with `--features cuda`)"
     )
 }
 
@@ -188,6 +278,22 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid device index")
         );
+    }
+
+    #[test]
+    fn parses_device_lists() {
+        let list: DeviceList = "cuda:0,cuda:1".parse().unwrap();
+        assert_eq!(list.specs(), [DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]);
+        assert_eq!(list.main(), &DeviceSpec::Cuda(0));
+        assert_eq!(list.to_string(), "cuda:0,cuda:1");
+        assert_eq!("cpu".parse::<DeviceList>().unwrap().specs().len(), 1);
+        assert_eq!("cpu,cpu".parse::<DeviceList>().unwrap().specs().len(), 2);
+        let mixed = "cpu,cuda:0".parse::<DeviceList>().unwrap_err();
+        assert!(mixed.contains("mix backends"), "{mixed}");
+        let twice = "cuda:1,cuda:1".parse::<DeviceList>().unwrap_err();
+        assert!(twice.contains("listed twice"), "{twice}");
+        let empty = "cuda:0,".parse::<DeviceList>().unwrap_err();
+        assert!(empty.contains("unknown device ''"), "{empty}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod train_cmd;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::device::dispatch;
+use crate::device::{dispatch, dispatch_all};
 
 /// mimalloc instead of the system allocator: the backends allocate and free large tensor buffers at
 /// a high rate, and with glibc's malloc image encoding ran ~30% slower once text encoding had run in
@@ -84,7 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::Classify(args) => dispatch(&args.device().clone(), args),
         Command::Data(args) => args.run(),
         Command::Pretrain(args) => dispatch(&args.device().clone(), args),
-        Command::Train(args) => dispatch(&args.device().clone(), *args),
+        Command::Train(args) => dispatch_all(&args.devices().clone(), *args),
         Command::Eval(args) => dispatch(&args.device().clone(), args),
         Command::Protocol(args) => dispatch(&args.device().clone(), *args),
         Command::Bench(args) => args.run(),

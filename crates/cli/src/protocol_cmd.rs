@@ -198,9 +198,22 @@ impl OnBackend for ProtocolArgs {
                             options.stop = Some(crate::interrupt::stop_flag());
                             let (clip, tokenizer) = (loaded.clip.clone(), &loaded.tokenizer);
                             let report = if unfinished(&dir, &config) {
-                                resume(&dir, clip, tokenizer, &options, &device)
+                                resume(
+                                    &dir,
+                                    clip,
+                                    tokenizer,
+                                    &options,
+                                    std::slice::from_ref(&device),
+                                )
                             } else {
-                                train(config, clip, tokenizer, &dir, &options, &device)
+                                train(
+                                    config,
+                                    clip,
+                                    tokenizer,
+                                    &dir,
+                                    &options,
+                                    std::slice::from_ref(&device),
+                                )
                             }
                             .with_context(|| format!("training {}", dir.display()))?;
                             report.results.expect("evaluated")

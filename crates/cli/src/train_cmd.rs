@@ -21,7 +21,7 @@ use mocoop_train::eval::template_groups;
 use mocoop_train::run;
 use mocoop_train::{TrainOptions, TrainReport, resume, train};
 
-use crate::device::{DeviceSpec, OnBackend};
+use crate::device::{DeviceList, OnDevices};
 use crate::model_args::ModelArgs;
 
 /// How the single CoOp prompt is initialised.
@@ -43,9 +43,10 @@ pub struct TrainArgs {
     /// MLP activation, for state dicts that do not record it (quick_gelu or gelu).
     #[arg(long, value_name = "quick_gelu|gelu")]
     activation: Option<Activation>,
-    /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    device: DeviceSpec,
+    /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N; or several of one kind,
+    /// comma-separated (cuda:0,cuda:1), to split every batch across them (data parallel).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE[,DEVICE…]")]
+    device: DeviceList,
     /// Precision of the frozen encoders' compute: f32, or f16/bf16 on GPUs that support them.
     /// Prompts, router and LayerNorms train in f32; f16 adds dynamic loss scaling.
     #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
@@ -403,8 +404,8 @@ impl TrainFlags {
 }
 
 impl TrainArgs {
-    /// The device the user asked for.
-    pub fn device(&self) -> &DeviceSpec {
+    /// The devices the user asked for.
+    pub fn devices(&self) -> &DeviceList {
         &self.device
     }
 
@@ -413,7 +414,7 @@ impl TrainArgs {
         &self,
         dir: &Path,
         options: &TrainOptions,
-        device: &B::Device,
+        devices: &[B::Device],
     ) -> Result<TrainReport> {
         if let Some(other) = self
             .given
@@ -430,11 +431,11 @@ impl TrainArgs {
         let model = ModelArgs {
             weights: config.weights.clone(),
             activation: config.activation,
-            device: self.device.clone(),
+            device: self.device.main().clone(),
             precision: config.precision,
         };
-        let loaded = model.load::<B>(device)?;
-        resume(dir, loaded.clip, &loaded.tokenizer, options, device)
+        let loaded = model.load::<B>(&devices[0])?;
+        resume(dir, loaded.clip, &loaded.tokenizer, options, devices)
             .with_context(|| format!("resuming {}", dir.display()))
     }
 
@@ -442,7 +443,7 @@ impl TrainArgs {
     fn start<B: AutodiffBackend>(
         &self,
         options: &TrainOptions,
-        device: &B::Device,
+        devices: &[B::Device],
     ) -> Result<TrainReport> {
         let (Some(weights), Some(dataset), Some(root), Some(out)) =
             (&self.weights, &self.dataset, &self.root, &self.out)
@@ -452,7 +453,7 @@ impl TrainArgs {
         let model = ModelArgs {
             weights: weights.clone(),
             activation: self.activation,
-            device: self.device.clone(),
+            device: self.device.main().clone(),
             precision: self.precision,
         };
         let run = RunData {
@@ -463,21 +464,28 @@ impl TrainArgs {
             seed: self.seed,
         };
         let config = self.flags.config(&model, &run)?;
-        let loaded = model.load::<B>(device)?;
-        train(config, loaded.clip, &loaded.tokenizer, out, options, device)
-            .with_context(|| format!("training into {}", out.display()))
+        let loaded = model.load::<B>(&devices[0])?;
+        train(
+            config,
+            loaded.clip,
+            &loaded.tokenizer,
+            out,
+            options,
+            devices,
+        )
+        .with_context(|| format!("training into {}", out.display()))
     }
 }
 
-impl OnBackend for TrainArgs {
+impl OnDevices for TrainArgs {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
         let mut options = self.flags.options(self.overwrite);
         options.stop = Some(crate::interrupt::stop_flag());
         let report = match &self.resume {
-            Some(dir) => self.resume::<B>(dir, &options, &device)?,
-            None => self.start::<B>(&options, &device)?,
+            Some(dir) => self.resume::<B>(dir, &options, &devices)?,
+            None => self.start::<B>(&options, &devices)?,
         };
         for note in &report.notes {
             eprintln!("note: {note}");

@@ -5,58 +5,18 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use common::*;
 
-/// Training flags of every run here: 6 epochs of 16 steps, router noise on (so the device random
-/// generator matters), LayerNorm tuning on (the MoCoOp default), evaluation at the end.
+/// Training flags of every run here: 6 epochs of 16 steps, router noise on (so its seeding
+/// matters), LayerNorm tuning on (the MoCoOp default), evaluation at the end.
 const EPOCHS: usize = 6;
 
 fn run_args<'a>(root: &'a str, out: &'a str) -> Vec<&'a str> {
     run_args_with(root, out, &[])
-}
-
-/// [`run_args`] and `extra`.
-fn run_args_with<'a>(root: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut flags = vec![
-        "--setting",
-        "fewshot",
-        "--epochs",
-        "6",
-        "--warmup-epochs",
-        "1",
-        "--router-noise",
-        "0.5",
-    ];
-    flags.extend_from_slice(extra);
-    let mut args = train_args(root, out, &flags);
-    args.retain(|a| *a != "--quiet");
-    let batch = args.iter().position(|a| *a == "--batch-size").unwrap() + 1;
-    args[batch] = "2";
-    args
-}
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mocoop"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mocoop starts")
-}
-
-/// The trained tensors of a run's final checkpoint, by name, as raw values.
-fn trained(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let checkpoint = mocoop_train::checkpoint::read(&run.join("checkpoint.safetensors")).unwrap();
-    checkpoint
-        .tensors
-        .into_iter()
-        .map(|(name, data)| (name, data.to_vec::<f32>().unwrap()))
-        .collect()
 }
 
 /// The checkpoint in `run/checkpoints` with the most steps.
@@ -73,52 +33,6 @@ fn newest_checkpoint(run: &Path) -> Option<PathBuf> {
                 .and_then(|r| r["step"].as_u64())
                 .unwrap_or(0)
         })
-}
-
-fn epochs_checkpointed(run: &Path) -> usize {
-    std::fs::read_dir(run.join("checkpoints"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_prefix("epoch-")?
-                        .strip_suffix(".safetensors")?
-                        .parse()
-                        .ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
-
-/// Waits until `run` has a checkpoint of epoch `epoch` or `child` exits; `true` if it is still
-/// running.
-fn wait_for_epoch(child: &mut Child, run: &Path, epoch: usize) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        if epochs_checkpointed(run) >= epoch {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("no epoch {epoch} checkpoint after 300 s");
-}
-
-/// Sends SIGINT to the training `child` shortly after `run`'s second epoch checkpoint appears,
-/// and waits for it to stop.
-fn interrupt_in_epoch_3(mut child: Child, run: &Path) -> std::process::Output {
-    assert!(wait_for_epoch(&mut child, run, 2), "the run ended early");
-    std::thread::sleep(Duration::from_millis(30));
-    let signalled = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    child.wait_with_output().unwrap()
 }
 
 /// A small deterministic generator, so that a failure can be reproduced.
@@ -304,18 +218,4 @@ fn an_f16_run_resumes_with_its_loss_scale() {
     assert_eq!(output.status.code(), Some(130));
     ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
     assert_same_run(&reference, &run);
-}
-
-/// Copies a run directory (files and one level of folders).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }

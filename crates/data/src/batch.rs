@@ -28,6 +28,9 @@ pub struct CpuBatch {
     pub indices: Vec<usize>,
     /// Image side length.
     pub size: usize,
+    /// The fraction of its training step's images this batch holds: 1, unless the step is split
+    /// across devices (see [`ImageBatch::share`]).
+    pub share: f32,
 }
 
 impl CpuBatch {
@@ -63,6 +66,7 @@ impl CpuBatch {
             labels,
             indices,
             size,
+            share: 1.0,
         }
     }
 
@@ -78,6 +82,7 @@ impl CpuBatch {
             images,
             labels,
             indices: self.indices,
+            share: self.share,
         }
     }
 }
@@ -91,6 +96,10 @@ pub struct ImageBatch<B: Backend> {
     pub labels: Tensor<B, 1, Int>,
     /// Position of each image in the item list (to find its path, or to report per image).
     pub indices: Vec<usize>,
+    /// The fraction of its training step's images this batch holds: 1, unless the step's batch is
+    /// split across devices, whose losses are then weighted by their shares so that the summed
+    /// gradients are those of the whole batch.
+    pub share: f32,
 }
 
 /// Burn's batcher for [`ImageItem`]s of side length `size`.

@@ -39,7 +39,7 @@ pub use fewshot::{
     sample_per_class,
 };
 pub use imagenet::read_classnames_txt;
-pub use loader::{BadImage, CpuEpoch, EpochIter, Loader, LoaderConfig};
+pub use loader::{BadImage, BatchPart, CpuEpoch, EpochIter, Loader, LoaderConfig, PlannedBatch};
 pub use registry::{
     BENCHMARK, CALTECH101_RENAMES, DATASETS, DOMAIN_TARGETS, DatasetInfo, EUROSAT_RENAMES, Layout,
     dataset_info, load_dataset,

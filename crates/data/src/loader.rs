@@ -3,10 +3,14 @@
 //! `w, w + W, w + 2W, …` into its own bounded queue and the consumer takes them round-robin, so
 //! batches arrive in order and their contents never depend on the number of workers.
 //!
+//! A training step split across devices gives each device a loader of one [`BatchPart`] of every
+//! batch, so that together they see exactly the batches one device would.
+//!
 //! A bad image (missing, empty, not an image) stops the epoch with an error naming the dataset and
 //! the file, unless [`LoaderConfig::skip_bad_images`] is set; then the image is left out of its
 //! batch and reported by [`CpuEpoch::skipped`], never dropped silently.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,12 +88,47 @@ pub struct BadImage {
     pub message: String,
 }
 
+/// Which part of every batch a loader yields: part `index` of `count` contiguous parts whose
+/// sizes differ by at most one (the first ones larger). Data-parallel training gives one part to
+/// each device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPart {
+    /// This part, `0..count`.
+    pub index: usize,
+    /// Parts per batch.
+    pub count: usize,
+}
+
+impl BatchPart {
+    /// The whole batch (one device).
+    pub const WHOLE: Self = Self { index: 0, count: 1 };
+
+    /// The positions of this part within a batch of `len` images.
+    pub fn range(&self, len: usize) -> Range<usize> {
+        let count = self.count.max(1);
+        let (base, rem) = (len / count, len % count);
+        let start = self.index * base + self.index.min(rem);
+        start..start + base + usize::from(self.index < rem)
+    }
+}
+
+/// One batch of an epoch as planned before decoding: item positions and the fraction of the whole
+/// batch they are (1 unless the loader yields a [`BatchPart`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedBatch {
+    /// Positions in the item list.
+    pub indices: Vec<usize>,
+    /// `indices.len()` over the size of the whole batch.
+    pub share: f32,
+}
+
 /// Loads one split of a dataset epoch by epoch.
 #[derive(Debug, Clone)]
 pub struct Loader {
     dataset: Arc<str>,
     items: Arc<[Item]>,
     config: LoaderConfig,
+    part: BatchPart,
 }
 
 const SHUFFLE_STREAM: u64 = 0x7368_7566;
@@ -102,7 +141,34 @@ impl Loader {
             dataset: dataset.into(),
             items: items.into(),
             config,
+            part: BatchPart::WHOLE,
         }
+    }
+
+    /// The same loader yielding only `part` of every batch (the batches, their order and their
+    /// augmentation are unchanged).
+    pub fn with_part(mut self, part: BatchPart) -> Self {
+        assert!(
+            part.index < part.count,
+            "batch part {part:?} does not exist"
+        );
+        self.part = part;
+        self
+    }
+
+    /// Which part of every batch this loader yields.
+    pub fn part(&self) -> BatchPart {
+        self.part
+    }
+
+    /// How many images this loader yields in the first `batches` batches of an epoch (every batch
+    /// but a smaller last one is full).
+    pub fn images_before(&self, batches: usize) -> usize {
+        let (n, b) = (self.items.len(), self.config.batch_size);
+        let batches = batches.min(self.num_batches());
+        let full = batches.min(n / b);
+        let last = if batches > full { n - full * b } else { 0 };
+        full * self.part.range(b).len() + self.part.range(last).len()
     }
 
     /// The items, in their original order (batch `indices` point into this).
@@ -134,12 +200,10 @@ impl Loader {
         order
     }
 
-    fn batches(&self, epoch: u64) -> Vec<Vec<usize>> {
-        let mut batches: Vec<Vec<usize>> = self
-            .order(epoch)
-            .chunks(self.config.batch_size)
-            .map(<[usize]>::to_vec)
-            .collect();
+    /// The batches of `epoch` (this loader's part of each), before decoding.
+    pub fn plan(&self, epoch: u64) -> Vec<PlannedBatch> {
+        let order = self.order(epoch);
+        let mut batches: Vec<&[usize]> = order.chunks(self.config.batch_size).collect();
         if self.config.drop_last
             && batches
                 .last()
@@ -148,6 +212,15 @@ impl Loader {
             batches.pop();
         }
         batches
+            .into_iter()
+            .map(|batch| {
+                let indices = batch[self.part.range(batch.len())].to_vec();
+                PlannedBatch {
+                    share: indices.len() as f32 / batch.len() as f32,
+                    indices,
+                }
+            })
+            .collect()
     }
 
     /// The batches of `epoch` on the host.
@@ -158,7 +231,7 @@ impl Loader {
     /// The batches of `epoch` on the host from batch `first` on (a resumed run continues an epoch
     /// with exactly the batches it had not yet seen).
     pub fn epoch_cpu_from(&self, epoch: u64, first: usize) -> CpuEpoch {
-        let mut batches = self.batches(epoch);
+        let mut batches = self.plan(epoch);
         batches.drain(..first.min(batches.len()));
         let batches = Arc::new(batches);
         let job = Arc::new(Job {
@@ -223,8 +296,9 @@ struct Job {
 type BatchResult = Result<(CpuBatch, Vec<BadImage>)>;
 
 impl Job {
-    /// Decodes and transforms the images at `indices` into one host batch.
-    fn build(&self, indices: &[usize]) -> BatchResult {
+    /// Decodes and transforms the images of `planned` into one host batch.
+    fn build(&self, planned: &PlannedBatch) -> BatchResult {
+        let indices = &planned.indices;
         let size = self.config.transform.size() as usize;
         let per = 3 * size * size;
         let mut pixels = vec![0f32; indices.len() * per];
@@ -267,6 +341,7 @@ impl Job {
                 labels,
                 indices: kept,
                 size,
+                share: planned.share,
             },
             bad,
         ))
@@ -277,15 +352,15 @@ fn worker(
     w: usize,
     workers: usize,
     job: &Job,
-    batches: &[Vec<usize>],
+    batches: &[PlannedBatch],
     stop: &AtomicBool,
     tx: SyncSender<BatchResult>,
 ) {
-    for indices in batches.iter().skip(w).step_by(workers) {
+    for planned in batches.iter().skip(w).step_by(workers) {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let result = job.build(indices);
+        let result = job.build(planned);
         let failed = result.is_err();
         if tx.send(result).is_err() || failed {
             return; // the consumer is gone, or the epoch ends at this error
@@ -296,7 +371,7 @@ fn worker(
 /// One epoch's host batches, in order. Ends after the first error.
 pub struct CpuEpoch {
     job: Arc<Job>,
-    batches: Arc<Vec<Vec<usize>>>,
+    batches: Arc<Vec<PlannedBatch>>,
     next: usize,
     receivers: Vec<Receiver<BatchResult>>,
     handles: Vec<JoinHandle<()>>,
@@ -339,7 +414,9 @@ impl Iterator for CpuEpoch {
                 Ok((batch, bad)) => {
                     self.skipped.extend(bad);
                     if batch.is_empty() {
-                        continue; // every image of this batch was bad (and reported)
+                        // Every image was bad (and reported), or this is the empty part of a last
+                        // batch smaller than the number of parts.
+                        continue;
                     }
                     return Some(Ok(batch));
                 }

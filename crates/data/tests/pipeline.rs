@@ -8,8 +8,8 @@ use common::*;
 use image::RgbImage;
 use mocoop_data::augment::{DEFAULT_RATIO, DEFAULT_SCALE, random_crop_box, resized_crop};
 use mocoop_data::{
-    CropBox, ImageBatch, ImageBatcher, ImageItem, Item, Loader, LoaderConfig, TrainTransform,
-    Transform, augment_rng,
+    BatchPart, CpuBatch, CropBox, ImageBatch, ImageBatcher, ImageItem, Item, Loader, LoaderConfig,
+    TrainTransform, Transform, augment_rng,
 };
 
 type B = Flex;
@@ -191,7 +191,7 @@ fn loader_batches_shapes_order_and_worker_independence() {
     );
 
     // The same pixels whatever the number of workers, and again on a second pass.
-    let host = |workers: usize| -> Vec<mocoop_data::CpuBatch> {
+    let host = |workers: usize| -> Vec<CpuBatch> {
         Loader::new("mini", items.clone(), config(workers))
             .epoch_cpu(1)
             .map(Result::unwrap)
@@ -217,6 +217,43 @@ fn loader_batches_shapes_order_and_worker_independence() {
         },
     );
     assert_eq!(drop_last.epoch_cpu(0).count(), 2);
+}
+
+#[test]
+fn batch_parts_together_are_the_whole_batches() {
+    // 10 images in batches of 4 (4, 4, 2) split three ways, as for three devices: parts of
+    // 2+1+1, 2+1+1 and 1+1+0 images, which together are each whole batch, pixel for pixel.
+    let tmp = tempfile::tempdir().unwrap();
+    let items = items(tmp.path(), 10);
+    let whole = Loader::new("mini", items.clone(), config(2));
+    let part = |index| whole.clone().with_part(BatchPart { index, count: 3 });
+    let epochs: Vec<Vec<CpuBatch>> = (0..3)
+        .map(|p| part(p).epoch_cpu(1).map(Result::unwrap).collect())
+        .collect();
+    let sizes: Vec<Vec<usize>> = epochs
+        .iter()
+        .map(|e| e.iter().map(CpuBatch::len).collect())
+        .collect();
+    assert_eq!(sizes, [vec![2, 2, 1], vec![1, 1, 1], vec![1, 1]]);
+    for (b, batch) in whole.epoch_cpu(1).map(Result::unwrap).enumerate() {
+        let parts: Vec<&CpuBatch> = epochs.iter().filter_map(|e| e.get(b)).collect();
+        let indices: Vec<usize> = parts.iter().flat_map(|p| p.indices.clone()).collect();
+        let pixels: Vec<f32> = parts.iter().flat_map(|p| p.pixels.clone()).collect();
+        assert_eq!(indices, batch.indices);
+        assert_eq!(pixels, batch.pixels);
+        let shares: f32 = parts.iter().map(|p| p.share).sum();
+        assert!(
+            (shares - 1.0).abs() < 1e-6,
+            "batch {b}: shares sum to {shares}"
+        );
+        assert_eq!(batch.share, 1.0);
+    }
+    assert_eq!(epochs[0][2].share, 0.5);
+    let counted: Vec<(usize, usize)> = (0..3)
+        .map(|p| (part(p).images_before(1), part(p).images_before(usize::MAX)))
+        .collect();
+    assert_eq!(counted, [(2, 5), (1, 3), (1, 2)]);
+    assert_eq!(whole.images_before(2), 8);
 }
 
 #[test]

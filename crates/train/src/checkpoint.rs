@@ -132,7 +132,7 @@ pub fn write(
     mocoop_model::atomic::write_atomic(path, &bytes).map_err(io)
 }
 
-/// Reads a checkpoint written by [`write`], checking its format and content digest.
+/// Reads a checkpoint written by [`write()`], checking its format and content digest.
 pub fn read(path: &Path) -> Result<Checkpoint, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     let bad = |message: String| TrainError::Checkpoint(format!("{}: {message}", path.display()));

@@ -1,6 +1,9 @@
 //! mocoop-data's epoch loader as a burn-train `DataLoader`: each call to `iter` is the next epoch
 //! (its shuffle and augmentation seeded by `(seed, epoch, index)`); a data error ends the epoch,
 //! stops training and is reported after it.
+//!
+//! Split across devices, each device's loader yields its [`BatchPart`] of every batch: burn-train
+//! asks for them with `slice`, which here names a part, not a range of items.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::tensor::backend::Backend;
 
-use mocoop_data::{EpochIter, ImageBatch, Item, Loader, LoaderConfig};
+use mocoop_data::{BatchPart, EpochIter, ImageBatch, Item, Loader, LoaderConfig};
 
 use crate::monitor::Monitor;
 
@@ -20,6 +23,7 @@ pub struct EpochLoader<B: Backend> {
     dataset: String,
     device: B::Device,
     cursor: EpochCursor,
+    devices: usize,
     monitor: Option<Monitor>,
     error: Arc<Mutex<Option<String>>>,
     skipped: SkippedImages,
@@ -47,12 +51,24 @@ impl EpochCursor {
         (epoch, self.first_batch.swap(0, Ordering::SeqCst))
     }
 
-    /// A cursor of its own at the same epoch (for a slice of the loader).
+    /// A cursor of its own at the same place (for one device's part of the loader).
     pub fn detached(&self) -> Self {
         Self {
             epoch: Arc::new(AtomicU64::new(self.epoch.load(Ordering::SeqCst))),
-            first_batch: Arc::default(),
+            first_batch: Arc::new(AtomicUsize::new(self.first_batch.load(Ordering::SeqCst))),
         }
+    }
+}
+
+/// The part of every batch that burn-train asks for with `slice(start, _)` when it splits the
+/// training data across `devices` devices: it cuts the `items` items into ranges of
+/// `items / devices` (the last one longer), in device order.
+pub(crate) fn device_part(start: usize, items: usize, devices: usize) -> BatchPart {
+    let devices = devices.max(1);
+    let step = (items / devices).max(1);
+    BatchPart {
+        index: (start / step).min(devices - 1),
+        count: devices,
     }
 }
 
@@ -92,10 +108,18 @@ impl<B: Backend> EpochLoader<B> {
             dataset: dataset.to_string(),
             device,
             cursor: EpochCursor::default(),
+            devices: 1,
             monitor,
             error: Arc::new(Mutex::new(None)),
             skipped: SkippedImages::default(),
         }
+    }
+
+    /// The loader of a run whose steps are split across `devices` devices: burn-train's `slice`
+    /// then gives each device its [`BatchPart`] of every batch.
+    pub fn split_across(mut self, devices: usize) -> Self {
+        self.devices = devices.max(1);
+        self
     }
 
     /// The images this loader has skipped so far (shared: stays valid after the loader moves).
@@ -168,11 +192,10 @@ impl<B: Backend> DataLoaderIterator<ImageBatch<B>> for EpochIterator<B> {
 impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a> {
         let (epoch, first) = self.cursor.advance();
-        let batch_size = self.loader.config().batch_size;
         Box::new(EpochIterator {
             inner: self.loader.epoch_from::<B>(epoch, first, &self.device),
-            processed: (first * batch_size).min(self.loader.items().len()),
-            total: self.loader.items().len(),
+            processed: self.loader.images_before(first),
+            total: self.loader.images_before(usize::MAX),
             monitor: self.monitor.clone(),
             error: self.error.clone(),
             skipped: self.skipped.clone(),
@@ -189,22 +212,27 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
             dataset: self.dataset.clone(),
             device: device.clone(),
             cursor: self.cursor.clone(),
+            devices: self.devices,
             monitor: self.monitor.clone(),
             error: self.error.clone(),
             skipped: self.skipped.clone(),
         })
     }
 
-    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
-        let items = self.loader.items()[start..end].to_vec();
-        let mut sliced = Self::new(
-            &self.dataset,
-            items,
-            *self.loader.config(),
-            self.device.clone(),
-            self.monitor.clone(),
-        );
-        sliced.skipped = self.skipped.clone();
-        Arc::new(sliced)
+    /// One device's loader, when burn-train splits a run across the devices given to
+    /// [`Self::split_across`]: every batch of the epoch, cut to that device's part, from where
+    /// this loader's cursor stands (a resumed run), with a cursor of its own.
+    fn slice(&self, start: usize, _end: usize) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
+        let part = device_part(start, self.loader.items().len(), self.devices);
+        Arc::new(Self {
+            loader: self.loader.clone().with_part(part),
+            dataset: self.dataset.clone(),
+            device: self.device.clone(),
+            cursor: self.cursor.detached(),
+            devices: self.devices,
+            monitor: self.monitor.clone(),
+            error: self.error.clone(),
+            skipped: self.skipped.clone(),
+        })
     }
 }

@@ -13,12 +13,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use mocoop_data::{ImageBatch, Item, Loader, LoaderConfig};
+use mocoop_data::{ImageBatch, Item, Loader, LoaderConfig, PlannedBatch};
 use mocoop_model::Clip;
 use mocoop_model::clip::l2_normalize;
 
 use crate::TrainError;
-use crate::data::{EpochCursor, SkippedImages};
+use crate::data::{EpochCursor, SkippedImages, device_part};
 
 /// L2-normalised image features of `views` augmented views of every item, `[views · N, D]`
 /// (row `v · N + i`), and which items could be read.
@@ -104,6 +104,7 @@ pub struct FeatureLoader<B: Backend> {
     cache: FeatureCache<B>,
     device: B::Device,
     cursor: EpochCursor,
+    devices: usize,
 }
 
 impl<B: Backend> FeatureLoader<B> {
@@ -122,7 +123,15 @@ impl<B: Backend> FeatureLoader<B> {
             cache,
             device,
             cursor: EpochCursor::default(),
+            devices: 1,
         }
+    }
+
+    /// The loader of a run whose steps are split across `devices` devices: burn-train's `slice`
+    /// then gives each device its part of every batch.
+    pub fn split_across(mut self, devices: usize) -> Self {
+        self.devices = devices.max(1);
+        self
     }
 
     /// Where the next epoch starts (moved by a resumed run).
@@ -130,29 +139,28 @@ impl<B: Backend> FeatureLoader<B> {
         &self.cursor
     }
 
-    fn batches(&self, epoch: u64, first: usize) -> Vec<Vec<usize>> {
-        let batch_size = self.order.config().batch_size.max(1);
+    /// This loader's part of each batch of `epoch` from batch `first` on, without the images
+    /// that have no features.
+    fn batches(&self, epoch: u64, first: usize) -> Vec<PlannedBatch> {
         self.order
-            .order(epoch)
-            .chunks(batch_size)
+            .plan(epoch)
+            .into_iter()
             .skip(first)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .copied()
-                    .filter(|&i| self.cache.present[i])
-                    .collect::<Vec<_>>()
+            .map(|mut batch| {
+                batch.indices.retain(|&i| self.cache.present[i]);
+                batch
             })
-            .filter(|batch| !batch.is_empty())
+            .filter(|batch| !batch.indices.is_empty())
             .collect()
     }
 }
 
 struct FeatureEpoch<B: Backend> {
-    batches: std::vec::IntoIter<Vec<usize>>,
+    batches: std::vec::IntoIter<PlannedBatch>,
     view: usize,
     loader_items: usize,
     processed: usize,
+    total: usize,
     features: Tensor<B, 2>,
     labels: Vec<i64>,
     device: B::Device,
@@ -162,7 +170,7 @@ impl<B: Backend> Iterator for FeatureEpoch<B> {
     type Item = ImageBatch<B>;
 
     fn next(&mut self) -> Option<ImageBatch<B>> {
-        let indices = self.batches.next()?;
+        let PlannedBatch { indices, share } = self.batches.next()?;
         let n = self.loader_items;
         let rows: Vec<i64> = indices
             .iter()
@@ -178,6 +186,7 @@ impl<B: Backend> Iterator for FeatureEpoch<B> {
             images: f.reshape([count, d, 1, 1]),
             labels: Tensor::from_data(TensorData::new(labels, [count]), &self.device),
             indices,
+            share,
         })
     }
 }
@@ -186,7 +195,7 @@ impl<B: Backend> DataLoaderIterator<ImageBatch<B>> for FeatureEpoch<B> {
     fn progress(&self) -> Progress {
         Progress {
             items_processed: self.processed,
-            items_total: self.loader_items,
+            items_total: self.total,
         }
     }
 }
@@ -194,12 +203,12 @@ impl<B: Backend> DataLoaderIterator<ImageBatch<B>> for FeatureEpoch<B> {
 impl<B: Backend> DataLoader<B, ImageBatch<B>> for FeatureLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a> {
         let (epoch, first) = self.cursor.advance();
-        let batch_size = self.order.config().batch_size;
         Box::new(FeatureEpoch {
             batches: self.batches(epoch, first).into_iter(),
             view: (epoch % self.cache.views.max(1) as u64) as usize,
             loader_items: self.labels.len(),
-            processed: (first * batch_size).min(self.labels.len()),
+            processed: self.order.images_before(first),
+            total: self.order.images_before(usize::MAX),
             features: self.cache.features.clone(),
             labels: self.labels.clone(),
             device: self.device.clone(),
@@ -221,20 +230,20 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for FeatureLoader<B> {
             cache,
             device: device.clone(),
             cursor: self.cursor.clone(),
+            devices: self.devices,
         })
     }
 
-    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
-        let mut cache = self.cache.clone();
-        for (i, present) in cache.present.iter_mut().enumerate() {
-            *present &= (start..end).contains(&i);
-        }
+    /// One device's loader: its part of every batch, as for [`crate::data::EpochLoader`].
+    fn slice(&self, start: usize, _end: usize) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
+        let part = device_part(start, self.labels.len(), self.devices);
         Arc::new(Self {
-            order: self.order.clone(),
+            order: self.order.clone().with_part(part),
             labels: self.labels.clone(),
-            cache,
+            cache: self.cache.clone(),
             device: self.device.clone(),
             cursor: self.cursor.detached(),
+            devices: self.devices,
         })
     }
 }

@@ -5,7 +5,9 @@
 use burn::module::{Module, Param, ParamId};
 use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::RngExt;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use mocoop_model::Clip;
@@ -15,9 +17,14 @@ use mocoop_model::prompt::{
 };
 use mocoop_model::tokenizer::ClipTokenizer;
 
+use mocoop_data::augment::derived_rng;
+
 use crate::config::{GatePrototypes, LossConfig, TextClasses};
 use crate::losses;
 use crate::monitor::Monitor;
+
+/// Separates the router-noise draws from the data crate's other uses of `derived_rng`.
+const NOISE_STREAM: u64 = 0x6e6f_6973;
 
 /// The classes of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,8 +62,9 @@ pub struct StepSettings {
     pub clip_norm: Option<f32>,
     /// Learning-rate multiplier of the image LayerNorms.
     pub ln_lr_scale: f64,
-    /// Seed of the router noise: the device generator is re-seeded from it and the step number
-    /// before every noisy step, so a resumed run draws the same noise.
+    /// Seed of the router noise: each image's noise is drawn on the host from this seed, the
+    /// step number and the image's position in the item list, so that a resumed run, or one split
+    /// across devices, draws the same noise.
     #[serde(default)]
     pub noise_seed: u64,
     /// Training batches carry cached image features (`[N, D, 1, 1]`) instead of images.
@@ -274,11 +282,36 @@ impl<B: Backend> MocoopModel<B> {
             .collect()
     }
 
-    /// One forward pass with every loss term. `training` adds router noise (if configured).
+    /// The router noise of training step `step` (0-based) for the images at `indices` (their
+    /// positions in the item list): `[N, E]` draws of N(0, router_noise²), or `None` when the run
+    /// adds no noise.
+    pub fn router_noise(
+        &self,
+        step: u64,
+        indices: &[usize],
+        device: &B::Device,
+    ) -> Option<Tensor<B, 2>> {
+        let std = self.settings.router_noise;
+        let experts = self.mixture.router.as_ref()?.weight.dims()[1];
+        if std <= 0.0 {
+            return None;
+        }
+        let mut values = Vec::with_capacity(indices.len() * experts);
+        for &index in indices {
+            let mut rng = derived_rng(self.settings.noise_seed, step, index as u64, NOISE_STREAM);
+            values.extend((0..experts).map(|_| std * rng.sample::<f32, _>(StandardNormal)));
+        }
+        let data = TensorData::new(values, [indices.len(), experts]);
+        Some(Tensor::from_data(data, device))
+    }
+
+    /// One forward pass with every loss term. `training` adds `noise` (from
+    /// [`Self::router_noise`]) to the router logits.
     pub fn forward(
         &self,
         images: Tensor<B, 4>,
         labels: Tensor<B, 1, Int>,
+        noise: Option<Tensor<B, 2>>,
         training: bool,
     ) -> StepTerms<B> {
         let n = labels.dims()[0];
@@ -292,15 +325,8 @@ impl<B: Backend> MocoopModel<B> {
             l2_normalize(self.clip.vision.forward(images))
         };
         let mut router_logits = self.mixture.router_logits(f.clone());
-        if training && s.router_noise > 0.0 {
-            router_logits = router_logits.map(|r| {
-                let noise = Tensor::random(
-                    r.shape(),
-                    Distribution::Normal(0.0, f64::from(s.router_noise)),
-                    &device,
-                );
-                r + noise
-            });
+        if training && let Some(noise) = noise {
+            router_logits = router_logits.map(|r| r + noise);
         }
         let gates = self.mixture.gates(router_logits.clone(), n, &device);
         // Only the text loss looks at experts the gates do not use.

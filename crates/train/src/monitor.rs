@@ -143,17 +143,17 @@ impl Monitor {
         }
     }
 
-    /// Records a training step's values. Returns `false` (and stops training) when the loss is
-    /// not finite; the step is then not applied.
+    /// Records the values of a training step, or of one device's share of it (every share is
+    /// recorded, from its worker thread, before the step is applied). Returns `false` (and stops
+    /// training) when the loss is not finite; the step is then not applied.
     pub fn record_train(&self, output: &MocoopOutput) -> bool {
         let mut state = self.lock();
         if state.non_finite.is_some() || state.error.is_some() {
             return false;
         }
-        state.step += 1;
         let loss = output.value("loss").unwrap_or(f64::NAN);
         if !loss.is_finite() {
-            let step = state.step;
+            let step = state.step + 1;
             let epoch = (step - 1) / state.iters_per_epoch.max(1) + 1;
             let values = output
                 .values
@@ -233,10 +233,16 @@ impl Monitor {
         }
     }
 
-    /// Called after each optimiser step (at learning rate `lr`): at the end of an epoch, or when
-    /// a stop was requested, saves a resumable checkpoint of `model` with the optimiser state
-    /// that `optimizer` serialises; at the end of an epoch also appends its averages to
-    /// `metrics.jsonl`.
+    /// Whether a non-finite loss or an error has stopped the run (its last step is not applied).
+    pub fn failed(&self) -> bool {
+        let state = self.lock();
+        state.error.is_some() || state.non_finite.is_some()
+    }
+
+    /// Called once after each optimiser step (at learning rate `lr`), which it counts: at the end
+    /// of an epoch, or when a stop was requested, saves a resumable checkpoint of `model` with the
+    /// optimiser state that `optimizer` serialises; at the end of an epoch also appends its
+    /// averages to `metrics.jsonl`.
     pub fn after_update<B: Backend>(
         &self,
         model: &MocoopModel<B>,
@@ -245,11 +251,14 @@ impl Monitor {
     ) {
         let interrupt = self.stop_requested();
         let mut state = self.lock();
+        if state.error.is_some() || state.non_finite.is_some() {
+            return;
+        }
+        state.step += 1;
         state.lr = lr;
         let iters = state.iters_per_epoch.max(1);
-        let epoch_end = state.step > 0 && state.step.is_multiple_of(iters);
-        let failed = state.error.is_some() || state.non_finite.is_some();
-        if state.step == 0 || failed || !(epoch_end || interrupt) {
+        let epoch_end = state.step.is_multiple_of(iters);
+        if !(epoch_end || interrupt) {
             return;
         }
         let mut record = epoch_end.then(|| {

@@ -197,13 +197,13 @@ fn unscale<B: Backend>(
 impl<B: AutodiffBackend> MocoopModel<B> {
     /// Forward, read-back and backward of one training step; `None` gradients when the loss is
     /// not finite (the step is then skipped and training stops).
+    ///
+    /// The loss is weighted by the batch's [`ImageBatch::share`] before the backward pass, so that
+    /// the gradients of a step split across devices sum to those of the whole batch.
     pub fn train_step(&self, batch: ImageBatch<B>) -> (MocoopOutput, Option<GradientsParams>) {
-        if self.settings.router_noise > 0.0 {
-            let step = self.monitor.steps() as u64;
-            let seed = self.settings.noise_seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            B::seed(&batch.images.device(), seed);
-        }
-        let terms = self.forward(batch.images, batch.labels.clone(), true);
+        let step = self.monitor.steps() as u64;
+        let noise = self.router_noise(step, &batch.indices, &batch.images.device());
+        let terms = self.forward(batch.images, batch.labels.clone(), noise, true);
         let mut output = host_output(&terms, batch.labels, self.mixture.config().top_k);
         let loss_scale = self.monitor.loss_scale();
         if let Some(s) = loss_scale {
@@ -212,10 +212,8 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         if !self.monitor.record_train(&output) {
             return (output, None);
         }
-        let grads = match loss_scale {
-            Some(s) => (terms.loss * s.scale).backward(),
-            None => terms.loss.backward(),
-        };
+        let factor = batch.share * loss_scale.map_or(1.0, |s| s.scale);
+        let grads = (terms.loss * factor).backward();
         (output, Some(GradientsParams::from_grads(grads, self)))
     }
 
@@ -234,6 +232,10 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         Self: AutodiffModule<BB>,
     {
         let monitor = self.monitor.clone();
+        if monitor.failed() {
+            // Another device's share of this step had a non-finite loss: apply nothing.
+            grads = GradientsParams::new();
+        }
         let (one, two) = self.trainable_ids();
         if let Some(s) = monitor.loss_scale()
             && !grads.is_empty()
@@ -292,7 +294,7 @@ impl<B: Backend> InferenceStep for MocoopModel<B> {
     type Output = MocoopOutput;
 
     fn step(&self, batch: ImageBatch<B>) -> MocoopOutput {
-        let terms = self.forward(batch.images, batch.labels.clone(), false);
+        let terms = self.forward(batch.images, batch.labels.clone(), None, false);
         host_output(&terms, batch.labels, self.mixture.config().top_k)
     }
 }

@@ -13,7 +13,7 @@ use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::momentum::MomentumConfig;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::{Interrupter, Learner, SupervisedTraining};
+use burn::train::{ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining};
 
 use mocoop_data::{ImageBatch, LoaderConfig};
 use mocoop_model::Clip;
@@ -163,30 +163,38 @@ fn checkpoint_metadata(config: &TrainConfig) -> HashMap<String, String> {
 }
 
 /// Trains (or, for zero-shot CLIP, only evaluates) the run described by `config` into `out`.
+///
+/// With several `devices`, every step's batch is split across them (data parallel, burn-train's
+/// multi-device strategy): each computes the loss of its part, weighted by the part's share of
+/// the batch, and the summed gradients are applied once on the first device, which also holds
+/// the model between steps and runs everything else. The result is the one-device result up to
+/// floating-point summation order (the load-balancing loss `L_lb`, a statistic of the whole
+/// batch, is computed per part). `clip` must be on the first device.
 pub fn train<B: AutodiffBackend>(
     config: TrainConfig,
     clip: Clip<B>,
     tokenizer: &ClipTokenizer,
     out: &Path,
     options: &TrainOptions,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<TrainReport, TrainError> {
-    fit(config, clip, tokenizer, out, options, device, false)
+    fit(config, clip, tokenizer, out, options, devices, false)
 }
 
 /// Continues the run in `run` (killed, or interrupted) from its newest intact checkpoint with the
 /// configuration in its `config.json`; `clip` must be the model named there. The result is the
 /// one the uninterrupted run would have had. A finished run is not trained again: its results
-/// are returned (evaluated first if they are missing).
+/// are returned (evaluated first if they are missing). `devices` need not be those the run
+/// started on.
 pub fn resume<B: AutodiffBackend>(
     run: &Path,
     clip: Clip<B>,
     tokenizer: &ClipTokenizer,
     options: &TrainOptions,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<TrainReport, TrainError> {
     let config = run::read_config(run, None)?;
-    fit(config, clip, tokenizer, run, options, device, true)
+    fit(config, clip, tokenizer, run, options, devices, true)
 }
 
 /// [`train`] (a new run) or [`resume`] (`resuming`).
@@ -196,10 +204,13 @@ fn fit<B: AutodiffBackend>(
     tokenizer: &ClipTokenizer,
     out: &Path,
     options: &TrainOptions,
-    device: &B::Device,
+    devices: &[B::Device],
     resuming: bool,
 ) -> Result<TrainReport, TrainError> {
     config.validate().map_err(TrainError::Config)?;
+    let Some(device) = devices.first() else {
+        return Err(TrainError::Config("no device to train on".into()));
+    };
     if resuming && let Some(report) = finished(out, &config, options)? {
         return Ok(report);
     }
@@ -283,6 +294,15 @@ fn fit<B: AutodiffBackend>(
             data.dataset
         )));
     }
+    let parts = devices.len();
+    if parts > data.batch_size.min(dataset.train.len()) {
+        return Err(TrainError::Config(format!(
+            "{parts} devices need a batch size and a training set of at least {parts} images \
+             each (batch size {}, {} training images)",
+            data.batch_size,
+            dataset.train.len()
+        )));
+    }
     let interrupter = Interrupter::new();
     let sink = RunSink {
         dir: out.to_path_buf(),
@@ -320,7 +340,8 @@ fn fit<B: AutodiffBackend>(
             train_config,
             cache,
             device.clone(),
-        );
+        )
+        .split_across(parts);
         (TrainLoader::Features(loader), skipped)
     } else {
         let loader = EpochLoader::<B>::new(
@@ -329,7 +350,8 @@ fn fit<B: AutodiffBackend>(
             train_config,
             device.clone(),
             Some(monitor.clone()),
-        );
+        )
+        .split_across(parts);
         let skipped = loader.skipped();
         (TrainLoader::Images(loader), skipped)
     };
@@ -434,6 +456,11 @@ fn fit<B: AutodiffBackend>(
     }
     if epochs_done > 0 {
         training = training.checkpoint(epochs_done);
+    }
+    if parts > 1 {
+        let strategy =
+            ExecutionStrategy::multi(devices.to_vec(), MultiDeviceOptim::OptimMainDevice);
+        training = training.with_training_strategy(strategy.into());
     }
     let model = if epochs_done >= config.optim.epochs {
         model.valid()

@@ -77,6 +77,7 @@ fn saved_run_reloads_to_identical_logits() {
         images: batch_tensor::<B>(&pixels, 32, &device),
         labels: Tensor::<B, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 1], [4]), &device),
         indices: (0..4).collect(),
+        share: 1.0,
     };
     let mut optim = SgdConfig::new().init::<B, MocoopModel<B>>();
     for _ in 0..3 {

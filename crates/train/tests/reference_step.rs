@@ -281,6 +281,7 @@ fn setup(name: &str, precision: Precision) -> (MocoopModel<B>, Value, Batches) {
         images: batch_tensor::<B>(&pixels, size as usize, &device),
         labels: Tensor::<B, 1, Int>::from_data(TensorData::new(labels.clone(), [n]), &device),
         indices: (0..n).collect(),
+        share: 1.0,
     };
     (model, case.clone(), Box::new(batch))
 }
@@ -299,7 +300,7 @@ fn run_case(name: &str, precision: Precision) {
 
     // Forward: logits, router, gates and every loss term.
     let b = batch();
-    let terms = model.forward(b.images, b.labels, true);
+    let terms = model.forward(b.images, b.labels, None, true);
     check(
         &values(terms.logits.clone()),
         &flat(&case["logits"]),
@@ -369,7 +370,7 @@ fn run_case(name: &str, precision: Precision) {
     );
     // No frozen CLIP weight gets a gradient.
     let b = batch();
-    let loss = model.forward(b.images, b.labels, true).loss;
+    let loss = model.forward(b.images, b.labels, None, true).loss;
     let frozen = GradientsParams::from_grads(loss.backward(), &model.clip);
     let ln_count = visual_ln_params(&model.clip).len();
     assert_eq!(ln_count, 8);

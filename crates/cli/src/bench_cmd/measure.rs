@@ -138,6 +138,7 @@ fn training<B: AutodiffBackend>(
         images: images.clone(),
         labels: labels.clone(),
         indices: (0..spec.batch).collect(),
+        share: 1.0,
     };
     let (ms_per_step, model) = timed(schedule, model, |model| {
         let (_, grads) = model.train_step(batch());
@@ -187,7 +188,7 @@ fn training<B: AutodiffBackend>(
             Ok(())
         })?;
         time("full forward (all losses)", &mut || {
-            let terms = model.forward(images.clone(), labels.clone(), true);
+            let terms = model.forward(images.clone(), labels.clone(), None, true);
             drop(terms.loss.into_data());
             Ok(())
         })?;

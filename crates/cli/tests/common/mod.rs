@@ -5,7 +5,8 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -158,4 +159,105 @@ pub fn split<'a>(results: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|s| s["split"] == name)
         .unwrap_or_else(|| panic!("no {name} split in {results}"))
+}
+
+/// The flags of the resumable runs (6 epochs of 16 steps of 2 images, router noise on, not
+/// quiet) and `extra`.
+pub fn run_args_with<'a>(root: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec![
+        "--setting",
+        "fewshot",
+        "--epochs",
+        "6",
+        "--warmup-epochs",
+        "1",
+        "--router-noise",
+        "0.5",
+    ];
+    flags.extend_from_slice(extra);
+    let mut args = train_args(root, out, &flags);
+    args.retain(|a| *a != "--quiet");
+    let batch = args.iter().position(|a| *a == "--batch-size").unwrap() + 1;
+    args[batch] = "2";
+    args
+}
+
+/// Starts `mocoop` with `args`, its output piped.
+pub fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mocoop"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mocoop starts")
+}
+
+/// The trained tensors of a run's final checkpoint, by name, as raw values.
+pub fn trained(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let checkpoint = mocoop_train::checkpoint::read(&run.join("checkpoint.safetensors")).unwrap();
+    checkpoint
+        .tensors
+        .into_iter()
+        .map(|(name, data)| (name, data.to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+pub fn epochs_checkpointed(run: &Path) -> usize {
+    std::fs::read_dir(run.join("checkpoints"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("epoch-")?
+                        .strip_suffix(".safetensors")?
+                        .parse()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `run` has a checkpoint of epoch `epoch` or `child` exits; `true` if it is still
+/// running.
+pub fn wait_for_epoch(child: &mut Child, run: &Path, epoch: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if epochs_checkpointed(run) >= epoch {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no epoch {epoch} checkpoint after 300 s");
+}
+
+/// Sends SIGINT to the training `child` shortly after `run`'s second epoch checkpoint appears,
+/// and waits for it to stop.
+pub fn interrupt_in_epoch_3(mut child: Child, run: &Path) -> std::process::Output {
+    assert!(wait_for_epoch(&mut child, run, 2), "the run ended early");
+    std::thread::sleep(Duration::from_millis(30));
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    child.wait_with_output().unwrap()
+}
+
+/// Copies a run directory (files and one level of folders).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }

@@ -1,0 +1,178 @@
+//! Data-parallel training through the `mocoop` binary: `--device cpu,cpu` runs burn-train's
+//! multi-device strategy with two workers, each given half of every batch. The CPU backend has a
+//! single device, which both workers share, so these tests check the code path (batch parts, loss
+//! weights, summed gradients, step counting, checkpoints, resuming) and not a speed-up; runs on
+//! several GPUs go through the same code with other devices.
+
+mod common;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use common::*;
+
+const TWO: [&str; 2] = ["--device", "cpu,cpu"];
+
+/// The largest difference between two runs' trained tensors, which must have the same names.
+fn max_difference(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (trained(a), trained(b));
+    assert_eq!(
+        a.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        b.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    a.iter()
+        .zip(&b)
+        .flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// The largest magnitude among a run's trained tensors: the scale differences are judged by.
+fn largest_value(run: &Path) -> f32 {
+    trained(run)
+        .iter()
+        .flat_map(|(_, x)| x.iter().map(|v| v.abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Asserts that two runs' epoch logs agree to `tolerance` (relative) in every mean.
+fn assert_logs_close(a: &Path, b: &Path, tolerance: f64) {
+    let (a, b) = (metrics(a), metrics(b));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        let (mx, my) = (
+            x["means"].as_object().unwrap(),
+            y["means"].as_object().unwrap(),
+        );
+        assert_eq!(mx.keys().collect::<Vec<_>>(), my.keys().collect::<Vec<_>>());
+        for (key, vx) in mx {
+            let (vx, vy) = (vx.as_f64().unwrap(), my[key].as_f64().unwrap());
+            let scale = vx.abs().max(1.0);
+            assert!(
+                (vx - vy).abs() <= tolerance * scale,
+                "epoch {}: {key} {vx} vs {vy}",
+                x["epoch"]
+            );
+        }
+    }
+}
+
+fn accuracy(out: &Value) -> f64 {
+    split(&out["results"], "all")["accuracy"].as_f64().unwrap()
+}
+
+/// Trains the same run on one device and on two workers (with `extra` flags on both) and checks
+/// that they agree: same steps, prompts equal up to floating-point summation order, same epoch
+/// averages and test accuracy. Gradient clipping is off: it would hide gradients of the wrong
+/// scale.
+fn assert_two_workers_match_one(name: &str, extra: &[&str]) {
+    let extra: Vec<&str> = ["--clip-norm", "0"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let dir = scratch(name);
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root = root.to_str().unwrap();
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    let with_two: Vec<&str> = extra.iter().copied().chain(TWO).collect();
+    let one_out = ok(mocoop(&run_args_with(root, one.to_str().unwrap(), &extra)));
+    let two_out = ok(mocoop(&run_args_with(
+        root,
+        two.to_str().unwrap(),
+        &with_two,
+    )));
+
+    assert_eq!(one_out["steps"], 96);
+    assert_eq!(two_out["steps"], 96, "a step counted once per worker?");
+    let difference = max_difference(&one, &two);
+    let scale = largest_value(&one);
+    assert!(
+        difference <= 1e-4 * scale.max(1.0),
+        "two workers trained other prompts: max difference {difference} (values up to {scale})"
+    );
+    assert_logs_close(&one, &two, 1e-4);
+    assert_eq!(accuracy(&one_out), accuracy(&two_out));
+}
+
+#[test]
+fn two_workers_train_what_one_device_trains() {
+    // Batches of 2: each worker gets one image of every step, with router noise and tuned
+    // LayerNorms; 8 shots of 4 classes make 16 steps an epoch.
+    assert_two_workers_match_one("dp-images", &[]);
+}
+
+#[test]
+fn two_workers_split_cached_features_too() {
+    assert_two_workers_match_one(
+        "dp-cached",
+        &["--ln-tuning", "false", "--cached-views", "2"],
+    );
+}
+
+#[test]
+fn an_interrupted_two_worker_run_resumes_to_the_same_result() {
+    let dir = scratch("dp-resume");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root = root.to_str().unwrap();
+    let reference = dir.join("reference");
+    ok(mocoop(&run_args_with(
+        root,
+        reference.to_str().unwrap(),
+        &TWO,
+    )));
+
+    let run = dir.join("interrupted");
+    let run_s = run.to_str().unwrap();
+    let output = interrupt_in_epoch_3(spawn(&run_args_with(root, run_s, &TWO)), &run);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let moved = dir.join("moved");
+    copy_dir(&run, &moved);
+    let resume = |run: &Path, device| {
+        ok(mocoop(&[
+            "train",
+            "--resume",
+            run.to_str().unwrap(),
+            "--quiet",
+            "--device",
+            device,
+        ]))
+    };
+    resume(&run, "cpu,cpu");
+
+    // Two partial gradients add up the same in either order, so the prompts are bit-identical;
+    // the epoch averages are summed in the order the workers finish.
+    assert_eq!(max_difference(&reference, &run), 0.0);
+    assert_logs_close(&reference, &run, 1e-12);
+
+    // The same checkpoint continued on one device ends where the two workers did, up to rounding.
+    resume(&moved, "cpu");
+    let difference = max_difference(&reference, &moved);
+    assert!(
+        difference <= 1e-4 * largest_value(&reference).max(1.0),
+        "{difference}"
+    );
+    assert_logs_close(&reference, &moved, 1e-4);
+}
+
+#[test]
+fn more_devices_than_images_per_batch_is_a_clear_error() {
+    let dir = scratch("dp-too-many");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let out = dir.join("run");
+    let err = failure(mocoop(&run_args_with(
+        root.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--device", "cpu,cpu,cpu"],
+    )));
+    assert!(err.contains("3 devices need a batch size"), "{err}");
+    let mixed = failure(mocoop(&run_args_with(
+        root.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--device", "cpu,wgpu"],
+    )));
+    assert!(mixed.contains("mix backends"), "{mixed}");
+}

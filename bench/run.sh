@@ -9,6 +9,7 @@
 # 5). The precision is Rust's --precision and the reference's AMP (f32: off, f16: fp16 with a
 # GradScaler, bf16: bf16 autocast; AMP runs on CUDA only).
 # Both sides use the same number of CPU threads (RAYON_NUM_THREADS / torch.set_num_threads).
+# MOCOOP=path/to/mocoop uses an already built release binary instead of building one.
 set -euo pipefail
 
 device=cpu geometry="" steps="" warmup="" threads="" precision="" breakdown=()
@@ -41,8 +42,12 @@ threads="${threads:-$(nproc)}"
 repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
-cargo build --release -p mocoop-cli "${features[@]}"
-mocoop="$target_dir/release/mocoop"
+if [[ -n "${MOCOOP:-}" ]]; then
+    mocoop="$MOCOOP"
+else
+    cargo build --release -p mocoop-cli "${features[@]}"
+    mocoop="$target_dir/release/mocoop"
+fi
 [[ -x .venv-ref/bin/python ]] || tests/fixtures/setup_reference_env.sh
 python=.venv-ref/bin/python
 

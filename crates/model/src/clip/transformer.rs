@@ -5,7 +5,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Tensor, TensorData, activation};
+use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation};
 
 use crate::config::Activation;
 use crate::precision::norm;
@@ -58,8 +58,10 @@ pub(crate) fn linear<B: Backend>(
         device,
     );
     let bias = param(state, &format!("{prefix}bias"), [d_out], device)?;
+    // Stored transposed, not as a transposed view: a strided weight is copied at every use.
+    let weight = Tensor::from_data(weight.transpose().into_data(), device);
     Ok(Linear {
-        weight: Param::from_tensor(weight.transpose()),
+        weight: Param::from_tensor(weight),
         bias: Some(bias),
     })
 }
@@ -92,6 +94,14 @@ pub struct SelfAttention<B: Backend> {
     causal: bool,
 }
 
+/// Whether attention runs as batched matmuls and a softmax rather than Burn's fused attention:
+/// on Burn's CPU backend the fused kernel works through the heads one after the other, on one
+/// core, after copying q, k and v into head-major order, while its matmuls and softmax use every
+/// core and read q, k and v where they lie. GPU backends keep the fused (flash) kernel.
+fn unfused_attention<B: Backend>(device: &B::Device) -> bool {
+    B::name(device).contains("flex")
+}
+
 impl<B: Backend> SelfAttention<B> {
     fn load(
         state: &mut StateDict,
@@ -119,20 +129,57 @@ impl<B: Backend> SelfAttention<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, seq, width] = x.dims();
         let head_dim = width / self.heads;
+        let device = x.device();
         let qkv = self.in_proj.forward(x);
-        let split = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * width, width)
-                .reshape([batch, seq, self.heads, head_dim])
-                .swap_dims(1, 2)
+        let out = if unfused_attention::<B>(&device) {
+            self.unfused(qkv, [batch, seq, self.heads, head_dim])
+        } else {
+            let split = |i: usize| {
+                qkv.clone()
+                    .narrow(2, i * width, width)
+                    .reshape([batch, seq, self.heads, head_dim])
+                    .swap_dims(1, 2)
+            };
+            let options = AttentionModuleOptions {
+                is_causal: self.causal,
+                ..Default::default()
+            };
+            attention(split(0), split(1), split(2), None, None, options)
         };
-        let options = AttentionModuleOptions {
-            is_causal: self.causal,
-            ..Default::default()
-        };
-        let out = attention(split(0), split(1), split(2), None, None, options);
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([batch, seq, width]))
+    }
+
+    /// `softmax(q kᵀ / √d) v` per head from the packed projections `qkv` (`[batch, seq, 3·width]`),
+    /// as `[batch, heads, seq, head_dim]`. q, k and v stay views into `qkv`; the softmax runs in
+    /// f32, as in the fused kernel.
+    fn unfused(
+        &self,
+        qkv: Tensor<B, 3>,
+        [batch, seq, heads, head_dim]: [usize; 4],
+    ) -> Tensor<B, 4> {
+        let device = qkv.device();
+        let dtype = qkv.dtype();
+        // [batch, seq, 3, heads, head_dim] seen as [3, batch, heads, seq, head_dim].
+        let qkv = qkv
+            .reshape([batch, seq, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| qkv.clone().narrow(0, i, 1);
+        let scale = (head_dim as f64).powf(-0.5);
+        let mut scores = part(0)
+            .matmul(part(1).swap_dims(3, 4))
+            .cast(FloatDType::F32)
+            .mul_scalar(scale);
+        if self.causal {
+            let future = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, &device);
+            let bias =
+                Tensor::<B, 2>::zeros([seq, seq], &device).mask_fill(future, f32::NEG_INFINITY);
+            scores = scores + bias.unsqueeze::<5>();
+        }
+        activation::softmax(scores, 4)
+            .cast(dtype)
+            .matmul(part(2))
+            .reshape([batch, heads, seq, head_dim])
     }
 }
 

@@ -156,11 +156,6 @@ impl Loader {
         self
     }
 
-    /// Which part of every batch this loader yields.
-    pub fn part(&self) -> BatchPart {
-        self.part
-    }
-
     /// How many images this loader yields in the first `batches` batches of an epoch (every batch
     /// but a smaller last one is full).
     pub fn images_before(&self, batches: usize) -> usize {

@@ -18,9 +18,9 @@ use mocoop_data::{BatchPart, EpochIter, ImageBatch, Item, Loader, LoaderConfig};
 use crate::monitor::Monitor;
 
 /// Epochs of a [`Loader`] for burn-train.
+#[derive(Clone)]
 pub struct EpochLoader<B: Backend> {
     loader: Loader,
-    dataset: String,
     device: B::Device,
     cursor: EpochCursor,
     devices: usize,
@@ -105,7 +105,6 @@ impl<B: Backend> EpochLoader<B> {
     ) -> Self {
         Self {
             loader: Loader::new(dataset, items, config),
-            dataset: dataset.to_string(),
             device,
             cursor: EpochCursor::default(),
             devices: 1,
@@ -208,14 +207,8 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
 
     fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
         Arc::new(Self {
-            loader: self.loader.clone(),
-            dataset: self.dataset.clone(),
             device: device.clone(),
-            cursor: self.cursor.clone(),
-            devices: self.devices,
-            monitor: self.monitor.clone(),
-            error: self.error.clone(),
-            skipped: self.skipped.clone(),
+            ..self.clone()
         })
     }
 
@@ -226,13 +219,8 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
         let part = device_part(start, self.loader.items().len(), self.devices);
         Arc::new(Self {
             loader: self.loader.clone().with_part(part),
-            dataset: self.dataset.clone(),
-            device: self.device.clone(),
             cursor: self.cursor.detached(),
-            devices: self.devices,
-            monitor: self.monitor.clone(),
-            error: self.error.clone(),
-            skipped: self.skipped.clone(),
+            ..self.clone()
         })
     }
 }

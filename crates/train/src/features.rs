@@ -98,6 +98,7 @@ impl<B: Backend> FeatureCache<B> {
 /// burn-train's training data from a [`FeatureCache`]: each epoch's batches hold the cached
 /// features of the images the training loader would have given, in the same order, as
 /// `images` of shape `[n, D, 1, 1]` (the model reads them back as features).
+#[derive(Clone)]
 pub struct FeatureLoader<B: Backend> {
     order: Loader,
     labels: Vec<i64>,
@@ -225,12 +226,9 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for FeatureLoader<B> {
             ..self.cache.clone()
         };
         Arc::new(Self {
-            order: self.order.clone(),
-            labels: self.labels.clone(),
             cache,
             device: device.clone(),
-            cursor: self.cursor.clone(),
-            devices: self.devices,
+            ..self.clone()
         })
     }
 
@@ -239,11 +237,8 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for FeatureLoader<B> {
         let part = device_part(start, self.labels.len(), self.devices);
         Arc::new(Self {
             order: self.order.clone().with_part(part),
-            labels: self.labels.clone(),
-            cache: self.cache.clone(),
-            device: self.device.clone(),
             cursor: self.cursor.detached(),
-            devices: self.devices,
+            ..self.clone()
         })
     }
 }

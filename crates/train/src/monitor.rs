@@ -96,6 +96,13 @@ struct State {
     loss_scale: Option<LossScale>,
 }
 
+impl State {
+    /// Whether a non-finite loss or an error has stopped the run.
+    fn failed(&self) -> bool {
+        self.error.is_some() || self.non_finite.is_some()
+    }
+}
+
 /// Cheaply cloned handle to the run state (all clones share it).
 #[derive(Clone, Default)]
 pub struct Monitor {
@@ -148,7 +155,7 @@ impl Monitor {
     /// training) when the loss is not finite; the step is then not applied.
     pub fn record_train(&self, output: &MocoopOutput) -> bool {
         let mut state = self.lock();
-        if state.non_finite.is_some() || state.error.is_some() {
+        if state.failed() {
             return false;
         }
         let loss = output.value("loss").unwrap_or(f64::NAN);
@@ -235,8 +242,7 @@ impl Monitor {
 
     /// Whether a non-finite loss or an error has stopped the run (its last step is not applied).
     pub fn failed(&self) -> bool {
-        let state = self.lock();
-        state.error.is_some() || state.non_finite.is_some()
+        self.lock().failed()
     }
 
     /// Called once after each optimiser step (at learning rate `lr`), which it counts: at the end
@@ -251,7 +257,7 @@ impl Monitor {
     ) {
         let interrupt = self.stop_requested();
         let mut state = self.lock();
-        if state.error.is_some() || state.non_finite.is_some() {
+        if state.failed() {
             return;
         }
         state.step += 1;

@@ -1,6 +1,6 @@
 //! The pre-LayerNorm residual transformer shared by CLIP's image and text encoders.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
@@ -94,12 +94,27 @@ pub struct SelfAttention<B: Backend> {
     causal: bool,
 }
 
+/// Whether `B` is Burn's CPU backend (burn-flex, with or without autodiff), which the CPU-specific
+/// paths below are for.
+fn cpu_backend<B: Backend>(device: &B::Device) -> bool {
+    B::name(device).contains("flex")
+}
+
 /// Whether attention runs as batched matmuls and a softmax rather than Burn's fused attention:
 /// on Burn's CPU backend the fused kernel works through the heads one after the other, on one
 /// core, after copying q, k and v into head-major order, while its matmuls and softmax use every
 /// core and read q, k and v where they lie. GPU backends keep the fused (flash) kernel.
 fn unfused_attention<B: Backend>(device: &B::Device) -> bool {
-    B::name(device).contains("flex")
+    cpu_backend::<B>(device)
+}
+
+/// Finds whether any float parameter of a module is tracked by autodiff.
+struct TracksGradients(bool);
+
+impl<B: Backend> ModuleVisitor<B> for TracksGradients {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0 |= param.val().is_require_grad();
+    }
 }
 
 impl<B: Backend> SelfAttention<B> {
@@ -263,8 +278,54 @@ impl<B: Backend> Transformer<B> {
         Ok(Self { blocks })
     }
 
-    /// `x`: `[batch, seq, width]`.
+    /// `x`: `[batch, seq, width]`. Sequences do not interact, so on the CPU the batch may be cut
+    /// into parts run on threads of their own ([`Self::concurrent_parts`]); the result is the
+    /// same.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let parts = self.concurrent_parts(&x);
+        if parts == 1 {
+            return self.forward_serial(x);
+        }
+        let outputs = std::thread::scope(|scope| {
+            let running: Vec<_> = x
+                .chunk(parts, 0)
+                .into_iter()
+                .map(|part| scope.spawn(move || self.forward_serial(part)))
+                .collect();
+            running
+                .into_iter()
+                .map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        Tensor::cat(outputs, 0)
+    }
+
+    /// Into how many parts along the batch `x` is cut, each run on a thread of its own: one per
+    /// CPU thread on Burn's CPU backend, whose elementwise operations (activations, copies,
+    /// residual adds) run on one core each, so that one sequence of them per thread keeps every
+    /// core busy; only its matmuls, softmax and LayerNorm spread over the cores on their own.
+    ///
+    /// Only when no gradient flows through the stack (inference, frozen image encoder): Burn's
+    /// autodiff graph, recorded from several threads at once, sums a parameter's gradient over the
+    /// parts in an order that varies from run to run, and a resumed run must repeat the
+    /// uninterrupted one bit for bit. A GPU backend queues work asynchronously and gets one part.
+    fn concurrent_parts(&self, x: &Tensor<B, 3>) -> usize {
+        let device = x.device();
+        if !cpu_backend::<B>(&device) {
+            return 1;
+        }
+        if B::ad_enabled(&device) {
+            let mut tracked = TracksGradients(x.is_require_grad());
+            self.visit(&mut tracked);
+            if tracked.0 {
+                return 1;
+            }
+        }
+        rayon::current_num_threads().min(x.dims()[0]).max(1)
+    }
+
+    /// The blocks over the whole of `x`, in this thread.
+    fn forward_serial(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.blocks.iter().fold(x, |x, block| block.forward(x))
     }
 }

@@ -5,6 +5,9 @@ Usage: compare.py --out bench/results/<date>-<device>-<geometry> [--command TEXT
 Each FILE is a report of either implementation (`implementation` = "mocoop-burn" or "pytorch").
 Writes OUT.json (both records and the ratios per case) and OUT.md (the table), and prints the table.
 
+A Rust record of a training case run on several devices (`--device cpu,cpu`, data-parallel) gets a
+row of its own, "<case> on <devices>", against the same PyTorch record.
+
 Ratios: speed = Rust images/s / PyTorch images/s (> 1: Rust faster); time = Rust ms/step /
 PyTorch ms/step (<= 1 meets the CPU target); memory = Rust peak / PyTorch peak (RSS, and device
 memory on GPUs).
@@ -25,6 +28,12 @@ def fmt(v, digits=2):
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def row_name(record):
+    """The case, or "<case> on <devices>" for a run on several devices."""
+    device = record.get("device", "")
+    return f"{record['case']} on {device}" if "," in device else record["case"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
@@ -39,16 +48,19 @@ def main():
         impl = report["implementation"]
         meta.setdefault(impl, {k: v for k, v in report.items() if k != "cases"})
         for record in report["cases"]:
-            by_impl[impl][record["case"]] = record
+            by_impl[impl][row_name(record)] = record
 
     rows = []
-    for case in ORDER:
-        rust, torch = by_impl["mocoop-burn"].get(case), by_impl["pytorch"].get(case)
-        if rust is None and torch is None:
+    several = sorted(name for name in by_impl["mocoop-burn"] if " on " in name)
+    for name in [n for case in ORDER for n in [case] + [m for m in several
+                                                         if m.split(" on ")[0] == case]]:
+        case = name.split(" on ")[0]
+        rust, torch = by_impl["mocoop-burn"].get(name), by_impl["pytorch"].get(case)
+        if rust is None and (torch is None or name != case):
             continue
         get = lambda r, k: r.get(k) if r else None
         rows.append(dict(
-            case=case, rust=rust, pytorch=torch,
+            case=name, rust=rust, pytorch=torch,
             speed_ratio=ratio(get(rust, "images_per_s"), get(torch, "images_per_s")),
             time_ratio=ratio(get(rust, "ms_per_step"), get(torch, "ms_per_step")),
             rss_ratio=ratio(get(rust, "peak_rss_mib"), get(torch, "peak_rss_mib")),

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::device::{DeviceSpec, OnBackend, dispatch};
+use crate::device::{DeviceList, DeviceSpec, OnDevices, dispatch_all};
 use crate::model_args::check_precision;
 use cases::{CaseName, CaseSpec};
 use geometry::Geometry;
@@ -33,9 +33,10 @@ const RECORD_PREFIX: &str = "MOCOOP_BENCH_RECORD ";
 /// image encoding, on a CLIP with random weights. Prints a table; `--json` writes the records.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Backend and device: cpu, wgpu[:N], cuda[:N].
+    /// Backend and device: cpu, wgpu[:N], cuda[:N]. Training cases also take a list of devices
+    /// (cuda:0,cuda:1; cpu,cpu for two CPU workers) and run data-parallel as `train` does.
     #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
+    device: DeviceList,
     /// Model size [default: small on the CPU, vit-b-16 on GPUs].
     #[arg(long, value_enum)]
     geometry: Option<Geometry>,
@@ -77,7 +78,7 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     fn geometry(&self) -> Geometry {
-        self.geometry.unwrap_or(match self.device {
+        self.geometry.unwrap_or(match self.device.main() {
             DeviceSpec::Cpu => Geometry::Small,
             _ => Geometry::VitB16,
         })
@@ -93,21 +94,49 @@ impl BenchArgs {
         )
     }
 
+    /// The cases to run, in report order.
+    fn requested(&self) -> Vec<CaseName> {
+        if let Some(case) = self.case {
+            vec![case]
+        } else if self.cases.is_empty() {
+            // Several devices: the training cases, the ones that can use them.
+            let several = self.device.specs().len() > 1;
+            CaseName::ALL
+                .into_iter()
+                .filter(|case| !several || case.is_training())
+                .collect()
+        } else {
+            self.cases.clone()
+        }
+    }
+
     /// Runs every requested case in its own child process, prints the table, writes the JSON.
     pub fn run(self) -> Result<()> {
         if self.steps == 0 || self.batch == 0 {
             bail!("--steps and --batch must be at least 1");
         }
+        let workers = self.device.specs().len();
+        if workers > 1 {
+            if let Some(case) = self.requested().iter().find(|c| !c.is_training()) {
+                bail!(
+                    "{} is an inference case and runs on one device, not '{}'",
+                    case.name(),
+                    self.device
+                );
+            }
+            if workers > self.batch {
+                bail!(
+                    "{workers} devices for a batch of {}: at most one device per image",
+                    self.batch
+                );
+            }
+        }
         if let Some(case) = self.case {
-            let record = dispatch(&self.device.clone(), CaseJob { args: self, case })?;
+            let record = dispatch_all(&self.device.clone(), CaseJob { args: self, case })?;
             println!("{RECORD_PREFIX}{}", serde_json::to_string(&record)?);
             return Ok(());
         }
-        let cases = if self.cases.is_empty() {
-            CaseName::ALL.to_vec()
-        } else {
-            self.cases.clone()
-        };
+        let cases = self.requested();
         let mut records = Vec::new();
         let mut failed = Vec::new();
         for case in cases {
@@ -184,11 +213,12 @@ struct CaseJob {
     case: CaseName,
 }
 
-impl OnBackend for CaseJob {
+impl OnDevices for CaseJob {
     type Output = CaseRecord;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<CaseRecord> {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<CaseRecord> {
         let args = &self.args;
+        let device = devices[0].clone();
         let spec = args.spec(self.case);
         let schedule = Schedule {
             warmup: args.warmup,
@@ -197,8 +227,8 @@ impl OnBackend for CaseJob {
             seed: args.seed,
             precision: args.precision,
         };
-        check_precision::<B>(args.precision, &args.device, &device)?;
-        let timing = measure::measure::<B>(&spec, args.geometry(), &schedule, &device)?;
+        check_precision::<B>(args.precision, args.device.main(), &device)?;
+        let timing = measure::measure::<B>(&spec, args.geometry(), &schedule, &devices)?;
         let (device_mem_mib, device_note) = device_memory::device_memory(&device);
         let peak_rss_mib = timing.peak_rss_mib;
         let rss_note = peak_rss_mib

@@ -115,3 +115,35 @@ fn bench_runs_in_half_precision() {
         assert!(v.is_finite() && v > 0.0, "{case}");
     }
 }
+
+#[test]
+fn bench_trains_on_two_cpu_workers() {
+    let (_, report) = bench(&["--device", "cpu,cpu"]);
+    let cases = report["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        CASES[..3],
+        "several devices: the training cases only"
+    );
+    for case in cases {
+        assert_eq!(case["device"], "cpu,cpu", "{case}");
+        let v = case["images_per_s"].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{case}");
+    }
+}
+
+#[test]
+fn bench_refuses_several_devices_for_inference() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
+        .args(["bench", "--geometry", "tiny", "--device", "cpu,cpu"])
+        .args(["--cases", "train-ln,encode-image"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("encode-image is an inference case and runs on one device"),
+        "{stderr}"
+    );
+}

@@ -5,12 +5,13 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use burn::optim::SgdConfig;
+use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsAccumulator, GradientsParams, SgdConfig};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use mocoop_data::ImageBatch;
+use mocoop_data::{BatchPart, ImageBatch};
 use mocoop_model::Precision;
 use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
@@ -76,19 +77,82 @@ fn timed<T>(
     Ok((ms, state))
 }
 
-/// Times `spec` on backend `B`.
+/// Times `spec` on backend `B`: training on `devices` (the first is the main device), inference
+/// on the first.
 pub fn measure<B: AutodiffBackend>(
     spec: &CaseSpec,
     geometry: Geometry,
     schedule: &Schedule,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<Timing> {
+    let device = &devices[0];
     B::seed(device, schedule.seed);
     if spec.case.is_training() {
-        training::<B>(spec, geometry, schedule, device)
+        training::<B>(spec, geometry, schedule, devices)
     } else {
         inference::<B::InnerBackend>(spec, geometry, schedule, device)
     }
+}
+
+/// The gradients of one training step. On several devices this is what burn-train's multi-device
+/// strategy does for `train --device a,b`: each device forks the model and runs its part of the
+/// batch (its loss weighted by its share) on a thread of its own, and the gradients are summed on
+/// the main device.
+fn step_gradients<B: AutodiffBackend>(
+    model: &MocoopModel<B>,
+    batch: &ImageBatch<B>,
+    devices: &[B::Device],
+) -> Result<GradientsParams> {
+    if let [_] = devices {
+        return model
+            .train_step(batch.clone())
+            .1
+            .context("the loss is not finite");
+    }
+    let size = batch.indices.len();
+    let parts: Vec<Option<GradientsParams>> = std::thread::scope(|scope| {
+        let running: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(index, device)| {
+                let range = BatchPart {
+                    index,
+                    count: devices.len(),
+                }
+                .range(size);
+                let part = ImageBatch {
+                    images: batch
+                        .images
+                        .clone()
+                        .narrow(0, range.start, range.len())
+                        .to_device(device),
+                    labels: batch
+                        .labels
+                        .clone()
+                        .narrow(0, range.start, range.len())
+                        .to_device(device),
+                    share: range.len() as f32 / size as f32,
+                    indices: batch.indices[range].to_vec(),
+                };
+                let worker = model.clone().fork(device);
+                scope.spawn(move || worker.train_step(part).1)
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })
+            .collect()
+    });
+    let mut sum = GradientsAccumulator::new();
+    for grads in parts {
+        let grads = grads.context("the loss is not finite")?;
+        sum.accumulate(model, grads.to_device(&devices[0], model));
+    }
+    Ok(sum.grads())
 }
 
 /// The trainer's SGD: momentum 0.9 without dampening, weight decay, default learning rate.
@@ -108,8 +172,9 @@ fn training<B: AutodiffBackend>(
     spec: &CaseSpec,
     geometry: Geometry,
     schedule: &Schedule,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<Timing> {
+    let device = &devices[0];
     let tokenizer = ClipTokenizer::embedded();
     let groups = expert_groups(spec.experts)?;
     let clip = geometry
@@ -134,15 +199,14 @@ fn training<B: AutodiffBackend>(
     let optim_config = OptimConfig::default();
     let mut optim = optimiser_config(&optim_config).init::<B, MocoopModel<B>>();
     let (images, labels) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
-    let batch = || ImageBatch {
+    let batch = ImageBatch {
         images: images.clone(),
         labels: labels.clone(),
         indices: (0..spec.batch).collect(),
         share: 1.0,
     };
     let (ms_per_step, model) = timed(schedule, model, |model| {
-        let (_, grads) = model.train_step(batch());
-        let grads = grads.context("the loss is not finite")?;
+        let grads = step_gradients(&model, &batch, devices)?;
         let model = model.apply_grads(&mut optim, optim_config.lr, grads);
         sync::<B>(device)?;
         Ok(model)
@@ -193,7 +257,7 @@ fn training<B: AutodiffBackend>(
             Ok(())
         })?;
         time("full forward+backward", &mut || {
-            drop(model.train_step(batch()));
+            drop(model.train_step(batch.clone()));
             Ok(())
         })?;
     }

@@ -51,21 +51,21 @@ def main():
             by_impl[impl][row_name(record)] = record
 
     rows = []
-    several = sorted(name for name in by_impl["mocoop-burn"] if " on " in name)
-    for name in [n for case in ORDER for n in [case] + [m for m in several
-                                                         if m.split(" on ")[0] == case]]:
-        case = name.split(" on ")[0]
-        rust, torch = by_impl["mocoop-burn"].get(name), by_impl["pytorch"].get(case)
-        if rust is None and (torch is None or name != case):
-            continue
-        get = lambda r, k: r.get(k) if r else None
-        rows.append(dict(
-            case=name, rust=rust, pytorch=torch,
-            speed_ratio=ratio(get(rust, "images_per_s"), get(torch, "images_per_s")),
-            time_ratio=ratio(get(rust, "ms_per_step"), get(torch, "ms_per_step")),
-            rss_ratio=ratio(get(rust, "peak_rss_mib"), get(torch, "peak_rss_mib")),
-            device_mem_ratio=ratio(get(rust, "device_mem_mib"), get(torch, "device_mem_mib")),
-        ))
+    get = lambda r, k: r.get(k) if r else None
+    for case in ORDER:
+        torch = by_impl["pytorch"].get(case)
+        on_several = sorted(n for n in by_impl["mocoop-burn"] if n.startswith(f"{case} on "))
+        for name in [case, *on_several]:
+            rust = by_impl["mocoop-burn"].get(name)
+            if rust is None and torch is None:
+                continue
+            rows.append(dict(
+                case=name, rust=rust, pytorch=torch,
+                speed_ratio=ratio(get(rust, "images_per_s"), get(torch, "images_per_s")),
+                time_ratio=ratio(get(rust, "ms_per_step"), get(torch, "ms_per_step")),
+                rss_ratio=ratio(get(rust, "peak_rss_mib"), get(torch, "peak_rss_mib")),
+                device_mem_ratio=ratio(get(rust, "device_mem_mib"), get(torch, "device_mem_mib")),
+            ))
 
     rust_meta, torch_meta = meta.get("mocoop-burn", {}), meta.get("pytorch", {})
     first = next((r["rust"] or r["pytorch"] for r in rows), {})

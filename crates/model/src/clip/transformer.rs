@@ -314,14 +314,19 @@ impl<B: Backend> Transformer<B> {
         if !cpu_backend::<B>(&device) {
             return 1;
         }
-        if B::ad_enabled(&device) {
-            let mut tracked = TracksGradients(x.is_require_grad());
-            self.visit(&mut tracked);
-            if tracked.0 {
-                return 1;
-            }
+        if B::ad_enabled(&device) && (x.is_require_grad() || self.tracks_gradients()) {
+            return 1;
         }
         rayon::current_num_threads().min(x.dims()[0]).max(1)
+    }
+
+    /// Whether autodiff tracks any parameter of the stack (visual LN tuning trains its
+    /// LayerNorms). Not asked when the input is tracked, as the prompts are on every training
+    /// step's text side.
+    fn tracks_gradients(&self) -> bool {
+        let mut tracked = TracksGradients(false);
+        self.visit(&mut tracked);
+        tracked.0
     }
 
     /// The blocks over the whole of `x`, in this thread.

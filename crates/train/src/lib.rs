@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod features;
+pub mod image_parts;
 pub mod loss_scale;
 pub mod losses;
 pub mod metrics;

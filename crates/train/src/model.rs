@@ -314,16 +314,33 @@ impl<B: Backend> MocoopModel<B> {
         noise: Option<Tensor<B, 2>>,
         training: bool,
     ) -> StepTerms<B> {
-        let n = labels.dims()[0];
-        let device = images.device();
-        let s = &self.settings;
-        let l = &s.loss;
-        let f = if training && s.cached_features {
+        let f = self.image_features(images, training);
+        self.forward_features(f, labels, noise, training)
+    }
+
+    /// The normalised image features `[N, D]` of a batch: encoded, or, when training on cached
+    /// features, the batch itself.
+    pub fn image_features(&self, images: Tensor<B, 4>, training: bool) -> Tensor<B, 2> {
+        if training && self.settings.cached_features {
             let [n, d, _, _] = images.dims();
             images.reshape([n, d])
         } else {
             l2_normalize(self.clip.vision.forward(images))
-        };
+        }
+    }
+
+    /// [`Self::forward`] from the batch's normalised image features `f`.
+    pub fn forward_features(
+        &self,
+        f: Tensor<B, 2>,
+        labels: Tensor<B, 1, Int>,
+        noise: Option<Tensor<B, 2>>,
+        training: bool,
+    ) -> StepTerms<B> {
+        let n = labels.dims()[0];
+        let device = f.device();
+        let s = &self.settings;
+        let l = &s.loss;
         let mut router_logits = self.mixture.router_logits(f.clone());
         if training && let Some(noise) = noise {
             router_logits = router_logits.map(|r| r + noise);

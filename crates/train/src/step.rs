@@ -9,6 +9,7 @@ use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
 use mocoop_data::ImageBatch;
 
+use crate::image_parts::ImageParts;
 use crate::losses;
 use crate::model::{MocoopModel, StepTerms};
 use crate::resume;
@@ -203,7 +204,16 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     pub fn train_step(&self, batch: ImageBatch<B>) -> (MocoopOutput, Option<GradientsParams>) {
         let step = self.monitor.steps() as u64;
         let noise = self.router_noise(step, &batch.indices, &batch.images.device());
-        let terms = self.forward(batch.images, batch.labels.clone(), noise, true);
+        let parts = if self.settings.cached_features {
+            None
+        } else {
+            ImageParts::encode(&self.clip.vision, &batch.images)
+        };
+        let features = match &parts {
+            Some(parts) => parts.features(),
+            None => self.image_features(batch.images, true),
+        };
+        let terms = self.forward_features(features, batch.labels.clone(), noise, true);
         let mut output = host_output(&terms, batch.labels, self.mixture.config().top_k);
         let loss_scale = self.monitor.loss_scale();
         if let Some(s) = loss_scale {
@@ -214,7 +224,11 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         }
         let factor = batch.share * loss_scale.map_or(1.0, |s| s.scale);
         let grads = (terms.loss * factor).backward();
-        (output, Some(GradientsParams::from_grads(grads, self)))
+        let grads = match parts {
+            Some(parts) => parts.backward(grads, self),
+            None => GradientsParams::from_grads(grads, self),
+        };
+        (output, Some(grads))
     }
 
     /// Applies gradients: unscaling (f16 runs: a step whose gradients are not finite is skipped

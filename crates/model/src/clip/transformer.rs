@@ -100,12 +100,33 @@ fn cpu_backend<B: Backend>(device: &B::Device) -> bool {
     B::name(device).contains("flex")
 }
 
+/// Into how many parts a batch of `batch` independent items is cut so that each runs on a thread
+/// of its own: one per CPU thread (rayon's count, so `RAYON_NUM_THREADS` applies) on Burn's CPU
+/// backend, whose elementwise operations (activations, copies, residual adds) run on one core
+/// each, so that one sequence of them per thread keeps every core busy; only its matmuls, softmax
+/// and LayerNorm spread over the cores on their own. A GPU backend queues work asynchronously and
+/// gets one part.
+pub fn cpu_parts<B: Backend>(device: &B::Device, batch: usize) -> usize {
+    if !cpu_backend::<B>(device) {
+        return 1;
+    }
+    rayon::current_num_threads().min(batch).max(1)
+}
+
 /// Whether attention runs as batched matmuls and a softmax rather than Burn's fused attention:
 /// on Burn's CPU backend the fused kernel works through the heads one after the other, on one
 /// core, after copying q, k and v into head-major order, while its matmuls and softmax use every
 /// core and read q, k and v where they lie. GPU backends keep the fused (flash) kernel.
 fn unfused_attention<B: Backend>(device: &B::Device) -> bool {
     cpu_backend::<B>(device)
+}
+
+/// Whether autodiff tracks any float parameter of `module` (visual LN tuning trains the image
+/// encoder's LayerNorms).
+pub fn tracks_gradients<B: Backend, M: Module<B>>(module: &M) -> bool {
+    let mut tracked = TracksGradients(false);
+    module.visit(&mut tracked);
+    tracked.0
 }
 
 /// Finds whether any float parameter of a module is tracked by autodiff.
@@ -300,33 +321,20 @@ impl<B: Backend> Transformer<B> {
         Tensor::cat(outputs, 0)
     }
 
-    /// Into how many parts along the batch `x` is cut, each run on a thread of its own: one per
-    /// CPU thread on Burn's CPU backend, whose elementwise operations (activations, copies,
-    /// residual adds) run on one core each, so that one sequence of them per thread keeps every
-    /// core busy; only its matmuls, softmax and LayerNorm spread over the cores on their own.
+    /// Into how many parts along the batch `x` is cut, each run on a thread of its own
+    /// ([`cpu_parts`]).
     ///
     /// Only when no gradient flows through the stack (inference, frozen image encoder): Burn's
     /// autodiff graph, recorded from several threads at once, sums a parameter's gradient over the
     /// parts in an order that varies from run to run, and a resumed run must repeat the
-    /// uninterrupted one bit for bit. A GPU backend queues work asynchronously and gets one part.
+    /// uninterrupted one bit for bit. (Training splits its LN-tuned image side itself, with one
+    /// graph per part: `mocoop_train`'s `image_parts`.)
     fn concurrent_parts(&self, x: &Tensor<B, 3>) -> usize {
         let device = x.device();
-        if !cpu_backend::<B>(&device) {
+        if B::ad_enabled(&device) && (x.is_require_grad() || tracks_gradients(self)) {
             return 1;
         }
-        if B::ad_enabled(&device) && (x.is_require_grad() || self.tracks_gradients()) {
-            return 1;
-        }
-        rayon::current_num_threads().min(x.dims()[0]).max(1)
-    }
-
-    /// Whether autodiff tracks any parameter of the stack (visual LN tuning trains its
-    /// LayerNorms). Not asked when the input is tracked, as the prompts are on every training
-    /// step's text side.
-    fn tracks_gradients(&self) -> bool {
-        let mut tracked = TracksGradients(false);
-        self.visit(&mut tracked);
-        tracked.0
+        cpu_parts::<B>(&device, x.dims()[0])
     }
 
     /// The blocks over the whole of `x`, in this thread.

@@ -5,8 +5,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation};
+use burn::tensor::{FloatDType, Tensor, TensorData, activation};
 
+use super::cpu_kernels::{quick_gelu, scaled_softmax};
 use crate::config::Activation;
 use crate::precision::norm;
 use crate::weights::{StateDict, WeightsError};
@@ -96,7 +97,7 @@ pub struct SelfAttention<B: Backend> {
 
 /// Whether `B` is Burn's CPU backend (burn-flex, with or without autodiff), which the CPU-specific
 /// paths below are for.
-fn cpu_backend<B: Backend>(device: &B::Device) -> bool {
+pub(crate) fn cpu_backend<B: Backend>(device: &B::Device) -> bool {
     B::name(device).contains("flex")
 }
 
@@ -194,25 +195,16 @@ impl<B: Backend> SelfAttention<B> {
         qkv: Tensor<B, 3>,
         [batch, seq, heads, head_dim]: [usize; 4],
     ) -> Tensor<B, 4> {
-        let device = qkv.device();
         let dtype = qkv.dtype();
         // [batch, seq, 3, heads, head_dim] seen as [3, batch, heads, seq, head_dim].
         let qkv = qkv
             .reshape([batch, seq, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4]);
         let part = |i: usize| qkv.clone().narrow(0, i, 1);
-        let scale = (head_dim as f64).powf(-0.5);
-        let mut scores = part(0)
+        let scores = part(0)
             .matmul(part(1).swap_dims(3, 4))
-            .cast(FloatDType::F32)
-            .mul_scalar(scale);
-        if self.causal {
-            let future = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, &device);
-            let bias =
-                Tensor::<B, 2>::zeros([seq, seq], &device).mask_fill(future, f32::NEG_INFINITY);
-            scores = scores + bias.unsqueeze::<5>();
-        }
-        activation::softmax(scores, 4)
+            .cast(FloatDType::F32);
+        scaled_softmax(scores, (head_dim as f32).powf(-0.5), self.causal)
             .cast(dtype)
             .matmul(part(2))
             .reshape([batch, heads, seq, head_dim])
@@ -238,7 +230,7 @@ impl<B: Backend> ResidualBlock<B> {
         let x = x.clone() + self.attn.forward(norm(&self.ln_1, x));
         let hidden = self.c_fc.forward(norm(&self.ln_2, x.clone()));
         let hidden = match self.activation {
-            Activation::QuickGelu => hidden.clone() * activation::sigmoid(hidden * 1.702),
+            Activation::QuickGelu => quick_gelu(hidden),
             Activation::Gelu => activation::gelu(hidden),
         };
         x + self.c_proj.forward(hidden)

@@ -8,6 +8,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, activation};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
 use mocoop_data::ImageBatch;
+use mocoop_model::clip::{l2_normalize, tracks_gradients};
 
 use crate::image_parts::ImageParts;
 use crate::losses;
@@ -204,15 +205,7 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     pub fn train_step(&self, batch: ImageBatch<B>) -> (MocoopOutput, Option<GradientsParams>) {
         let step = self.monitor.steps() as u64;
         let noise = self.router_noise(step, &batch.indices, &batch.images.device());
-        let parts = if self.settings.cached_features {
-            None
-        } else {
-            ImageParts::encode(&self.clip.vision, &batch.images)
-        };
-        let features = match &parts {
-            Some(parts) => parts.features(),
-            None => self.image_features(batch.images, true),
-        };
+        let (features, parts) = self.step_features(batch.images);
         let terms = self.forward_features(features, batch.labels.clone(), noise, true);
         let mut output = host_output(&terms, batch.labels, self.mixture.config().top_k);
         let loss_scale = self.monitor.loss_scale();
@@ -229,6 +222,24 @@ impl<B: AutodiffBackend> MocoopModel<B> {
             None => GradientsParams::from_grads(grads, self),
         };
         (output, Some(grads))
+    }
+
+    /// The normalised image features of a training batch, and the parts they were computed in
+    /// when the image side is split ([`ImageParts`]: LN tuning on Burn's CPU backend). A frozen
+    /// encoder runs on the inner backend: it records no graph either way, and there Burn's CPU
+    /// backend runs its fused inference loops.
+    fn step_features(&self, images: Tensor<B, 4>) -> (Tensor<B, 2>, Option<ImageParts<B>>) {
+        let vision = &self.clip.vision;
+        if self.settings.cached_features {
+            (self.image_features(images, true), None)
+        } else if let Some(parts) = ImageParts::encode(vision, &images) {
+            (parts.features(), Some(parts))
+        } else if tracks_gradients(vision) {
+            (self.image_features(images, true), None)
+        } else {
+            let features = l2_normalize(vision.valid().forward(images.inner()));
+            (Tensor::from_inner(features), None)
+        }
     }
 
     /// Applies gradients: unscaling (f16 runs: a step whose gradients are not finite is skipped

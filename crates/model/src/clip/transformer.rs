@@ -316,14 +316,16 @@ impl<B: Backend> Transformer<B> {
     /// Into how many parts along the batch `x` is cut, each run on a thread of its own
     /// ([`cpu_parts`]).
     ///
-    /// Only when no gradient flows through the stack (inference, frozen image encoder): Burn's
-    /// autodiff graph, recorded from several threads at once, sums a parameter's gradient over the
-    /// parts in an order that varies from run to run, and a resumed run must repeat the
-    /// uninterrupted one bit for bit. (Training splits its LN-tuned image side itself, with one
-    /// graph per part: `mocoop_train`'s `image_parts`.)
+    /// Not when autodiff tracks a parameter of the stack (visual LN tuning): Burn's autodiff
+    /// graph, recorded from several threads at once, sums that parameter's gradient over the parts
+    /// in an order that varies from run to run, and a resumed run must repeat the uninterrupted one
+    /// bit for bit. (Training splits its LN-tuned image side itself, with one graph per part:
+    /// `mocoop_train`'s `image_parts`.) A tracked input, such as the prompts on a training step's
+    /// text side, is split: each part's gradient covers rows of its own, so their sum is exact in
+    /// any order.
     fn concurrent_parts(&self, x: &Tensor<B, 3>) -> usize {
         let device = x.device();
-        if B::ad_enabled(&device) && (x.is_require_grad() || tracks_gradients(self)) {
+        if B::ad_enabled(&device) && tracks_gradients(self) {
             return 1;
         }
         cpu_parts::<B>(&device, x.dims()[0])

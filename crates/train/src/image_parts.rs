@@ -15,7 +15,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
-use mocoop_model::clip::{VisionEncoder, cpu_parts, l2_normalize, tracks_gradients};
+use mocoop_model::clip::{VisionEncoder, l2_normalize, tracks_gradients};
 
 /// Normalised image features computed in parts, and what their backward pass needs.
 pub struct ImageParts<B: AutodiffBackend> {
@@ -47,16 +47,16 @@ fn on_threads<T: Send, R: Send>(items: Vec<T>, job: impl Fn(T) -> R + Sync) -> V
 }
 
 impl<B: AutodiffBackend> ImageParts<B> {
-    /// The normalised features of `images` through `encoder`, one part per CPU thread; `None`
-    /// when the batch is better run whole: on a GPU backend, with one thread or one image, or
-    /// when no parameter of the encoder is trained (then nothing needs a graph, and the encoder
-    /// splits its batch by itself).
-    pub fn encode(encoder: &VisionEncoder<B>, images: &Tensor<B, 4>) -> Option<Self> {
-        let device = images.device();
-        let count = cpu_parts::<B>(&device, images.dims()[0]);
+    /// The normalised features of `images` through `encoder`, in `count` parts (one per CPU
+    /// thread on Burn's CPU backend:
+    /// [`cpu_parts`](mocoop_model::clip::cpu_parts)); `None` when the batch is better run whole:
+    /// fewer than two parts, or no parameter of the encoder trained (then nothing needs a graph,
+    /// and the encoder splits its batch by itself).
+    pub fn encode(encoder: &VisionEncoder<B>, images: &Tensor<B, 4>, count: usize) -> Option<Self> {
         if count < 2 || !tracks_gradients(encoder) {
             return None;
         }
+        let device = images.device();
         let parts = on_threads(images.clone().chunk(count, 0), |chunk| {
             let encoder = encoder.clone().fork(&device);
             let features = l2_normalize(encoder.forward(chunk));

@@ -8,7 +8,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, activation};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
 use mocoop_data::ImageBatch;
-use mocoop_model::clip::{l2_normalize, tracks_gradients};
+use mocoop_model::clip::{cpu_parts, l2_normalize, tracks_gradients};
 
 use crate::image_parts::ImageParts;
 use crate::losses;
@@ -232,7 +232,11 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         let vision = &self.clip.vision;
         if self.settings.cached_features {
             (self.image_features(images, true), None)
-        } else if let Some(parts) = ImageParts::encode(vision, &images) {
+        } else if let Some(parts) = ImageParts::encode(
+            vision,
+            &images,
+            cpu_parts::<B>(&images.device(), images.dims()[0]),
+        ) {
             (parts.features(), Some(parts))
         } else if tracks_gradients(vision) {
             (self.image_features(images, true), None)

@@ -44,15 +44,6 @@ fn loss(features: Tensor<B, 2>) -> Tensor<B, 1> {
     (features.powi_scalar(2) * weights).sum()
 }
 
-/// Runs `f` where `rayon::current_num_threads()` is `threads`.
-fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("a rayon pool")
-        .install(f)
-}
-
 /// Each image LayerNorm parameter's gradient.
 fn ln_grads(clip: &Clip<B>, grads: &GradientsParams) -> Vec<(String, Vec<f32>)> {
     visual_ln_params(clip)
@@ -66,12 +57,11 @@ fn ln_grads(clip: &Clip<B>, grads: &GradientsParams) -> Vec<(String, Vec<f32>)> 
         .collect()
 }
 
-fn in_parts(clip: &Clip<B>, images: &Tensor<B, 4>, threads: usize) -> Vec<(String, Vec<f32>)> {
-    in_pool(threads, || {
-        let parts = ImageParts::encode(&clip.vision, images).expect("the batch is split");
-        let grads = loss(parts.features()).backward();
-        ln_grads(clip, &parts.backward(grads, &clip.vision))
-    })
+/// The gradients of the images' loss, the image side run in `count` parts.
+fn in_parts(clip: &Clip<B>, images: &Tensor<B, 4>, count: usize) -> Vec<(String, Vec<f32>)> {
+    let parts = ImageParts::encode(&clip.vision, images, count).expect("the batch is split");
+    let grads = loss(parts.features()).backward();
+    ln_grads(clip, &parts.backward(grads, &clip.vision))
 }
 
 #[test]
@@ -105,14 +95,10 @@ fn parts_give_the_whole_batch_gradients_and_repeat_bit_for_bit() {
 }
 
 #[test]
-fn the_batch_runs_whole_with_one_thread_or_a_frozen_encoder() {
+fn the_batch_runs_whole_in_one_part_or_through_a_frozen_encoder() {
     let tuned = clip(true);
     let images = images(&tuned, 4);
-    in_pool(1, || {
-        assert!(ImageParts::encode(&tuned.vision, &images).is_none())
-    });
+    assert!(ImageParts::encode(&tuned.vision, &images, 1).is_none());
     let frozen = clip(false);
-    in_pool(3, || {
-        assert!(ImageParts::encode(&frozen.vision, &images).is_none())
-    });
+    assert!(ImageParts::encode(&frozen.vision, &images, 3).is_none());
 }

@@ -100,6 +100,7 @@ impl<B: AutodiffBackend> ImageParts<B> {
                 (part, share)
             })
             .collect();
+        // Every fork has the encoder's parameter ids; one of them names what to sum.
         let encoder = shares[0].0.encoder.clone();
         let per_part = on_threads(shares, |(part, share)| {
             let grads = (part.features * share).sum().backward();

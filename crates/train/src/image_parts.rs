@@ -15,7 +15,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
-use mocoop_model::clip::{VisionEncoder, l2_normalize, tracks_gradients};
+use mocoop_model::clip::{VisionEncoder, l2_normalize, on_threads, tracks_gradients};
 
 /// Normalised image features computed in parts, and what their backward pass needs.
 pub struct ImageParts<B: AutodiffBackend> {
@@ -28,22 +28,6 @@ pub struct ImageParts<B: AutodiffBackend> {
 struct Part<B: AutodiffBackend> {
     encoder: VisionEncoder<B>,
     features: Tensor<B, 2>,
-}
-
-/// Runs `job` on each item on a thread of its own and returns the results in order (a panic in
-/// a job is re-raised here).
-fn on_threads<T: Send, R: Send>(items: Vec<T>, job: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let job = &job;
-    std::thread::scope(|scope| {
-        let running: Vec<_> = items
-            .into_iter()
-            .map(|item| scope.spawn(move || job(item)))
-            .collect();
-        running
-            .into_iter()
-            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
 }
 
 impl<B: AutodiffBackend> ImageParts<B> {

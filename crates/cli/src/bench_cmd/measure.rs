@@ -13,6 +13,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use mocoop_data::{BatchPart, ImageBatch};
 use mocoop_model::Precision;
+use mocoop_model::clip::on_threads;
 use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_train::config::{LossConfig, OptimConfig};
@@ -110,43 +111,33 @@ fn step_gradients<B: AutodiffBackend>(
             .context("the loss is not finite");
     }
     let size = batch.indices.len();
-    let parts: Vec<Option<GradientsParams>> = std::thread::scope(|scope| {
-        let running: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(index, device)| {
-                let range = BatchPart {
-                    index,
-                    count: devices.len(),
-                }
-                .range(size);
-                let part = ImageBatch {
-                    images: batch
-                        .images
-                        .clone()
-                        .narrow(0, range.start, range.len())
-                        .to_device(device),
-                    labels: batch
-                        .labels
-                        .clone()
-                        .narrow(0, range.start, range.len())
-                        .to_device(device),
-                    share: range.len() as f32 / size as f32,
-                    indices: batch.indices[range].to_vec(),
-                };
-                let worker = model.clone().fork(device);
-                scope.spawn(move || worker.train_step(part).1)
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-            })
-            .collect()
-    });
+    let workers: Vec<_> = devices
+        .iter()
+        .enumerate()
+        .map(|(index, device)| {
+            let range = BatchPart {
+                index,
+                count: devices.len(),
+            }
+            .range(size);
+            let part = ImageBatch {
+                images: batch
+                    .images
+                    .clone()
+                    .narrow(0, range.start, range.len())
+                    .to_device(device),
+                labels: batch
+                    .labels
+                    .clone()
+                    .narrow(0, range.start, range.len())
+                    .to_device(device),
+                share: range.len() as f32 / size as f32,
+                indices: batch.indices[range].to_vec(),
+            };
+            (model.clone().fork(device), part)
+        })
+        .collect();
+    let parts = on_threads(workers, |(worker, part)| worker.train_step(part).1);
     let mut sum = GradientsAccumulator::new();
     for grads in parts {
         let grads = grads.context("the loss is not finite")?;

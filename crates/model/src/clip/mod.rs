@@ -16,7 +16,7 @@ use crate::config::ClipConfig;
 use crate::precision::{CastWeights, Precision};
 use crate::weights::{self, LoadOptions, LoadedWeights, WeightsError};
 pub use text::{TextEncoder, eot_positions};
-pub use transformer::{cpu_parts, tracks_gradients};
+pub use transformer::{cpu_parts, on_threads, tracks_gradients};
 pub use vision::VisionEncoder;
 
 /// CLIP, built from any supported checkpoint, on any Burn backend.

@@ -122,6 +122,22 @@ fn unfused_attention<B: Backend>(device: &B::Device) -> bool {
     cpu_backend::<B>(device)
 }
 
+/// Runs `job` on each item on a thread of its own and returns the results in order (a panic in a
+/// job is re-raised here): how a batch cut by [`cpu_parts`] runs.
+pub fn on_threads<T: Send, R: Send>(items: Vec<T>, job: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let job = &job;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = items
+            .into_iter()
+            .map(|item| scope.spawn(move || job(item)))
+            .collect();
+        running
+            .into_iter()
+            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Whether autodiff tracks any float parameter of `module` (visual LN tuning trains the image
 /// encoder's LayerNorms).
 pub fn tracks_gradients<B: Backend, M: Module<B>>(module: &M) -> bool {
@@ -299,17 +315,7 @@ impl<B: Backend> Transformer<B> {
         if parts == 1 {
             return self.forward_serial(x);
         }
-        let outputs = std::thread::scope(|scope| {
-            let running: Vec<_> = x
-                .chunk(parts, 0)
-                .into_iter()
-                .map(|part| scope.spawn(move || self.forward_serial(part)))
-                .collect();
-            running
-                .into_iter()
-                .map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        });
+        let outputs = on_threads(x.chunk(parts, 0), |part| self.forward_serial(part));
         Tensor::cat(outputs, 0)
     }
 

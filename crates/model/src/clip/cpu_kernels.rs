@@ -1,15 +1,18 @@
 //! Fused loops for inference on Burn's CPU backend: QuickGELU (`x · σ(1.702 x)`, the MLP
-//! activation of OpenAI's CLIP models) and attention's scaled, optionally causal softmax.
+//! activation of OpenAI's CLIP models) and multi-head attention from the packed projections.
 //!
 //! Burn's CPU backend computes exponentials one element at a time through the C library's
-//! `expf`, and each scaling, masking, reduction and product as a pass of its own: together about a
-//! fifth of an image-encoder forward pass (`perf record` on `mocoop bench --cases encode-image`).
-//! Outside autodiff, on f32 values, each function here is one pass over the buffer with an
-//! exponential the compiler vectorises. Under autodiff (training) and on other backends Burn's
-//! own operations run, as they record the graph.
+//! `expf`, and each scaling, masking, reduction and product as a pass of its own, and attention
+//! copies its heads in and out of head-major order: together about a quarter of an image-encoder
+//! forward pass (`perf record` on `mocoop bench --cases encode-image`). Outside autodiff, on f32
+//! values, each function here is one pass over the buffer with an exponential the compiler
+//! vectorises. Under autodiff (training) and on other backends Burn's own operations run, as they
+//! record the graph.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, DType, Tensor, TensorData, activation};
+use burn::tensor::{DType, Tensor, TensorData, activation};
+use gemm::Parallelism;
+use rayon::prelude::*;
 
 use super::transformer::cpu_backend;
 
@@ -45,32 +48,135 @@ pub(crate) fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<
     }
 }
 
-/// `softmax(scale · scores)` over the last dimension, with the entries above the diagonal of
-/// each trailing `[seq, seq]` square left out when `causal` (a query sees no later key).
-pub(crate) fn scaled_softmax<B: Backend, const D: usize>(
-    scores: Tensor<B, D>,
-    scale: f32,
+/// Multi-head attention, `softmax(q kᵀ / √d) v` per head, straight from the packed input
+/// projection `qkv` (`[batch, seq, 3·width]`: q, k and v side by side, each with its heads side by
+/// side), as `[batch, seq, width]` with the heads side by side, the layout the output projection
+/// reads; `causal`: a query sees no later key. `qkv` comes back when Burn's operations must run.
+///
+/// Burn's operations would copy q, k and v into head-major order, hold every head's `[seq, seq]`
+/// scores at once and copy the result back into sequence-major order. Here each head's products
+/// read q, k and v where they lie (gemm takes strides) and write the result where it belongs,
+/// and its scores stay in one buffer small enough for the cache.
+pub(crate) fn packed_attention<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
     causal: bool,
-) -> Tensor<B, D> {
-    let seq = scores.dims()[D - 1];
-    match host_values(scores) {
-        Ok((mut data, device)) => {
-            for (i, row) in f32s(&mut data).chunks_exact_mut(seq).enumerate() {
-                let visible = if causal { i % seq + 1 } else { seq };
-                softmax_in_place(row, scale, visible);
+) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+    let [batch, seq, packed] = qkv.dims();
+    let (data, device) = host_values(qkv)?;
+    let values = data
+        .as_slice::<f32>()
+        .expect("an f32 tensor holds f32 values");
+    let width = packed / 3;
+    let head = Head {
+        seq,
+        width,
+        dim: width / heads,
+        causal,
+    };
+    let mut out = vec![0.0f32; batch * seq * width];
+    out.par_chunks_mut(seq * width)
+        .zip(values.par_chunks(seq * packed))
+        .for_each(|(out, qkv)| {
+            let mut scores = vec![0.0f32; seq * seq];
+            for h in 0..heads {
+                head.attend(h, qkv, out, &mut scores);
             }
-            Tensor::from_data(data, &device)
+        });
+    Ok(Tensor::from_data(
+        TensorData::new(out, [batch, seq, width]),
+        &device,
+    ))
+}
+
+/// The geometry of one head's attention over one sequence, for [`packed_attention`].
+struct Head {
+    seq: usize,
+    width: usize,
+    dim: usize,
+    causal: bool,
+}
+
+impl Head {
+    /// Head `h` of one sequence: reads its q, k and v columns of `qkv` (`[seq, 3·width]`) and
+    /// writes its columns of `out` (`[seq, width]`); `scores` (`[seq, seq]`) is scratch.
+    fn attend(&self, h: usize, qkv: &[f32], out: &mut [f32], scores: &mut [f32]) {
+        let Self {
+            seq, width, dim, ..
+        } = *self;
+        let packed = 3 * width;
+        assert!(
+            qkv.len() == seq * packed
+                && out.len() == seq * width
+                && scores.len() == seq * seq
+                && (h + 1) * dim <= width,
+            "attention buffers do not match the head geometry"
+        );
+        let column = h * dim;
+        let (q, k, v) = (
+            &qkv[column..],
+            &qkv[width + column..],
+            &qkv[2 * width + column..],
+        );
+        let (seq_i, packed_i, width_i) = (seq as isize, packed as isize, width as isize);
+        // SAFETY: gemm reads rows r < seq and columns c < dim (or seq) at r·rs + c·cs from each
+        // pointer. With the lengths asserted above, the furthest element q, k or v is read at
+        // (seq - 1)·3·width + 2·width + (h + 1)·dim - 1 < seq·3·width, `scores` at seq² - 1 and
+        // `out` at (seq - 1)·width + (h + 1)·dim - 1 < seq·width: all inside their slices. The
+        // output does not overlap the inputs (distinct slices, one of them `&mut`).
+        unsafe {
+            // scores = q kᵀ: kᵀ's element (i, j) is k[j·3·width + i].
+            gemm::gemm(
+                seq,
+                seq,
+                dim,
+                scores.as_mut_ptr(),
+                1,
+                seq_i,
+                false,
+                q.as_ptr(),
+                1,
+                packed_i,
+                k.as_ptr(),
+                packed_i,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
         }
-        Err(scores) => {
-            let device = scores.device();
-            let mut scores = scores.mul_scalar(scale);
-            if causal {
-                let future = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, &device);
-                let bias =
-                    Tensor::<B, 2>::zeros([seq, seq], &device).mask_fill(future, f32::NEG_INFINITY);
-                scores = scores + bias.unsqueeze::<D>();
-            }
-            activation::softmax(scores, D - 1)
+        let scale = (dim as f32).powf(-0.5);
+        for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+            let visible = if self.causal { i + 1 } else { seq };
+            softmax_in_place(row, scale, visible);
+        }
+        // SAFETY: as above.
+        unsafe {
+            // out = softmax(scores) v.
+            gemm::gemm(
+                seq,
+                dim,
+                seq,
+                out[column..].as_mut_ptr(),
+                1,
+                width_i,
+                false,
+                scores.as_ptr(),
+                1,
+                seq_i,
+                v.as_ptr(),
+                1,
+                packed_i,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
         }
     }
 }
@@ -78,15 +184,26 @@ pub(crate) fn scaled_softmax<B: Backend, const D: usize>(
 /// `row[..visible]` becomes `softmax(scale · row[..visible])`, the rest zeros.
 fn softmax_in_place(row: &mut [f32], scale: f32, visible: usize) {
     let (seen, hidden) = row.split_at_mut(visible);
-    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    for v in seen.iter_mut() {
-        *v = exp(scale * (*v - max));
-        sum += *v;
-    }
-    let inverse = sum.recip();
+    let max = lanes_fold(seen, f32::NEG_INFINITY, f32::max);
+    seen.iter_mut().for_each(|v| *v = exp(scale * (*v - max)));
+    let inverse = lanes_fold(seen, 0.0, |a, b| a + b).recip();
     seen.iter_mut().for_each(|v| *v *= inverse);
     hidden.fill(0.0);
+}
+
+/// Folds `values` with `op` in eight interleaved lanes, then folds the lanes: a reduction the
+/// compiler vectorises, which a single running fold over floats is not (their sums do not
+/// reassociate).
+fn lanes_fold(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = op(*lane, v);
+        }
+    }
+    lanes.into_iter().chain(rest.iter().copied()).fold(init, op)
 }
 
 /// Applies QuickGELU to each value.
@@ -115,7 +232,13 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n in the exponent bits, read off the integer n held in the low mantissa bits of n + 1.5 · 2^23
+    // (an integer operation, where a float-to-int cast would check for overflow).
+    let biased = (n + ROUND)
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127);
+    let two_n = f32::from_bits(biased << 23);
     e_r * two_n
 }
 
@@ -123,6 +246,7 @@ fn exp(x: f32) -> f32 {
 mod tests {
     use burn::backend::{Autodiff, Flex};
 
+    use super::super::transformer::attention_by_operations;
     use super::*;
 
     /// Deterministic values in about [-6, 6].
@@ -159,16 +283,42 @@ mod tests {
 
     #[test]
     fn host_loops_agree_with_burn_operations() {
-        let shape = [2, 3, 5, 5];
+        // 11 keys: the softmax's eight-lane folds see a whole chunk and a remainder.
+        let (shape, heads) = ([2, 11, 3 * 12], 3);
         for causal in [false, true] {
-            let host = host(|x| scaled_softmax(x, 0.35, causal), shape);
-            let ops = burn_ops(|x| scaled_softmax(x, 0.35, causal), shape);
-            assert_close(&format!("softmax (causal {causal})"), &host, &ops);
-            // Row 1 of each square sees keys 0 and 1 only when causal.
-            assert_eq!(host[5 + 2] == 0.0, causal);
+            let host = host(
+                |qkv| packed_attention(qkv, heads, causal).expect("host path on Flex"),
+                shape,
+            );
+            let ops = burn_ops(
+                |qkv| {
+                    let qkv = packed_attention(qkv, heads, causal)
+                        .expect_err("Burn's operations under autodiff");
+                    attention_by_operations(qkv, heads, causal)
+                },
+                shape,
+            );
+            assert_close(&format!("attention (causal {causal})"), &host, &ops);
         }
         let host = host(quick_gelu, [7, 33]);
         assert_close("QuickGELU", &host, &burn_ops(quick_gelu, [7, 33]));
+    }
+
+    #[test]
+    fn a_causal_query_ignores_later_keys() {
+        // Changing the last token's q, k and v changes no earlier output row.
+        let (shape, heads) = ([1, 9, 3 * 8], 2);
+        let changed = |qkv: Tensor<Flex, 3>| {
+            let last = Tensor::full([1, 1, 3 * 8], 5.0, &qkv.device());
+            qkv.slice_assign([0..1, 8..9, 0..24], last)
+        };
+        let plain = host(|qkv| packed_attention(qkv, heads, true).unwrap(), shape);
+        let edited = host(
+            |qkv| packed_attention(changed(qkv), heads, true).unwrap(),
+            shape,
+        );
+        assert_eq!(plain[..8 * 8], edited[..8 * 8]);
+        assert_ne!(plain[8 * 8..], edited[8 * 8..]);
     }
 
     #[test]

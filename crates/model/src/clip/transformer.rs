@@ -5,9 +5,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{FloatDType, Tensor, TensorData, activation};
+use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation};
 
-use super::cpu_kernels::{quick_gelu, scaled_softmax};
+use super::cpu_kernels::{packed_attention, quick_gelu};
 use crate::config::Activation;
 use crate::precision::norm;
 use crate::weights::{StateDict, WeightsError};
@@ -114,10 +114,11 @@ pub fn cpu_parts<B: Backend>(device: &B::Device, batch: usize) -> usize {
     rayon::current_num_threads().min(batch).max(1)
 }
 
-/// Whether attention runs as batched matmuls and a softmax rather than Burn's fused attention:
-/// on Burn's CPU backend the fused kernel works through the heads one after the other, on one
-/// core, after copying q, k and v into head-major order, while its matmuls and softmax use every
-/// core and read q, k and v where they lie. GPU backends keep the fused (flash) kernel.
+/// Whether attention through Burn's operations (autodiff on the CPU) runs as batched matmuls and
+/// a softmax rather than Burn's fused attention: on Burn's CPU backend the fused kernel works
+/// through the heads one after the other, on one core, after copying q, k and v into head-major
+/// order, while its matmuls and softmax use every core and read q, k and v where they lie. GPU
+/// backends keep the fused (flash) kernel.
 fn unfused_attention<B: Backend>(device: &B::Device) -> bool {
     cpu_backend::<B>(device)
 }
@@ -180,51 +181,70 @@ impl<B: Backend> SelfAttention<B> {
 
     /// `x`: `[batch, seq, width]`.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, seq, width] = x.dims();
-        let head_dim = width / self.heads;
-        let device = x.device();
         let qkv = self.in_proj.forward(x);
-        let out = if unfused_attention::<B>(&device) {
-            self.unfused(qkv, [batch, seq, self.heads, head_dim])
-        } else {
-            let split = |i: usize| {
-                qkv.clone()
-                    .narrow(2, i * width, width)
-                    .reshape([batch, seq, self.heads, head_dim])
-                    .swap_dims(1, 2)
-            };
-            let options = AttentionModuleOptions {
-                is_causal: self.causal,
-                ..Default::default()
-            };
-            attention(split(0), split(1), split(2), None, None, options)
-        };
-        self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([batch, seq, width]))
+        let out = packed_attention(qkv, self.heads, self.causal)
+            .unwrap_or_else(|qkv| attention_by_operations(qkv, self.heads, self.causal));
+        self.out_proj.forward(out)
     }
+}
 
-    /// `softmax(q kᵀ / √d) v` per head from the packed projections `qkv` (`[batch, seq, 3·width]`),
-    /// as `[batch, heads, seq, head_dim]`. q, k and v stay views into `qkv`; the softmax runs in
-    /// f32, as in the fused kernel.
-    fn unfused(
-        &self,
-        qkv: Tensor<B, 3>,
-        [batch, seq, heads, head_dim]: [usize; 4],
-    ) -> Tensor<B, 4> {
-        let dtype = qkv.dtype();
-        // [batch, seq, 3, heads, head_dim] seen as [3, batch, heads, seq, head_dim].
-        let qkv = qkv
-            .reshape([batch, seq, 3, heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().narrow(0, i, 1);
-        let scores = part(0)
-            .matmul(part(1).swap_dims(3, 4))
-            .cast(FloatDType::F32);
-        scaled_softmax(scores, (head_dim as f32).powf(-0.5), self.causal)
-            .cast(dtype)
-            .matmul(part(2))
-            .reshape([batch, heads, seq, head_dim])
+/// Multi-head attention through Burn's operations, from the packed projections `qkv`
+/// (`[batch, seq, 3·width]`) to `[batch, seq, width]`, as [`packed_attention`] computes it on the
+/// host: under autodiff, for other precisions and on GPU backends.
+pub(crate) fn attention_by_operations<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
+    causal: bool,
+) -> Tensor<B, 3> {
+    let [batch, seq, packed] = qkv.dims();
+    let width = packed / 3;
+    let head_dim = width / heads;
+    let out = if unfused_attention::<B>(&qkv.device()) {
+        unfused(qkv, [batch, seq, heads, head_dim], causal)
+    } else {
+        let split = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * width, width)
+                .reshape([batch, seq, heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let options = AttentionModuleOptions {
+            is_causal: causal,
+            ..Default::default()
+        };
+        attention(split(0), split(1), split(2), None, None, options)
+    };
+    out.swap_dims(1, 2).reshape([batch, seq, width])
+}
+
+/// `softmax(q kᵀ / √d) v` per head from the packed projections `qkv` (`[batch, seq, 3·width]`), as
+/// `[batch, heads, seq, head_dim]`, through batched matmuls and a softmax. q, k and v stay views
+/// into `qkv`; the softmax runs in f32, as in the fused kernel.
+fn unfused<B: Backend>(
+    qkv: Tensor<B, 3>,
+    [batch, seq, heads, head_dim]: [usize; 4],
+    causal: bool,
+) -> Tensor<B, 4> {
+    let dtype = qkv.dtype();
+    let device = qkv.device();
+    // [batch, seq, 3, heads, head_dim] seen as [3, batch, heads, seq, head_dim].
+    let qkv = qkv
+        .reshape([batch, seq, 3, heads, head_dim])
+        .permute([2, 0, 3, 1, 4]);
+    let part = |i: usize| qkv.clone().narrow(0, i, 1);
+    let mut scores = part(0)
+        .matmul(part(1).swap_dims(3, 4))
+        .cast(FloatDType::F32)
+        .mul_scalar((head_dim as f32).powf(-0.5));
+    if causal {
+        let future = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, &device);
+        let bias = Tensor::<B, 2>::zeros([seq, seq], &device).mask_fill(future, f32::NEG_INFINITY);
+        scores = scores + bias.unsqueeze::<5>();
     }
+    activation::softmax(scores, 4)
+        .cast(dtype)
+        .matmul(part(2))
+        .reshape([batch, heads, seq, head_dim])
 }
 
 /// One pre-LN residual block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.

@@ -39,12 +39,30 @@ const SLOPE: f32 = 1.702;
 
 /// `x · σ(1.702 x)`.
 pub(crate) fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    elementwise(x, quick_gelu_in_place, |x| {
+        x.clone() * activation::sigmoid(x * SLOPE)
+    })
+}
+
+/// GELU, `x · Φ(x)` with the exact normal CDF (the MLP activation of open_clip's own models,
+/// LAION's among them).
+pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    elementwise(x, gelu_in_place, activation::gelu)
+}
+
+/// An elementwise function: `in_place` over the values on the host, or `by_operations` where
+/// Burn's operations must run.
+fn elementwise<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    in_place: fn(&mut [f32]),
+    by_operations: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
     match host_values(x) {
         Ok((mut data, device)) => {
-            quick_gelu_in_place(f32s(&mut data));
+            in_place(f32s(&mut data));
             Tensor::from_data(data, &device)
         }
-        Err(x) => x.clone() * activation::sigmoid(x * SLOPE),
+        Err(x) => by_operations(x),
     }
 }
 
@@ -213,6 +231,34 @@ fn quick_gelu_in_place(values: &mut [f32]) {
     }
 }
 
+/// Applies GELU to each value: `x · Φ(x) = x - x · erfc(x / √2) / 2`, with the Chebyshev fit of
+/// erfc from Numerical Recipes (`erfc(z) = t · e^{-z² + P(t)}`, `t = 1 / (1 + z / 2)` for
+/// `z ≥ 0`, relative error below 1.2e-7). For `x < 0`, `x · Φ(x) = x · erfc(|x| / √2) / 2`
+/// directly, so the small values there keep their relative precision; the choice is a select, so
+/// the loop vectorises.
+fn gelu_in_place(values: &mut [f32]) {
+    const P: [f32; 10] = [
+        -1.265_512_2,
+        1.000_023_7,
+        0.374_091_96,
+        0.096_784_18,
+        -0.186_288_06,
+        0.278_868_07,
+        -1.135_204,
+        1.488_515_9,
+        -0.822_152_2,
+        0.170_872_77,
+    ];
+    for v in values.iter_mut() {
+        let x = *v;
+        let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+        let t = 1.0 / (1.0 + 0.5 * z);
+        let p = P.iter().rev().fold(0.0, |acc, c| acc * t + c);
+        let tail = 0.5 * x * t * exp(p - z * z);
+        *v = if x < 0.0 { tail } else { x - tail };
+    }
+}
+
 /// `e^x` to within a few units in the last place, branch-free so that loops over it vectorise
 /// (Cephes' `expf`: `x = n ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, and
 /// `2^n` built in the exponent bits). Inputs are clamped to `[-87, 88]`, where `e^x` and `2^n`
@@ -300,8 +346,9 @@ mod tests {
             );
             assert_close(&format!("attention (causal {causal})"), &host, &ops);
         }
-        let host = host(quick_gelu, [7, 33]);
-        assert_close("QuickGELU", &host, &burn_ops(quick_gelu, [7, 33]));
+        let host_quick = host(quick_gelu, [7, 33]);
+        assert_close("QuickGELU", &host_quick, &burn_ops(quick_gelu, [7, 33]));
+        assert_close("GELU", &host(gelu, [7, 33]), &burn_ops(gelu, [7, 33]));
     }
 
     #[test]
@@ -331,6 +378,35 @@ mod tests {
             worst = worst.max(((got - want) / want).abs());
         }
         assert!(worst < 3e-7, "relative error {worst}");
+    }
+
+    #[test]
+    fn gelu_matches_the_normal_cdf_and_saturates() {
+        // x · Φ(x), with Φ from tables of the normal distribution.
+        let known = [
+            (-3.0, 0.001_349_898_031_630_1),
+            (-1.0, 0.158_655_253_931_457_07),
+            (0.0, 0.5),
+            (1.0, 0.841_344_746_068_542_9),
+            (2.0, 0.977_249_868_051_820_8),
+        ];
+        for (x, phi) in known {
+            let mut got = [x as f32];
+            gelu_in_place(&mut got);
+            let want = (x * phi) as f32;
+            assert!(
+                (got[0] - want).abs() <= 2e-7,
+                "GELU({x}) = {}, not {want}",
+                got[0]
+            );
+        }
+        let mut extremes = [-1e30, -60.0, 60.0, 1e30];
+        gelu_in_place(&mut extremes);
+        assert_eq!(
+            extremes.map(|v| v.abs() < 1e-30),
+            [true, true, false, false]
+        );
+        assert_eq!(extremes[2..], [60.0, 1e30]);
     }
 
     #[test]

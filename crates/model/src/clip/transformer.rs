@@ -7,7 +7,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation};
 
-use super::cpu_kernels::{packed_attention, quick_gelu};
+use super::cpu_kernels::{gelu, packed_attention, quick_gelu};
 use crate::config::Activation;
 use crate::precision::norm;
 use crate::weights::{StateDict, WeightsError};
@@ -267,7 +267,7 @@ impl<B: Backend> ResidualBlock<B> {
         let hidden = self.c_fc.forward(norm(&self.ln_2, x.clone()));
         let hidden = match self.activation {
             Activation::QuickGelu => quick_gelu(hidden),
-            Activation::Gelu => activation::gelu(hidden),
+            Activation::Gelu => gelu(hidden),
         };
         x + self.c_proj.forward(hidden)
     }

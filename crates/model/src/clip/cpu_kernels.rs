@@ -136,34 +136,29 @@ impl Head {
             &qkv[width + column..],
             &qkv[2 * width + column..],
         );
-        let (seq_i, packed_i, width_i) = (seq as isize, packed as isize, width as isize);
-        // SAFETY: gemm reads rows r < seq and columns c < dim (or seq) at r·rs + c·cs from each
-        // pointer. With the lengths asserted above, the furthest element q, k or v is read at
-        // (seq - 1)·3·width + 2·width + (h + 1)·dim - 1 < seq·3·width, `scores` at seq² - 1 and
-        // `out` at (seq - 1)·width + (h + 1)·dim - 1 < seq·width: all inside their slices. The
-        // output does not overlap the inputs (distinct slices, one of them `&mut`).
+        let rows_of = |values: &[f32], row: usize| Strided {
+            start: values.as_ptr(),
+            row: row as isize,
+            column: 1,
+        };
+        // SAFETY: a product reads rows r < seq and columns c < dim (or seq) of each matrix. With
+        // the lengths asserted above, the furthest element of q, k or v lies at
+        // (seq - 1)·3·width + 2·width + (h + 1)·dim - 1 < seq·3·width, of `scores` at seq² - 1
+        // and of `out` at (seq - 1)·width + (h + 1)·dim - 1 < seq·width: all inside their
+        // slices. Each output is a `&mut` slice, so it overlaps neither input.
         unsafe {
             // scores = q kᵀ: kᵀ's element (i, j) is k[j·3·width + i].
-            gemm::gemm(
-                seq,
-                seq,
-                dim,
+            let k_t = Strided {
+                start: k.as_ptr(),
+                row: 1,
+                column: packed as isize,
+            };
+            product(
+                [seq, seq, dim],
                 scores.as_mut_ptr(),
-                1,
-                seq_i,
-                false,
-                q.as_ptr(),
-                1,
-                packed_i,
-                k.as_ptr(),
-                packed_i,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
+                seq,
+                rows_of(q, packed),
+                k_t,
             );
         }
         let scale = (dim as f32).powf(-0.5);
@@ -174,28 +169,62 @@ impl Head {
         // SAFETY: as above.
         unsafe {
             // out = softmax(scores) v.
-            gemm::gemm(
-                seq,
-                dim,
-                seq,
-                out[column..].as_mut_ptr(),
-                1,
-                width_i,
-                false,
-                scores.as_ptr(),
-                1,
-                seq_i,
-                v.as_ptr(),
-                1,
-                packed_i,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
+            let out = out[column..].as_mut_ptr();
+            product(
+                [seq, dim, seq],
+                out,
+                width,
+                rows_of(scores, seq),
+                rows_of(v, packed),
             );
         }
+    }
+}
+
+/// A matrix read in place: its first element and the steps between its rows and its columns.
+#[derive(Clone, Copy)]
+struct Strided {
+    start: *const f32,
+    row: isize,
+    column: isize,
+}
+
+/// `out = lhs · rhs` on this thread, for `[m, n, k]`: an `[m, k]` lhs, a `[k, n]` rhs and an
+/// `[m, n]` output whose rows lie `out_row` apart.
+///
+/// # Safety
+/// Every element of each matrix lies inside a live allocation, and the output overlaps neither
+/// input.
+unsafe fn product(
+    [m, n, k]: [usize; 3],
+    out: *mut f32,
+    out_row: usize,
+    lhs: Strided,
+    rhs: Strided,
+) {
+    let out_row = out_row as isize;
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out,
+            1,
+            out_row,
+            false,
+            lhs.start,
+            lhs.column,
+            lhs.row,
+            rhs.start,
+            rhs.column,
+            rhs.row,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
     }
 }
 

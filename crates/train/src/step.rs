@@ -226,8 +226,9 @@ impl<B: AutodiffBackend> MocoopModel<B> {
 
     /// The normalised image features of a training batch, and the parts they were computed in
     /// when the image side is split ([`ImageParts`]: LN tuning on Burn's CPU backend). A frozen
-    /// encoder runs on the inner backend: it records no graph either way, and outside autodiff the
-    /// model's QuickGELU and softmax run as fused loops on Burn's CPU backend.
+    /// encoder runs on the inner backend: it records no graph either way, and outside autodiff its
+    /// activations and attention run as the fused loops of Burn's CPU backend
+    /// (`mocoop_model`'s `clip::cpu_kernels`).
     fn step_features(&self, images: Tensor<B, 4>) -> (Tensor<B, 2>, Option<ImageParts<B>>) {
         let vision = &self.clip.vision;
         if self.settings.cached_features {

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
@@ -16,12 +15,6 @@ use mocoop_model::config::ClipConfig;
 use mocoop_model::weights::native::{self, StoredPrecision};
 use mocoop_model::weights::{self, LoadOptions, LoadedWeights, StateDict, WeightLayout};
 use mocoop_model::{Activation, Clip};
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mocoop-weights-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 /// The fixture's tensors, as a plain map to tamper with.
 fn fixture_tensors() -> BTreeMap<String, TensorData> {
@@ -108,6 +101,8 @@ fn missing_extra_and_misshaped_tensors_are_named() {
 
 #[test]
 fn bad_files_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = |name: &str| dir.path().join(name);
     let truncated = temp("truncated.safetensors");
     let bytes = std::fs::read(fixtures().join("openclip_quickgelu.safetensors")).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
@@ -146,11 +141,12 @@ fn native_format_round_trips_with_its_configuration() {
     };
     let loaded = weights::load(&source, &options).unwrap();
     let config = loaded.config.clone();
+    let dir = tempfile::tempdir().unwrap();
     for (precision, name) in [
         (StoredPrecision::F32, "gelu32"),
         (StoredPrecision::F16, "gelu16"),
     ] {
-        let out = temp(&format!("{name}.safetensors"));
+        let out = dir.path().join(format!("{name}.safetensors"));
         native::save(&loaded.state, &config, "test", precision, &out).unwrap();
         let reloaded = weights::load(&out, &LoadOptions::default()).unwrap();
         assert_eq!(reloaded.layout, WeightLayout::Native);

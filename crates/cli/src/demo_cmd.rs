@@ -20,7 +20,7 @@ use mocoop_world::{BenchmarkConfig, Style, style_from_path, write_benchmark};
 use serde_json::json;
 
 use crate::device::{DeviceSpec, OnBackend};
-use crate::model_args::ModelArgs;
+use crate::model_args::CheckpointArgs;
 use crate::plot;
 use crate::train_cmd::{RunData, TrainFlags};
 
@@ -107,10 +107,9 @@ impl OnBackend for DemoArgs {
         let weights = self.out.join("shapeworld-clip.safetensors");
         std::fs::write(&weights, SHIPPED_CLIP)
             .with_context(|| format!("writing {}", weights.display()))?;
-        let model = ModelArgs {
+        let checkpoint = CheckpointArgs {
             weights,
             activation: None,
-            device: self.device.clone(),
             precision: Precision::F32,
         };
         let run_data = RunData {
@@ -132,8 +131,8 @@ impl OnBackend for DemoArgs {
         {
             eprintln!("[{}/5] {name}", step + 2);
             let flags = self.flags(method)?;
-            let config = flags.config(&model, &run_data)?;
-            let loaded = model.load::<B>(&device)?;
+            let config = flags.config(&checkpoint, &run_data)?;
+            let loaded = checkpoint.load::<B>(&self.device, &device)?;
             let run_dir = self.out.join("runs").join(method);
             let report = train(
                 config,
@@ -149,7 +148,7 @@ impl OnBackend for DemoArgs {
 
         let report_dir = self.out.join("report");
         std::fs::create_dir_all(&report_dir)?;
-        let loaded = model.load::<B::InnerBackend>(&device)?;
+        let loaded = checkpoint.load::<B::InnerBackend>(&self.device, &device)?;
         let routing = routing_counts::<B::InnerBackend>(
             &self.out.join("runs").join("mocoop"),
             loaded.clip,

@@ -12,7 +12,7 @@ use mocoop_train::run::{read_config, write_json};
 use mocoop_train::{EvalSplit, EvalTarget, TrainedRun, evaluate_run};
 
 use crate::device::{DeviceSpec, OnBackend};
-use crate::model_args::ModelArgs;
+use crate::model_args::CheckpointArgs;
 
 /// Evaluates a run on a test split.
 #[derive(Debug, clap::Args)]
@@ -62,16 +62,15 @@ impl OnBackend for EvalArgs {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let config = read_config(&self.run, self.method)?;
-        let model = ModelArgs {
+        let checkpoint = CheckpointArgs {
             weights: self
                 .weights
                 .clone()
                 .unwrap_or_else(|| config.weights.clone()),
             activation: self.activation.or(config.activation),
-            device: self.device.clone(),
             precision: config.precision,
         };
-        let loaded = model.load::<B::InnerBackend>(&device)?;
+        let loaded = checkpoint.load::<B::InnerBackend>(&self.device, &device)?;
         let run = TrainedRun::load(
             &self.run,
             loaded.clip,

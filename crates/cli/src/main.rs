@@ -86,7 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Pretrain(args) => dispatch(&args.device().clone(), args),
         Command::Train(args) => dispatch_all(&args.devices().clone(), *args),
         Command::Eval(args) => dispatch(&args.device().clone(), args),
-        Command::Protocol(args) => dispatch(&args.device().clone(), *args),
+        Command::Protocol(args) => dispatch_all(&args.devices().clone(), *args),
         Command::Bench(args) => args.run(),
     };
     match result {

@@ -16,9 +16,10 @@ use crate::device::{DeviceSpec, catch_panic};
 /// Texts and images are encoded this many at a time.
 pub const BATCH: usize = 64;
 
-/// Which CLIP to load and where to run it.
+/// Which CLIP to load and in which precision: [`ModelArgs`] without the device, for commands
+/// that take a list of devices (`protocol`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ModelArgs {
+pub struct CheckpointArgs {
     /// CLIP checkpoint: OpenAI/open_clip `.safetensors` or `torch.save` `.pt`/`.bin`, a transformers
     /// CLIPModel directory (or its model.safetensors with config.json beside it), or a file made by
     /// `cargo xtask convert`.
@@ -28,13 +29,20 @@ pub struct ModelArgs {
     /// open_clip models without "quickgelu" in their name need `gelu`).
     #[arg(long, value_name = "quick_gelu|gelu")]
     pub activation: Option<Activation>,
-    /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: DeviceSpec,
     /// Precision of the encoders' compute: f32, or f16/bf16 on GPUs that support them (what
     /// trains keeps f32 master copies; LayerNorms run in f32).
     #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
     pub precision: Precision,
+}
+
+/// Which CLIP to load and where to run it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
+    /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
 }
 
 /// CLIP with the tokenizer that belongs to its checkpoint.
@@ -45,13 +53,13 @@ pub struct LoadedClip<B: Backend> {
     pub tokenizer: Cow<'static, ClipTokenizer>,
 }
 
-impl ModelArgs {
-    /// Loads the checkpoint onto `device`.
-    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<LoadedClip<B>> {
+impl CheckpointArgs {
+    /// Loads the checkpoint onto `device`, which the user named `spec` (for errors).
+    pub fn load<B: Backend>(&self, spec: &DeviceSpec, device: &B::Device) -> Result<LoadedClip<B>> {
         let options = LoadOptions {
             activation: self.activation,
         };
-        check_precision::<B>(self.precision, &self.device, device)?;
+        check_precision::<B>(self.precision, spec, device)?;
         let clip = Clip::load(&self.weights, &options, device)
             .with_context(|| format!("loading weights {}", self.weights.display()))?
             .with_precision(self.precision);
@@ -59,6 +67,13 @@ impl ModelArgs {
             clip,
             tokenizer: tokenizer_for(&self.weights)?,
         })
+    }
+}
+
+impl ModelArgs {
+    /// Loads the checkpoint onto `device`.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<LoadedClip<B>> {
+        self.checkpoint.load(&self.device, device)
     }
 }
 

@@ -20,8 +20,8 @@ use mocoop_train::protocol::{CellResult, base2new_table, fewshot_table, markdown
 use mocoop_train::run::{self, RunResults};
 use mocoop_train::{EvalSplit, EvalTarget, TrainedRun, evaluate_run, resume, train};
 
-use crate::device::{DeviceSpec, OnBackend};
-use crate::model_args::ModelArgs;
+use crate::device::{DeviceList, OnDevices};
+use crate::model_args::CheckpointArgs;
 use crate::train_cmd::{RunData, TrainFlags};
 
 /// Which protocol.
@@ -44,7 +44,12 @@ pub struct ProtocolArgs {
     #[arg(value_enum)]
     protocol: ProtocolName,
     #[command(flatten)]
-    model: ModelArgs,
+    checkpoint: CheckpointArgs,
+    /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N; or several of one kind,
+    /// comma-separated (cuda:0,cuda:1), to split every training batch across them (data
+    /// parallel; evaluation runs on the first).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE[,DEVICE…]")]
+    device: DeviceList,
     /// Data root holding every dataset's folder.
     #[arg(long, value_name = "DIR")]
     root: PathBuf,
@@ -70,9 +75,9 @@ pub struct ProtocolArgs {
 }
 
 impl ProtocolArgs {
-    /// The device the user asked for.
-    pub fn device(&self) -> &DeviceSpec {
-        &self.model.device
+    /// The devices the user asked for.
+    pub fn devices(&self) -> &DeviceList {
+        &self.device
     }
 
     fn name(&self) -> &'static str {
@@ -119,10 +124,11 @@ fn refuse_repeats<T: PartialEq + std::fmt::Display>(flag: &str, values: &[T]) ->
     Ok(())
 }
 
-impl OnBackend for ProtocolArgs {
+impl OnDevices for ProtocolArgs {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
+        let device = devices[0].clone();
         let transfer = matches!(
             self.protocol,
             ProtocolName::Domain | ProtocolName::CrossDataset
@@ -161,7 +167,7 @@ impl OnBackend for ProtocolArgs {
             Setting::Fewshot
         };
         let method = self.flags.method;
-        let loaded = self.model.load::<B>(&device)?;
+        let loaded = self.checkpoint.load::<B>(self.device.main(), &device)?;
         let total = datasets.len() * shots.len() * self.seeds.len();
         let mut cells = Vec::new();
         let mut index = 0;
@@ -181,7 +187,7 @@ impl OnBackend for ProtocolArgs {
                         shots: k,
                         seed,
                     };
-                    let config = self.flags.config(&self.model, &run_data)?;
+                    let config = self.flags.config(&self.checkpoint, &run_data)?;
                     let results = match reusable(&dir, &config)? {
                         Some(results) => {
                             eprintln!(
@@ -198,22 +204,9 @@ impl OnBackend for ProtocolArgs {
                             options.stop = Some(crate::interrupt::stop_flag());
                             let (clip, tokenizer) = (loaded.clip.clone(), &loaded.tokenizer);
                             let report = if unfinished(&dir, &config) {
-                                resume(
-                                    &dir,
-                                    clip,
-                                    tokenizer,
-                                    &options,
-                                    std::slice::from_ref(&device),
-                                )
+                                resume(&dir, clip, tokenizer, &options, &devices)
                             } else {
-                                train(
-                                    config,
-                                    clip,
-                                    tokenizer,
-                                    &dir,
-                                    &options,
-                                    std::slice::from_ref(&device),
-                                )
+                                train(config, clip, tokenizer, &dir, &options, &devices)
                             }
                             .with_context(|| format!("training {}", dir.display()))?;
                             report.results.expect("evaluated")

@@ -22,7 +22,7 @@ use mocoop_train::run;
 use mocoop_train::{TrainOptions, TrainReport, resume, train};
 
 use crate::device::{DeviceList, OnDevices};
-use crate::model_args::ModelArgs;
+use crate::model_args::CheckpointArgs;
 
 /// How the single CoOp prompt is initialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -303,7 +303,7 @@ impl TrainFlags {
     }
 
     /// The run configuration these flags describe for one dataset and seed.
-    pub fn config(&self, model: &ModelArgs, run: &RunData) -> Result<TrainConfig> {
+    pub fn config(&self, model: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
         let imagenet = run.dataset == "imagenet";
         let batch_size = self.batch_size.unwrap_or(if imagenet { 1 } else { 32 });
         let lr = match (self.lr, imagenet) {
@@ -428,13 +428,12 @@ impl TrainArgs {
             );
         }
         let config = run::read_config(dir, None)?;
-        let model = ModelArgs {
+        let checkpoint = CheckpointArgs {
             weights: config.weights.clone(),
             activation: config.activation,
-            device: self.device.main().clone(),
             precision: config.precision,
         };
-        let loaded = model.load::<B>(&devices[0])?;
+        let loaded = checkpoint.load::<B>(self.device.main(), &devices[0])?;
         resume(dir, loaded.clip, &loaded.tokenizer, options, devices)
             .with_context(|| format!("resuming {}", dir.display()))
     }
@@ -450,10 +449,9 @@ impl TrainArgs {
         else {
             bail!("--weights, --dataset, --root and --out are needed (or --resume RUN)");
         };
-        let model = ModelArgs {
+        let checkpoint = CheckpointArgs {
             weights: weights.clone(),
             activation: self.activation,
-            device: self.device.main().clone(),
             precision: self.precision,
         };
         let run = RunData {
@@ -463,8 +461,8 @@ impl TrainArgs {
             shots: self.shots,
             seed: self.seed,
         };
-        let config = self.flags.config(&model, &run)?;
-        let loaded = model.load::<B>(&devices[0])?;
+        let config = self.flags.config(&checkpoint, &run)?;
+        let loaded = checkpoint.load::<B>(self.device.main(), &devices[0])?;
         train(
             config,
             loaded.clip,

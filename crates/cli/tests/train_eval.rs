@@ -252,6 +252,11 @@ fn bad_inputs_are_clear_errors() {
     assert!(out.join("checkpoint.safetensors").is_file());
 }
 
+/// The position of `--seeds`' value in `args`.
+fn seeds_at(args: &[&str]) -> usize {
+    args.iter().position(|a| *a == "--seeds").unwrap() + 1
+}
+
 #[test]
 fn protocol_runs_the_grid_resumes_and_writes_the_table() {
     let dir = scratch("protocol");
@@ -310,25 +315,45 @@ fn protocol_runs_the_grid_resumes_and_writes_the_table() {
     assert_eq!(log.matches("done before").count(), 2, "{log}");
     assert_eq!(String::from_utf8_lossy(&again.stdout), md);
 
-    // A cell killed before it finished (here: after its last epoch checkpoint) is resumed, not
-    // redone, and the table comes out the same.
+    // A cell killed before it finished (here: after its first epoch checkpoint) is resumed, not
+    // redone, here on two data-parallel workers, and the table comes out the same (two workers
+    // train what one trains: see data_parallel.rs).
     let cell = out.join("mocoop/dtd/shots8-seed2");
-    std::fs::remove_file(cell.join("results.json")).unwrap();
-    std::fs::remove_file(cell.join("checkpoint.safetensors")).unwrap();
-    let last_epoch = cell.join("checkpoints/epoch-002.safetensors");
-    let written = std::fs::metadata(&last_epoch).unwrap().modified().unwrap();
-    let resumed = mocoop(&args);
+    for file in [
+        "results.json",
+        "checkpoint.safetensors",
+        "checkpoints/epoch-002.safetensors",
+    ] {
+        std::fs::remove_file(cell.join(file)).unwrap();
+    }
+    let first_epoch = cell.join("checkpoints/epoch-001.safetensors");
+    let written = std::fs::metadata(&first_epoch).unwrap().modified().unwrap();
+    let two_workers = [&args[..], &["--device", "cpu,cpu"]].concat();
+    let resumed = mocoop(&two_workers);
     let log = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{log}");
     assert_eq!(log.matches("done before").count(), 1, "{log}");
     assert_eq!(String::from_utf8_lossy(&resumed.stdout), md);
-    let kept = std::fs::metadata(&last_epoch).unwrap().modified().unwrap();
-    assert_eq!(written, kept, "the finished epochs were trained again");
+    let kept = std::fs::metadata(&first_epoch).unwrap().modified().unwrap();
+    assert_eq!(written, kept, "the finished epoch was trained again");
+    assert!(cell.join("checkpoints/epoch-002.safetensors").is_file());
+
+    // The device list reaches training: more workers than images per batch is refused there.
+    let mut many = args.to_vec();
+    let at = seeds_at(&many);
+    many[at] = "3";
+    let nine = [
+        &many[..],
+        &["--device", "cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu"],
+    ]
+    .concat();
+    let err = failure(mocoop(&nine));
+    assert!(err.contains("9 devices need a batch size"), "{err}");
 
     // A seed listed twice would count twice in the means: refused.
     let mut twice = args.to_vec();
-    let seeds = twice.iter().position(|a| *a == "--seeds").unwrap() + 1;
-    twice[seeds] = "1,1";
+    let at = seeds_at(&twice);
+    twice[at] = "1,1";
     let err = failure(mocoop(&twice));
     assert!(err.contains("--seeds lists 1 twice"), "{err}");
 }

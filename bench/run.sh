@@ -12,7 +12,8 @@
 # Both sides use the same number of CPU threads (RAYON_NUM_THREADS / torch.set_num_threads).
 # --parallel cpu,cpu (or cuda:0,cuda:1) also runs Rust's training cases data-parallel on those
 # devices, as `train --device LIST` does, reported as extra rows against the same PyTorch step.
-# MOCOOP=path/to/mocoop uses an already built release binary instead of building one.
+# MOCOOP=path/to/mocoop uses an already built release binary instead of building one;
+# PYTHON=path/to/python a Python that already has torch and open_clip instead of .venv-ref.
 set -euo pipefail
 
 device=cpu geometry="" steps="" warmup="" threads="" precision="" breakdown=() parallel=""
@@ -52,8 +53,12 @@ else
     cargo build --release -p mocoop-cli "${features[@]}"
     mocoop="$target_dir/release/mocoop"
 fi
-[[ -x .venv-ref/bin/python ]] || tests/fixtures/setup_reference_env.sh
-python=.venv-ref/bin/python
+if [[ -n "${PYTHON:-}" ]]; then
+    python="$PYTHON"
+else
+    [[ -x .venv-ref/bin/python ]] || tests/fixtures/setup_reference_env.sh
+    python=.venv-ref/bin/python
+fi
 
 export RAYON_NUM_THREADS="$threads"
 shared=(--geometry "$geometry" --steps "$steps" --warmup "$warmup" "${breakdown[@]}")

@@ -19,6 +19,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
     cargo build --release -p mocoop-cli --no-default-features --features cuda
     mkdir -p "$kit/whl"
     cp "${CARGO_TARGET_DIR:-target}/release/mocoop" "$kit/mocoop"
+    strip "$kit/mocoop"   # what travels to the device machine is limited to 64 MiB
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 -d "$kit/whl" \
         open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4

@@ -40,7 +40,7 @@ const SLOPE: f32 = 1.702;
 
 /// `x · σ(1.702 x)`.
 pub(crate) fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    elementwise(x, quick_gelu_in_place, |x| {
+    elementwise(x, Curve::QuickGelu, |x| {
         x.clone() * activation::sigmoid(x * SLOPE)
     })
 }
@@ -48,19 +48,19 @@ pub(crate) fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<
 /// GELU, `x · Φ(x)` with the exact normal CDF (the MLP activation of open_clip's own models,
 /// LAION's among them).
 pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    elementwise(x, gelu_in_place, activation::gelu)
+    elementwise(x, Curve::Gelu, activation::gelu)
 }
 
-/// An elementwise function: `in_place` over the values on the host, or `by_operations` where
+/// An elementwise function: `curve` over the values on the host, or `by_operations` where
 /// Burn's operations must run.
 fn elementwise<B: Backend, const D: usize>(
     x: Tensor<B, D>,
-    in_place: fn(&mut [f32]),
+    curve: Curve,
     by_operations: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>,
 ) -> Tensor<B, D> {
     match host_values(x) {
         Ok((mut data, device)) => {
-            in_place(f32s(&mut data));
+            widest(HostLoop::Activate(curve, f32s(&mut data)));
             Tensor::from_data(data, &device)
         }
         Err(x) => by_operations(x),
@@ -163,10 +163,12 @@ impl Head {
             );
         }
         let scale = (dim as f32).powf(-0.5);
-        for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
-            let visible = if self.causal { i + 1 } else { seq };
-            softmax_in_place(row, scale, visible);
-        }
+        widest(HostLoop::SoftmaxRows {
+            scores,
+            seq,
+            scale,
+            causal: self.causal,
+        });
         // SAFETY: as above.
         unsafe {
             // out = softmax(scores) v.
@@ -229,7 +231,70 @@ unsafe fn product(
     }
 }
 
+/// An activation with a host loop.
+#[derive(Debug, Clone, Copy)]
+enum Curve {
+    QuickGelu,
+    Gelu,
+}
+
+/// One pass of a host loop, as [`widest`] runs it.
+enum HostLoop<'a> {
+    /// An activation over the values, in place.
+    Activate(Curve, &'a mut [f32]),
+    /// Softmax over each row of one head's `[seq, seq]` scores at `scale` (`causal`: row `i`
+    /// sees keys `..=i`).
+    SoftmaxRows {
+        scores: &'a mut [f32],
+        seq: usize,
+        scale: f32,
+        causal: bool,
+    },
+}
+
+impl HostLoop<'_> {
+    /// The loop, compiled into the caller (so that [`with_avx2`] compiles it for AVX2).
+    #[inline(always)]
+    fn run(self) {
+        match self {
+            Self::Activate(Curve::QuickGelu, values) => quick_gelu_in_place(values),
+            Self::Activate(Curve::Gelu, values) => gelu_in_place(values),
+            Self::SoftmaxRows {
+                scores,
+                seq,
+                scale,
+                causal,
+            } => {
+                for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+                    let visible = if causal { i + 1 } else { seq };
+                    softmax_in_place(row, scale, visible);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `job` compiled for AVX2 where the processor has it: eight lanes wide instead of the four
+/// of baseline x86-64 (SSE2). FMA stays off, so the results are the same bits either way.
+fn widest(job: HostLoop) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2, the only requirement of `with_avx2`.
+        return unsafe { with_avx2(job) };
+    }
+    job.run()
+}
+
+/// `job`, compiled with AVX2 enabled (see [`widest`]). Everything it runs is `#[inline(always)]`:
+/// a function the compiler did not inline here would run baseline code.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn with_avx2(job: HostLoop) {
+    job.run()
+}
+
 /// `row[..visible]` becomes `softmax(scale · row[..visible])`, the rest zeros.
+#[inline(always)]
 fn softmax_in_place(row: &mut [f32], scale: f32, visible: usize) {
     let (seen, hidden) = row.split_at_mut(visible);
     let max = lanes_fold(seen, f32::NEG_INFINITY, f32::max);
@@ -242,6 +307,7 @@ fn softmax_in_place(row: &mut [f32], scale: f32, visible: usize) {
 /// Folds `values` with `op` in eight interleaved lanes, then folds the lanes: a reduction the
 /// compiler vectorises, which a single running fold over floats is not (their sums do not
 /// reassociate).
+#[inline(always)]
 fn lanes_fold(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [init; 8];
     let chunks = values.chunks_exact(8);
@@ -255,6 +321,7 @@ fn lanes_fold(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 }
 
 /// Applies QuickGELU to each value.
+#[inline(always)]
 fn quick_gelu_in_place(values: &mut [f32]) {
     for v in values.iter_mut() {
         *v /= 1.0 + exp(-SLOPE * *v);
@@ -266,6 +333,7 @@ fn quick_gelu_in_place(values: &mut [f32]) {
 /// `z ≥ 0`, relative error below 1.2e-7). For `x < 0`, `x · Φ(x) = x · erfc(|x| / √2) / 2`
 /// directly, so the small values there keep their relative precision; the choice is a select, so
 /// the loop vectorises.
+#[inline(always)]
 fn gelu_in_place(values: &mut [f32]) {
     const P: [f32; 10] = [
         -1.265_512_2,
@@ -293,6 +361,7 @@ fn gelu_in_place(values: &mut [f32]) {
 /// (Cephes' `expf`: `x = n ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, and
 /// `2^n` built in the exponent bits). Inputs are clamped to `[-87, 88]`, where `e^x` and `2^n`
 /// are normal floats; QuickGELU only needs `e^x` to saturate there.
+#[inline(always)]
 fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -454,5 +523,30 @@ mod tests {
                 "QuickGELU({x}) = {g}, not {want}"
             );
         }
+    }
+
+    /// A host loop in the code `widest` picks and in baseline code: the same bits.
+    fn assert_wide_is_narrow(inputs: &[f32], job: impl Fn(&mut [f32]) -> HostLoop<'_>) {
+        let (mut narrow, mut wide) = (inputs.to_vec(), inputs.to_vec());
+        job(&mut narrow).run();
+        widest(job(&mut wide));
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(narrow), bits(wide));
+    }
+
+    #[test]
+    fn wide_loops_give_the_same_bits() {
+        // On a processor with AVX2, `widest` runs eight-lane code; without it, this compares the
+        // baseline code with itself.
+        let inputs: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.0371).collect();
+        for curve in [Curve::QuickGelu, Curve::Gelu] {
+            assert_wide_is_narrow(&inputs, |v| HostLoop::Activate(curve, v));
+        }
+        assert_wide_is_narrow(&inputs[..17 * 17], |scores| HostLoop::SoftmaxRows {
+            scores,
+            seq: 17,
+            scale: 0.3,
+            causal: true,
+        });
     }
 }

@@ -121,6 +121,16 @@ fn take_scalar(state: &mut weights::StateDict, name: &str) -> Result<f32, Weight
         .map_err(|e| WeightsError::Config(format!("cannot read '{name}': {e:?}")))
 }
 
+/// `x + positions` for every sequence of `x` (`[batch, seq, width]` plus `[seq, width]`), added
+/// as one broadcast row of `seq · width` values: Burn's CPU backend vectorises that broadcast,
+/// while a `[1, seq, width]` one goes through its per-element strided walk. The same sums either
+/// way.
+pub(crate) fn add_positions<B: Backend>(x: Tensor<B, 3>, positions: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [batch, seq, width] = x.dims();
+    let row = positions.reshape([1, seq * width]);
+    (x.reshape([batch, seq * width]) + row).reshape([batch, seq, width])
+}
+
 /// Divides each row by its L2 norm (rows of all zeros stay finite).
 pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);

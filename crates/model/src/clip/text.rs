@@ -5,6 +5,7 @@ use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
+use super::add_positions;
 use super::transformer::{StackSpec, Transformer, layer_norm, param};
 use crate::config::ClipConfig;
 use crate::precision::{dtype_of, norm};
@@ -120,7 +121,7 @@ impl<B: Backend> TextEncoder<B> {
         );
         let positions = self.positional_embedding.val().narrow(0, 0, seq);
         let x = x.cast(self.compute_dtype());
-        let x = self.transformer.forward(x + positions.unsqueeze());
+        let x = self.transformer.forward(add_positions(x, positions));
         let x = norm(&self.ln_final, x).reshape([batch * seq, width]);
         let rows: Vec<i64> = eot
             .iter()

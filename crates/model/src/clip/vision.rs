@@ -6,6 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
 
+use super::add_positions;
 use super::transformer::{StackSpec, Transformer, layer_norm, param, patch_embedding};
 use crate::config::ClipConfig;
 use crate::precision::{dtype_of, norm};
@@ -94,7 +95,10 @@ impl<B: Backend> VisionEncoder<B> {
             .val()
             .reshape([1, 1, d_model])
             .expand([batch, 1, d_model]);
-        let x = Tensor::cat(vec![class, patches], 1) + self.positional_embedding.val().unsqueeze();
+        let x = add_positions(
+            Tensor::cat(vec![class, patches], 1),
+            self.positional_embedding.val(),
+        );
         let x = self.transformer.forward(norm(&self.ln_pre, x));
         let cls = x.narrow(1, 0, 1).reshape([batch, d_model]);
         norm(&self.ln_post, cls)

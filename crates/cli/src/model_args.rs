@@ -16,8 +16,9 @@ use crate::device::{DeviceSpec, catch_panic};
 /// Texts and images are encoded this many at a time.
 pub const BATCH: usize = 64;
 
-/// Which CLIP to load and in which precision: [`ModelArgs`] without the device, for commands
-/// that take a list of devices (`protocol`).
+/// Which CLIP to load and in which precision: [`ModelArgs`] without the device, for commands that
+/// name their devices otherwise (a device list on `train` and `protocol`) or build the checkpoint
+/// arguments themselves (`eval` from a run's configuration, `demo` from its shipped model).
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckpointArgs {
     /// CLIP checkpoint: OpenAI/open_clip `.safetensors` or `torch.save` `.pt`/`.bin`, a transformers

@@ -303,7 +303,7 @@ impl TrainFlags {
     }
 
     /// The run configuration these flags describe for one dataset and seed.
-    pub fn config(&self, model: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
+    pub fn config(&self, checkpoint: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
         let imagenet = run.dataset == "imagenet";
         let batch_size = self.batch_size.unwrap_or(if imagenet { 1 } else { 32 });
         let lr = match (self.lr, imagenet) {
@@ -380,9 +380,9 @@ impl TrainFlags {
         };
         let config = TrainConfig {
             method: self.method,
-            weights: model.weights.clone(),
-            activation: model.activation,
-            precision: model.precision,
+            weights: checkpoint.weights.clone(),
+            activation: checkpoint.activation,
+            precision: checkpoint.precision,
             data,
             mixture,
             loss,

@@ -7,14 +7,16 @@
 //! copies its heads in and out of head-major order: together about a quarter of an image-encoder
 //! forward pass (`perf record` on `mocoop bench --cases encode-image`). Outside autodiff, on f32
 //! values, each function here is one pass over the buffer with an exponential the compiler
-//! vectorises. Under autodiff (training) and on other backends Burn's own operations run, as they
-//! record the graph.
+//! vectorises. Under autodiff (training) the same loops run as operations of their own with
+//! backward passes written here too (`cpu_autodiff`); on other backends Burn's own operations
+//! run.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, activation};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::cpu_autodiff;
 use super::transformer::cpu_backend;
 
 /// The values and device of `x` for a host loop, or `x` back when Burn's operations must run.
@@ -51,8 +53,8 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
     elementwise(x, Curve::Gelu, activation::gelu)
 }
 
-/// An elementwise function: `curve` over the values on the host, or `by_operations` where
-/// Burn's operations must run.
+/// An elementwise function: `curve` over the values on the host (outside autodiff or as an
+/// autodiff operation of its own), or `by_operations` where Burn's operations must run.
 fn elementwise<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     curve: Curve,
@@ -63,8 +65,25 @@ fn elementwise<B: Backend, const D: usize>(
             widest(HostLoop::Activate(curve, f32s(&mut data)));
             Tensor::from_data(data, &device)
         }
-        Err(x) => by_operations(x),
+        Err(x) => match cpu_autodiff::into_cpu_autodiff(x) {
+            Ok(x) => cpu_autodiff::from_cpu_autodiff(cpu_autodiff::activate(x, curve)),
+            Err(x) => by_operations(x),
+        },
     }
+}
+
+/// `curve` over `values`, as new values: the forward pass of an activation under autodiff,
+/// which keeps its input for the backward pass.
+pub(super) fn activated(curve: Curve, values: &[f32]) -> Vec<f32> {
+    let mut out = values.to_vec();
+    widest(HostLoop::Activate(curve, &mut out));
+    out
+}
+
+/// `grads` (of an activation's output) become the gradients of its input `values`: times the
+/// curve's derivative there.
+pub(super) fn activation_grads(curve: Curve, values: &[f32], grads: &mut [f32]) {
+    widest(HostLoop::Derive(curve, values, grads));
 }
 
 /// Multi-head attention, `softmax(q kᵀ / √d) v` per head, straight from the packed input
@@ -81,34 +100,77 @@ pub(crate) fn packed_attention<B: Backend>(
     heads: usize,
     causal: bool,
 ) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
-    let [batch, seq, packed] = qkv.dims();
-    let (data, device) = host_values(qkv)?;
-    let values = data
-        .as_slice::<f32>()
-        .expect("an f32 tensor holds f32 values");
-    let width = packed / 3;
-    let head = Head {
-        seq,
-        width,
-        dim: width / heads,
-        causal,
-    };
-    let mut out = vec![0.0f32; batch * seq * width];
-    out.par_chunks_mut(seq * width)
-        .zip(values.par_chunks(seq * packed))
+    let dims = qkv.dims();
+    match host_values(qkv) {
+        Ok((data, device)) => {
+            let values = data
+                .as_slice::<f32>()
+                .expect("an f32 tensor holds f32 values");
+            let out = attention_values(values, dims, heads, causal);
+            let [batch, seq, packed] = dims;
+            Ok(Tensor::from_data(
+                TensorData::new(out, [batch, seq, packed / 3]),
+                &device,
+            ))
+        }
+        Err(qkv) => match cpu_autodiff::into_cpu_autodiff(qkv) {
+            Ok(qkv) => Ok(cpu_autodiff::from_cpu_autodiff(cpu_autodiff::attention(
+                qkv, heads, causal,
+            ))),
+            Err(qkv) => Err(qkv),
+        },
+    }
+}
+
+/// [`packed_attention`] on host values: `qkv` is `[batch, seq, 3·width]` (`dims`), the result
+/// `[batch, seq, width]`.
+pub(super) fn attention_values(
+    qkv: &[f32],
+    [batch, seq, packed]: [usize; 3],
+    heads: usize,
+    causal: bool,
+) -> Vec<f32> {
+    let head = Head::new(seq, packed, heads, causal);
+    let mut out = vec![0.0f32; batch * seq * head.width];
+    out.par_chunks_mut(seq * head.width)
+        .zip(qkv.par_chunks(seq * packed))
         .for_each(|(out, qkv)| {
             let mut scores = vec![0.0f32; seq * seq];
             for h in 0..heads {
                 head.attend(h, qkv, out, &mut scores);
             }
         });
-    Ok(Tensor::from_data(
-        TensorData::new(out, [batch, seq, width]),
-        &device,
-    ))
+    out
 }
 
-/// The geometry of one head's attention over one sequence, for [`packed_attention`].
+/// The gradient of [`attention_values`]' input `qkv` from that of its output, `grads`
+/// (`[batch, seq, width]`). Each head's probabilities are computed again rather than kept from
+/// the forward pass: `[seq, seq]` per head and sequence is more memory than the input.
+pub(super) fn attention_grads(
+    qkv: &[f32],
+    grads: &[f32],
+    [batch, seq, packed]: [usize; 3],
+    heads: usize,
+    causal: bool,
+) -> Vec<f32> {
+    let head = Head::new(seq, packed, heads, causal);
+    let mut qkv_grads = vec![0.0f32; batch * seq * packed];
+    qkv_grads
+        .par_chunks_mut(seq * packed)
+        .zip(qkv.par_chunks(seq * packed))
+        .zip(grads.par_chunks(seq * head.width))
+        .for_each(|((qkv_grads, qkv), grads)| {
+            let mut probs = vec![0.0f32; seq * seq];
+            let mut prob_grads = vec![0.0f32; seq * seq];
+            for h in 0..heads {
+                head.attend_backward(h, qkv, grads, qkv_grads, [&mut probs, &mut prob_grads]);
+            }
+        });
+    qkv_grads
+}
+
+/// The geometry of one head's attention over one sequence, for [`attention_values`] and
+/// [`attention_grads`].
 struct Head {
     seq: usize,
     width: usize,
@@ -116,69 +178,188 @@ struct Head {
     causal: bool,
 }
 
+/// One head's q, k and v columns of a sequence's packed projection (`[seq, 3·width]`), or of its
+/// gradient.
+struct Packed<T> {
+    q: T,
+    k: T,
+    v: T,
+}
+
 impl Head {
-    /// Head `h` of one sequence: reads its q, k and v columns of `qkv` (`[seq, 3·width]`) and
-    /// writes its columns of `out` (`[seq, width]`); `scores` (`[seq, seq]`) is scratch.
-    fn attend(&self, h: usize, qkv: &[f32], out: &mut [f32], scores: &mut [f32]) {
+    /// The heads of `[seq, packed]` projections (`packed` = 3·width) with `heads` heads.
+    fn new(seq: usize, packed: usize, heads: usize, causal: bool) -> Self {
+        let width = packed / 3;
+        Self {
+            seq,
+            width,
+            dim: width / heads,
+            causal,
+        }
+    }
+
+    /// The inverse square root of the head dimension, by which q kᵀ is scaled.
+    fn scale(&self) -> f32 {
+        (self.dim as f32).powf(-0.5)
+    }
+
+    /// Checks that the buffers of one sequence have this geometry for head `h`: `packed`
+    /// (`[seq, 3·width]`), `rows` (`[seq, width]`) and each of `squares` (`[seq, seq]`). The
+    /// products' safety rests on it.
+    fn check(&self, h: usize, packed: usize, rows: usize, squares: &[usize]) {
         let Self {
             seq, width, dim, ..
         } = *self;
-        let packed = 3 * width;
         assert!(
-            qkv.len() == seq * packed
-                && out.len() == seq * width
-                && scores.len() == seq * seq
+            packed == seq * 3 * width
+                && rows == seq * width
+                && squares.iter().all(|&len| len == seq * seq)
                 && (h + 1) * dim <= width,
             "attention buffers do not match the head geometry"
         );
-        let column = h * dim;
-        let (q, k, v) = (
-            &qkv[column..],
-            &qkv[width + column..],
-            &qkv[2 * width + column..],
-        );
-        let rows_of = |values: &[f32], row: usize| Strided {
+    }
+
+    /// Head `h`'s q, k and v columns, starting at the first row of `packed`.
+    fn columns<'a>(&self, h: usize, packed: &'a [f32]) -> Packed<&'a [f32]> {
+        let column = h * self.dim;
+        Packed {
+            q: &packed[column..],
+            k: &packed[self.width + column..],
+            v: &packed[2 * self.width + column..],
+        }
+    }
+
+    /// The rows of a matrix that starts at `values` with rows `row` apart.
+    fn rows(values: &[f32], row: usize) -> Strided {
+        Strided {
             start: values.as_ptr(),
             row: row as isize,
             column: 1,
-        };
-        // SAFETY: a product reads rows r < seq and columns c < dim (or seq) of each matrix. With
-        // the lengths asserted above, the furthest element of q, k or v lies at
-        // (seq - 1)·3·width + 2·width + (h + 1)·dim - 1 < seq·3·width, of `scores` at seq² - 1
-        // and of `out` at (seq - 1)·width + (h + 1)·dim - 1 < seq·width: all inside their
-        // slices. Each output is a `&mut` slice, so it overlaps neither input.
+        }
+    }
+
+    /// The transpose of the matrix whose rows start at `values`, `row` apart.
+    fn transposed(values: &[f32], row: usize) -> Strided {
+        Strided {
+            start: values.as_ptr(),
+            row: 1,
+            column: row as isize,
+        }
+    }
+
+    /// `probs` (`[seq, seq]`) becomes head `h`'s attention probabilities, `softmax(q kᵀ / √d)`.
+    ///
+    /// # Safety
+    /// [`Self::check`] holds for `qkv` and `probs`.
+    unsafe fn probabilities(&self, h: usize, qkv: &[f32], probs: &mut [f32]) {
+        let (seq, packed) = (self.seq, 3 * self.width);
+        let Packed { q, k, .. } = self.columns(h, qkv);
+        // SAFETY: a product reads rows r < seq and columns c < dim (or seq) of each matrix. By
+        // the check, the furthest element of q, k or v lies at
+        // (seq - 1)·3·width + 2·width + (h + 1)·dim - 1 < seq·3·width, and of `probs` at
+        // seq² - 1: inside their slices. `probs` is a `&mut` slice, so it overlaps neither input.
         unsafe {
-            // scores = q kᵀ: kᵀ's element (i, j) is k[j·3·width + i].
-            let k_t = Strided {
-                start: k.as_ptr(),
-                row: 1,
-                column: packed as isize,
-            };
             product(
-                [seq, seq, dim],
-                scores.as_mut_ptr(),
-                seq,
-                rows_of(q, packed),
-                k_t,
+                [seq, seq, self.dim],
+                (probs.as_mut_ptr(), seq),
+                Self::rows(q, packed),
+                Self::transposed(k, packed),
+                1.0,
             );
         }
-        let scale = (dim as f32).powf(-0.5);
         widest(HostLoop::SoftmaxRows {
-            scores,
+            scores: probs,
             seq,
-            scale,
+            scale: self.scale(),
             causal: self.causal,
         });
-        // SAFETY: as above.
+    }
+
+    /// Head `h` of one sequence: reads its q, k and v columns of `qkv` (`[seq, 3·width]`) and
+    /// writes its columns of `out` (`[seq, width]`); `scores` (`[seq, seq]`) is scratch.
+    fn attend(&self, h: usize, qkv: &[f32], out: &mut [f32], scores: &mut [f32]) {
+        self.check(h, qkv.len(), out.len(), &[scores.len()]);
+        let (seq, packed) = (self.seq, 3 * self.width);
+        // SAFETY: checked just above; for `out`, the furthest element written lies at
+        // (seq - 1)·width + (h + 1)·dim - 1 < seq·width, and it is a `&mut` slice.
         unsafe {
-            // out = softmax(scores) v.
-            let out = out[column..].as_mut_ptr();
+            self.probabilities(h, qkv, scores);
+            // out = probs v.
+            product(
+                [seq, self.dim, seq],
+                (out[h * self.dim..].as_mut_ptr(), self.width),
+                Self::rows(scores, seq),
+                Self::rows(self.columns(h, qkv).v, packed),
+                1.0,
+            );
+        }
+    }
+
+    /// The backward pass of [`Self::attend`] for head `h`: from the gradient of its output
+    /// columns in `grads` (`[seq, width]`), writes the gradients of its q, k and v columns of
+    /// `qkv_grads` (`[seq, 3·width]`); `scratch` is two `[seq, seq]` buffers.
+    ///
+    /// With P = softmax(s), s = q kᵀ / √d and G the output's gradient: v's gradient is Pᵀ G;
+    /// P's is G vᵀ; s's is, row by row, P ⊙ (dP − ⟨P, dP⟩); q's is that times k / √d, and k's its
+    /// transpose times q / √d.
+    fn attend_backward(
+        &self,
+        h: usize,
+        qkv: &[f32],
+        grads: &[f32],
+        qkv_grads: &mut [f32],
+        [probs, prob_grads]: [&mut [f32]; 2],
+    ) {
+        self.check(h, qkv.len(), grads.len(), &[probs.len(), prob_grads.len()]);
+        assert_eq!(
+            qkv_grads.len(),
+            qkv.len(),
+            "one gradient per projection value"
+        );
+        let (seq, dim, width, packed) = (self.seq, self.dim, self.width, 3 * self.width);
+        let Packed { q, k, v } = self.columns(h, qkv);
+        let out_grads = &grads[h * dim..];
+        let column = h * dim;
+        // SAFETY: checked just above, with `qkv_grads` as long as `qkv`; every output is a
+        // `&mut` slice or lies in one, so it overlaps no input, and the three gradients of q, k
+        // and v are disjoint columns of `qkv_grads`.
+        unsafe {
+            self.probabilities(h, qkv, probs);
+            let q_grads = qkv_grads[column..].as_mut_ptr();
+            let k_grads = qkv_grads[width + column..].as_mut_ptr();
+            let v_grads = qkv_grads[2 * width + column..].as_mut_ptr();
             product(
                 [seq, dim, seq],
-                out,
-                width,
-                rows_of(scores, seq),
-                rows_of(v, packed),
+                (v_grads, packed),
+                Self::transposed(probs, seq),
+                Self::rows(out_grads, width),
+                1.0,
+            );
+            product(
+                [seq, seq, dim],
+                (prob_grads.as_mut_ptr(), seq),
+                Self::rows(out_grads, width),
+                Self::transposed(v, packed),
+                1.0,
+            );
+            widest(HostLoop::SoftmaxGradRows {
+                probs,
+                grads: prob_grads,
+                seq,
+            });
+            product(
+                [seq, dim, seq],
+                (q_grads, packed),
+                Self::rows(prob_grads, seq),
+                Self::rows(k, packed),
+                self.scale(),
+            );
+            product(
+                [seq, dim, seq],
+                (k_grads, packed),
+                Self::transposed(prob_grads, seq),
+                Self::rows(q, packed),
+                self.scale(),
             );
         }
     }
@@ -192,18 +373,18 @@ struct Strided {
     column: isize,
 }
 
-/// `out = lhs · rhs` on this thread, for `[m, n, k]`: an `[m, k]` lhs, a `[k, n]` rhs and an
-/// `[m, n]` output whose rows lie `out_row` apart.
+/// `out = scale · lhs · rhs` on this thread, for `[m, n, k]`: an `[m, k]` lhs, a `[k, n]` rhs
+/// and an `[m, n]` output given as its first element and the step between its rows.
 ///
 /// # Safety
 /// Every element of each matrix lies inside a live allocation, and the output overlaps neither
 /// input.
 unsafe fn product(
     [m, n, k]: [usize; 3],
-    out: *mut f32,
-    out_row: usize,
+    (out, out_row): (*mut f32, usize),
     lhs: Strided,
     rhs: Strided,
+    scale: f32,
 ) {
     let out_row = out_row as isize;
     unsafe {
@@ -222,7 +403,7 @@ unsafe fn product(
             rhs.column,
             rhs.row,
             0.0,
-            1.0,
+            scale,
             false,
             false,
             false,
@@ -233,7 +414,7 @@ unsafe fn product(
 
 /// An activation with a host loop.
 #[derive(Debug, Clone, Copy)]
-enum Curve {
+pub(super) enum Curve {
     QuickGelu,
     Gelu,
 }
@@ -249,6 +430,15 @@ enum HostLoop<'a> {
         seq: usize,
         scale: f32,
         causal: bool,
+    },
+    /// The gradients of an activation's output become those of its input `values`, in place.
+    Derive(Curve, &'a [f32], &'a mut [f32]),
+    /// The gradients of one head's `[seq, seq]` attention probabilities `probs` become those of
+    /// the scores the softmax took (before its scale), in place.
+    SoftmaxGradRows {
+        probs: &'a [f32],
+        grads: &'a mut [f32],
+        seq: usize,
     },
 }
 
@@ -268,6 +458,13 @@ impl HostLoop<'_> {
                 for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
                     let visible = if causal { i + 1 } else { seq };
                     softmax_in_place(row, scale, visible);
+                }
+            }
+            Self::Derive(Curve::QuickGelu, values, grads) => quick_gelu_grads(values, grads),
+            Self::Derive(Curve::Gelu, values, grads) => gelu_grads(values, grads),
+            Self::SoftmaxGradRows { probs, grads, seq } => {
+                for (grads, probs) in grads.chunks_exact_mut(seq).zip(probs.chunks_exact(seq)) {
+                    softmax_grads(probs, grads);
                 }
             }
         }
@@ -304,6 +501,15 @@ fn softmax_in_place(row: &mut [f32], scale: f32, visible: usize) {
     hidden.fill(0.0);
 }
 
+/// `grads` of one softmax row `probs` become `probs ⊙ (grads − ⟨probs, grads⟩)`, the gradients
+/// of its inputs (a hidden position has probability 0 and gets 0).
+#[inline(always)]
+fn softmax_grads(probs: &[f32], grads: &mut [f32]) {
+    grads.iter_mut().zip(probs).for_each(|(g, p)| *g *= p);
+    let dot = lanes_fold(grads, 0.0, |a, b| a + b);
+    grads.iter_mut().zip(probs).for_each(|(g, p)| *g -= p * dot);
+}
+
 /// Folds `values` with `op` in eight interleaved lanes, then folds the lanes: a reduction the
 /// compiler vectorises, which a single running fold over floats is not (their sums do not
 /// reassociate).
@@ -328,6 +534,16 @@ fn quick_gelu_in_place(values: &mut [f32]) {
     }
 }
 
+/// Multiplies each gradient by QuickGELU's derivative at its value: `s + 1.702 x s (1 - s)`
+/// with `s = σ(1.702 x)`.
+#[inline(always)]
+fn quick_gelu_grads(values: &[f32], grads: &mut [f32]) {
+    for (g, &x) in grads.iter_mut().zip(values) {
+        let s = 1.0 / (1.0 + exp(-SLOPE * x));
+        *g *= s + SLOPE * x * s * (1.0 - s);
+    }
+}
+
 /// Applies GELU to each value: `x · Φ(x) = x - x · erfc(x / √2) / 2`, with the Chebyshev fit of
 /// erfc from Numerical Recipes (`erfc(z) = t · e^{-z² + P(t)}`, `t = 1 / (1 + z / 2)` for
 /// `z ≥ 0`, relative error below 1.2e-7). For `x < 0`, `x · Φ(x) = x · erfc(|x| / √2) / 2`
@@ -335,6 +551,29 @@ fn quick_gelu_in_place(values: &mut [f32]) {
 /// the loop vectorises.
 #[inline(always)]
 fn gelu_in_place(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        let x = *v;
+        let tail = x * half_erfc(x.abs() * std::f32::consts::FRAC_1_SQRT_2);
+        *v = if x < 0.0 { tail } else { x - tail };
+    }
+}
+
+/// Multiplies each gradient by GELU's derivative at its value, `Φ(x) + x φ(x)`, with Φ from
+/// the fit of [`gelu_in_place`] and the normal density `φ(x) = e^{-x²/2} / √(2π)`.
+#[inline(always)]
+fn gelu_grads(values: &[f32], grads: &mut [f32]) {
+    const INV_SQRT_TAU: f32 = 0.398_942_3;
+    for (g, &x) in grads.iter_mut().zip(values) {
+        let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+        let tail = half_erfc(z);
+        let cdf = if x < 0.0 { tail } else { 1.0 - tail };
+        *g *= cdf + x * INV_SQRT_TAU * exp(-z * z);
+    }
+}
+
+/// `erfc(z) / 2` for `z ≥ 0`, from the Chebyshev fit described at [`gelu_in_place`].
+#[inline(always)]
+fn half_erfc(z: f32) -> f32 {
     const P: [f32; 10] = [
         -1.265_512_2,
         1.000_023_7,
@@ -347,14 +586,9 @@ fn gelu_in_place(values: &mut [f32]) {
         -0.822_152_2,
         0.170_872_77,
     ];
-    for v in values.iter_mut() {
-        let x = *v;
-        let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-        let t = 1.0 / (1.0 + 0.5 * z);
-        let p = P.iter().rev().fold(0.0, |acc, c| acc * t + c);
-        let tail = 0.5 * x * t * exp(p - z * z);
-        *v = if x < 0.0 { tail } else { x - tail };
-    }
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let p = P.iter().rev().fold(0.0, |acc, c| acc * t + c);
+    0.5 * t * exp(p - z * z)
 }
 
 /// `e^x` to within a few units in the last place, branch-free so that loops over it vectorise
@@ -408,46 +642,108 @@ mod tests {
         f(values(s)).into_data().to_vec().unwrap()
     }
 
-    /// The same function through Burn's own operations: under autodiff the host loops step aside.
-    fn burn_ops<const D: usize>(
-        f: impl Fn(Tensor<Autodiff<Flex>, D>) -> Tensor<Autodiff<Flex>, D>,
-        s: [usize; D],
-    ) -> Vec<f32> {
-        f(values(s)).into_data().to_vec().unwrap()
-    }
-
-    fn assert_close(what: &str, host: &[f32], ops: &[f32]) {
+    fn assert_close(what: &str, host: &[f32], ops: &[f32], tolerance: f32) {
         assert_eq!(host.len(), ops.len());
         for (i, (h, o)) in host.iter().zip(ops).enumerate() {
             assert!(
-                (h - o).abs() <= 1e-6 * o.abs().max(1.0),
+                (h - o).abs() <= tolerance * o.abs().max(1.0),
                 "{what}[{i}]: {h} vs {o}"
             );
         }
     }
 
-    #[test]
-    fn host_loops_agree_with_burn_operations() {
+    /// QuickGELU through Burn's operations.
+    fn quick_gelu_by_operations<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        x.clone() * activation::sigmoid(x * SLOPE)
+    }
+
+    /// Each function of this module beside the same function through Burn's operations, with
+    /// the input shape it is tried on.
+    type Pair<B> = (
+        String,
+        Box<dyn Fn(Tensor<B, 3>) -> Tensor<B, 3>>,
+        Box<dyn Fn(Tensor<B, 3>) -> Tensor<B, 3>>,
+        [usize; 3],
+    );
+
+    fn pairs<B: Backend>() -> Vec<Pair<B>> {
         // 11 keys: the softmax's eight-lane folds see a whole chunk and a remainder.
         let (shape, heads) = ([2, 11, 3 * 12], 3);
-        for causal in [false, true] {
-            let host = host(
-                |qkv| packed_attention(qkv, heads, causal).expect("host path on Flex"),
-                shape,
-            );
-            let ops = burn_ops(
-                |qkv| {
-                    let qkv = packed_attention(qkv, heads, causal)
-                        .expect_err("Burn's operations under autodiff");
-                    attention_by_operations(qkv, heads, causal)
-                },
-                shape,
-            );
-            assert_close(&format!("attention (causal {causal})"), &host, &ops);
+        let mut pairs: Vec<Pair<B>> = [false, true]
+            .into_iter()
+            .map(|causal| -> Pair<B> {
+                (
+                    format!("attention (causal {causal})"),
+                    Box::new(move |qkv| packed_attention(qkv, heads, causal).unwrap()),
+                    Box::new(move |qkv| attention_by_operations(qkv, heads, causal)),
+                    shape,
+                )
+            })
+            .collect();
+        pairs.push((
+            "QuickGELU".into(),
+            Box::new(quick_gelu),
+            Box::new(quick_gelu_by_operations),
+            [3, 7, 33],
+        ));
+        pairs.push((
+            "GELU".into(),
+            Box::new(gelu),
+            Box::new(activation::gelu),
+            [3, 7, 33],
+        ));
+        pairs
+    }
+
+    #[test]
+    fn host_loops_agree_with_burn_operations() {
+        for (what, host_loop, by_operations, shape) in pairs::<Flex>() {
+            let ops = host(&by_operations, shape);
+            assert_close(&what, &host(&host_loop, shape), &ops, 1e-6);
         }
-        let host_quick = host(quick_gelu, [7, 33]);
-        assert_close("QuickGELU", &host_quick, &burn_ops(quick_gelu, [7, 33]));
-        assert_close("GELU", &host(gelu, [7, 33]), &burn_ops(gelu, [7, 33]));
+    }
+
+    /// The input gradient of `(f(x) · w).sum()` at the test values, with fixed weights `w`, and
+    /// the forward values.
+    fn grads(
+        f: &dyn Fn(Tensor<Autodiff<Flex>, 3>) -> Tensor<Autodiff<Flex>, 3>,
+        shape: [usize; 3],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let x = values::<Autodiff<Flex>, 3>(shape).require_grad();
+        let y = f(x.clone());
+        let n = y.shape().num_elements();
+        let w: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.377).cos()).collect();
+        let w = Tensor::<Autodiff<Flex>, 1>::from_floats(w.as_slice(), &x.device());
+        let loss = (y.clone().reshape([n]) * w).sum();
+        let grads = loss.backward();
+        let grad = x.grad(&grads).expect("x is tracked");
+        (
+            grad.into_data().to_vec().unwrap(),
+            y.into_data().to_vec().unwrap(),
+        )
+    }
+
+    #[test]
+    fn autodiff_operations_agree_with_burn_operations() {
+        // Under autodiff the host loops run as operations of their own (`cpu_autodiff`): their
+        // values are the host loops' bits, and their gradients are those of Burn's operations,
+        // which Burn's autodiff derives on its own.
+        for ((what, host_loop, by_operations, shape), (_, plain, ..)) in
+            pairs::<Autodiff<Flex>>().into_iter().zip(pairs::<Flex>())
+        {
+            let (got, forward) = grads(&host_loop, shape);
+            let (want, _) = grads(&by_operations, shape);
+            assert_eq!(forward, host(&plain, shape), "{what}: forward values");
+            let scale = want.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            assert!(scale > 0.1, "{what}: gradients too small to compare");
+            let tolerance = 1e-5 * scale;
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= tolerance,
+                    "{what} gradient[{i}]: {g} vs {w}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -525,11 +821,12 @@ mod tests {
         }
     }
 
-    /// A host loop in the code `widest` picks and in baseline code: the same bits.
-    fn assert_wide_is_narrow(inputs: &[f32], job: impl Fn(&mut [f32]) -> HostLoop<'_>) {
+    /// A host loop in the code `widest` picks and in baseline code: the same bits. `job` builds
+    /// the loop over the buffer it is given and runs it with the runner it is given.
+    fn assert_wide_is_narrow(inputs: &[f32], job: impl Fn(&mut [f32], fn(HostLoop))) {
         let (mut narrow, mut wide) = (inputs.to_vec(), inputs.to_vec());
-        job(&mut narrow).run();
-        widest(job(&mut wide));
+        job(&mut narrow, |job| job.run());
+        job(&mut wide, widest);
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
         assert_eq!(bits(narrow), bits(wide));
     }
@@ -540,13 +837,27 @@ mod tests {
         // baseline code with itself.
         let inputs: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.0371).collect();
         for curve in [Curve::QuickGelu, Curve::Gelu] {
-            assert_wide_is_narrow(&inputs, |v| HostLoop::Activate(curve, v));
+            assert_wide_is_narrow(&inputs, |v, run| run(HostLoop::Activate(curve, v)));
+            assert_wide_is_narrow(&inputs, |grads, run| {
+                run(HostLoop::Derive(curve, &inputs, grads))
+            });
         }
-        assert_wide_is_narrow(&inputs[..17 * 17], |scores| HostLoop::SoftmaxRows {
-            scores,
-            seq: 17,
-            scale: 0.3,
-            causal: true,
+        let square = &inputs[..17 * 17];
+        assert_wide_is_narrow(square, |scores, run| {
+            run(HostLoop::SoftmaxRows {
+                scores,
+                seq: 17,
+                scale: 0.3,
+                causal: true,
+            })
+        });
+        let probs: Vec<f32> = square.iter().map(|v| v.abs() / 40.0).collect();
+        assert_wide_is_narrow(square, |grads, run| {
+            run(HostLoop::SoftmaxGradRows {
+                probs: &probs,
+                grads,
+                seq: 17,
+            })
         });
     }
 }

@@ -1,5 +1,6 @@
 //! The CLIP model: image encoder, text encoder and the learned temperature.
 
+mod cpu_autodiff;
 mod cpu_kernels;
 mod export;
 pub mod text;

@@ -1,0 +1,178 @@
+//! The host loops of `cpu_kernels` as operations of Burn's autodiff on its CPU backend, each with
+//! a backward pass of its own, so that training gets them too: the image encoder under visual LN
+//! tuning and the prompts' way through the text encoder.
+//!
+//! Burn's autodiff records an activation as several operations (QuickGELU: a scaling, a sigmoid
+//! and a product, each with its own pass and buffer forward and backward) and attention as head
+//! copies, products and a softmax, all of them computed again or walked element by element in the
+//! backward pass. Here each is one operation whose backward pass is one host loop (activations)
+//! or, per sequence and head, a softmax computed again and four strided products (attention).
+//!
+//! The model is generic over its backend; these operations apply when that backend is
+//! `Autodiff<Flex>` (what `mocoop` trains with on the CPU), which [`into_cpu_autodiff`] finds
+//! out at run time.
+
+use std::any::Any;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+
+use super::cpu_kernels::{Curve, activated, activation_grads, attention_grads, attention_values};
+
+/// Burn's CPU backend under autodiff.
+type CpuAutodiff = Autodiff<Flex>;
+
+/// `value` as a `To`, if it is one.
+fn cast<From: 'static, To: 'static>(value: From) -> Result<To, From> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<To>>() {
+        Some(to) => Ok(to.take().expect("the slot was just filled")),
+        None => Err(slot.expect("a failed downcast leaves the slot as it was")),
+    }
+}
+
+/// `x` as a tensor of the CPU backend under autodiff holding f32 values, or `x` back.
+pub(super) fn into_cpu_autodiff<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<CpuAutodiff, D>, Tensor<B, D>> {
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    match x.into_primitive() {
+        TensorPrimitive::Float(p) => cast(p)
+            .map(|p| Tensor::from_primitive(TensorPrimitive::Float(p)))
+            .map_err(|p| Tensor::from_primitive(TensorPrimitive::Float(p))),
+        quantized => Err(Tensor::from_primitive(quantized)),
+    }
+}
+
+/// A result of the operations here back in the caller's backend, which is the CPU backend under
+/// autodiff (its input came from [`into_cpu_autodiff`]).
+pub(super) fn from_cpu_autodiff<B: Backend, const D: usize>(
+    x: Tensor<CpuAutodiff, D>,
+) -> Tensor<B, D> {
+    let p = x.into_primitive().tensor();
+    let p = cast(p).unwrap_or_else(|_| unreachable!("the input was of the CPU autodiff backend"));
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// `f` over the f32 values of `t`, copied into one contiguous run first if they are not.
+fn with_values<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+    match t.as_slice::<f32>() {
+        Some(values) => f(values),
+        None => f(t
+            .to_contiguous()
+            .as_slice::<f32>()
+            .expect("a contiguous f32 tensor has an f32 slice")),
+    }
+}
+
+/// Records an operation with one input `x` and output `out`, keeping `x` for the backward pass
+/// where autodiff tracks it.
+fn record<const D: usize, O: Backward<Flex, 1, State = FlexTensor>>(
+    op: O,
+    x: Tensor<CpuAutodiff, D>,
+    out: impl FnOnce(&FlexTensor) -> FlexTensor,
+) -> Tensor<CpuAutodiff, D> {
+    let x = x.into_primitive().tensor();
+    let out_values = out(&x.primitive);
+    let out = match op
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(x.primitive, out_values),
+        OpsKind::UnTracked(prep) => prep.finish(out_values),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// An activation as one autodiff operation: the host loop forward, and its derivative times the
+/// output's gradient backward.
+#[derive(Debug)]
+struct Activation(Curve);
+
+impl Backward<Flex, 1> for Activation {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let input = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let mut grad = grad.into_data();
+            let values = grad
+                .as_mut_slice::<f32>()
+                .expect("an f32 gradient holds f32 values");
+            with_values(&input, |input| activation_grads(self.0, input, values));
+            FlexTensor::from_data(grad)
+        });
+    }
+}
+
+/// `curve` over `x` as one autodiff operation.
+pub(super) fn activate<const D: usize>(
+    x: Tensor<CpuAutodiff, D>,
+    curve: Curve,
+) -> Tensor<CpuAutodiff, D> {
+    let shape = x.shape();
+    record(Activation(curve), x, |x| {
+        let out = with_values(x, |values| activated(curve, values));
+        FlexTensor::from_data(TensorData::new(out, shape))
+    })
+}
+
+/// Multi-head attention from the packed projections as one autodiff operation (see
+/// `cpu_kernels::packed_attention`).
+#[derive(Debug)]
+struct Attention {
+    /// The input's `[batch, seq, 3·width]`.
+    dims: [usize; 3],
+    heads: usize,
+    causal: bool,
+}
+
+impl Backward<Flex, 1> for Attention {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let qkv = ops.state;
+        let Self {
+            dims,
+            heads,
+            causal,
+        } = self;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let qkv_grads = with_values(&qkv, |qkv| {
+                with_values(&grad, |grad| {
+                    attention_grads(qkv, grad, dims, heads, causal)
+                })
+            });
+            FlexTensor::from_data(TensorData::new(qkv_grads, dims))
+        });
+    }
+}
+
+/// `softmax(q kᵀ / √d) v` per head from the packed projections `qkv` (`[batch, seq, 3·width]`),
+/// as `[batch, seq, width]`, as one autodiff operation.
+pub(super) fn attention(
+    qkv: Tensor<CpuAutodiff, 3>,
+    heads: usize,
+    causal: bool,
+) -> Tensor<CpuAutodiff, 3> {
+    let dims = qkv.dims();
+    let [batch, seq, packed] = dims;
+    let op = Attention {
+        dims,
+        heads,
+        causal,
+    };
+    record(op, qkv, |qkv| {
+        let out = with_values(qkv, |qkv| attention_values(qkv, dims, heads, causal));
+        FlexTensor::from_data(TensorData::new(out, [batch, seq, packed / 3]))
+    })
+}

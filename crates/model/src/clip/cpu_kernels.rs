@@ -1,4 +1,4 @@
-//! Fused loops for inference on Burn's CPU backend: the MLP activations, QuickGELU
+//! Fused loops on Burn's CPU backend: the MLP activations, QuickGELU
 //! (`x · σ(1.702 x)`, OpenAI's CLIP models) and GELU (open_clip's own models), and multi-head
 //! attention from the packed projections.
 //!

@@ -178,12 +178,12 @@ struct Head {
     causal: bool,
 }
 
-/// One head's q, k and v columns of a sequence's packed projection (`[seq, 3·width]`), or of its
-/// gradient.
-struct Packed<T> {
-    q: T,
-    k: T,
-    v: T,
+/// One head's q, k and v columns of a sequence's packed projection (`[seq, 3·width]`), each
+/// from its first row on.
+struct Columns<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
 }
 
 impl Head {
@@ -220,9 +220,9 @@ impl Head {
     }
 
     /// Head `h`'s q, k and v columns, starting at the first row of `packed`.
-    fn columns<'a>(&self, h: usize, packed: &'a [f32]) -> Packed<&'a [f32]> {
+    fn columns<'a>(&self, h: usize, packed: &'a [f32]) -> Columns<'a> {
         let column = h * self.dim;
-        Packed {
+        Columns {
             q: &packed[column..],
             k: &packed[self.width + column..],
             v: &packed[2 * self.width + column..],
@@ -253,7 +253,7 @@ impl Head {
     /// [`Self::check`] holds for `qkv` and `probs`.
     unsafe fn probabilities(&self, h: usize, qkv: &[f32], probs: &mut [f32]) {
         let (seq, packed) = (self.seq, 3 * self.width);
-        let Packed { q, k, .. } = self.columns(h, qkv);
+        let Columns { q, k, .. } = self.columns(h, qkv);
         // SAFETY: a product reads rows r < seq and columns c < dim (or seq) of each matrix. By
         // the check, the furthest element of q, k or v lies at
         // (seq - 1)·3·width + 2·width + (h + 1)·dim - 1 < seq·3·width, and of `probs` at
@@ -297,11 +297,11 @@ impl Head {
 
     /// The backward pass of [`Self::attend`] for head `h`: from the gradient of its output
     /// columns in `grads` (`[seq, width]`), writes the gradients of its q, k and v columns of
-    /// `qkv_grads` (`[seq, 3·width]`); `scratch` is two `[seq, seq]` buffers.
+    /// `qkv_grads` (`[seq, 3·width]`); `probs` and `prob_grads` (`[seq, seq]` each) are scratch.
     ///
     /// With P = softmax(s), s = q kᵀ / √d and G the output's gradient: v's gradient is Pᵀ G;
-    /// P's is G vᵀ; s's is, row by row, P ⊙ (dP − ⟨P, dP⟩); q's is that times k / √d, and k's its
-    /// transpose times q / √d.
+    /// P's is dP = G vᵀ; s's is, row by row, dS = P ⊙ (dP − ⟨P, dP⟩); q's is dS k / √d, and k's
+    /// dSᵀ q / √d.
     fn attend_backward(
         &self,
         h: usize,
@@ -317,7 +317,7 @@ impl Head {
             "one gradient per projection value"
         );
         let (seq, dim, width, packed) = (self.seq, self.dim, self.width, 3 * self.width);
-        let Packed { q, k, v } = self.columns(h, qkv);
+        let Columns { q, k, v } = self.columns(h, qkv);
         let out_grads = &grads[h * dim..];
         let column = h * dim;
         // SAFETY: checked just above, with `qkv_grads` as long as `qkv`; every output is a
@@ -325,9 +325,10 @@ impl Head {
         // and v are disjoint columns of `qkv_grads`.
         unsafe {
             self.probabilities(h, qkv, probs);
-            let q_grads = qkv_grads[column..].as_mut_ptr();
-            let k_grads = qkv_grads[width + column..].as_mut_ptr();
-            let v_grads = qkv_grads[2 * width + column..].as_mut_ptr();
+            // One pointer for the three outputs: a reborrow of the slice for each would end the
+            // earlier ones' validity.
+            let first = qkv_grads.as_mut_ptr().add(column);
+            let (q_grads, k_grads, v_grads) = (first, first.add(width), first.add(2 * width));
             product(
                 [seq, dim, seq],
                 (v_grads, packed),

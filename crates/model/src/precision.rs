@@ -22,6 +22,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::clip::layer_norm;
+
 /// The float type of the encoders' compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,13 +84,18 @@ pub fn dtype_of<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> Floa
     param.val().dtype().into()
 }
 
-/// Applies a LayerNorm in f32 (its parameters are f32) and returns the result in `x`'s type.
-pub fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+/// Applies a LayerNorm in f32 (its parameters are f32) and returns the result in `x`'s type;
+/// `eps` is the LayerNorm's own (Burn keeps it private), for the CPU autodiff operation.
+pub fn norm<B: Backend, const D: usize>(
+    ln: &LayerNorm<B>,
+    eps: f64,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
     match FloatDType::from(x.dtype()) {
         half @ (FloatDType::F16 | FloatDType::BF16) => {
             ln.forward(x.cast(FloatDType::F32)).cast(half)
         }
-        _ => ln.forward(x),
+        _ => layer_norm(ln, eps, x),
     }
 }
 

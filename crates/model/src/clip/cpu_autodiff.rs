@@ -23,7 +23,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
-use super::cpu_kernels::{Curve, activated, activation_grads, attention_grads, attention_values};
+use super::cpu_kernels::{
+    Curve, activated, activation_grads, attention_grads, attention_values, layer_norm_grads,
+    layer_norm_values,
+};
 
 /// Burn's CPU backend under autodiff.
 type CpuAutodiff = Autodiff<Flex>;
@@ -73,24 +76,39 @@ fn with_values<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
     }
 }
 
+/// The autodiff primitive of a tensor.
+type Primitive = <CpuAutodiff as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+
+/// Records `op` with inputs `inputs` and output values `out`, with the state `state` makes from
+/// the inputs' values where autodiff tracks one of them.
+fn record<const D: usize, const N: usize, O: Backward<Flex, N>>(
+    op: O,
+    inputs: [Primitive; N],
+    state: impl FnOnce([FlexTensor; N]) -> O::State,
+    out: FlexTensor,
+) -> Tensor<CpuAutodiff, D> {
+    let nodes = inputs.each_ref().map(|input| input.node.clone());
+    let out = match op
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state(inputs.map(|input| input.primitive)), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
 /// Records an operation with one input `x` and output `out`, keeping `x` for the backward pass
 /// where autodiff tracks it.
-fn record<const D: usize, O: Backward<Flex, 1, State = FlexTensor>>(
+fn record_unary<const D: usize, O: Backward<Flex, 1, State = FlexTensor>>(
     op: O,
     x: Tensor<CpuAutodiff, D>,
     out: impl FnOnce(&FlexTensor) -> FlexTensor,
 ) -> Tensor<CpuAutodiff, D> {
     let x = x.into_primitive().tensor();
-    let out_values = out(&x.primitive);
-    let out = match op
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(x.primitive, out_values),
-        OpsKind::UnTracked(prep) => prep.finish(out_values),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    let out = out(&x.primitive);
+    record(op, [x], |[x]| x, out)
 }
 
 /// An activation as one autodiff operation: the host loop forward, and its derivative times the
@@ -120,7 +138,7 @@ pub(super) fn activate<const D: usize>(
     curve: Curve,
 ) -> Tensor<CpuAutodiff, D> {
     let shape = x.shape();
-    record(Activation(curve), x, |x| {
+    record_unary(Activation(curve), x, |x| {
         let out = with_values(x, |values| activated(curve, values));
         FlexTensor::from_data(TensorData::new(out, shape))
     })
@@ -171,8 +189,68 @@ pub(super) fn attention(
         heads,
         causal,
     };
-    record(op, qkv, |qkv| {
+    record_unary(op, qkv, |qkv| {
         let out = with_values(qkv, |qkv| attention_values(qkv, dims, heads, causal));
         FlexTensor::from_data(TensorData::new(out, [batch, seq, packed / 3]))
     })
+}
+
+/// LayerNorm as one autodiff operation with inputs x, gamma and beta.
+#[derive(Debug)]
+struct Norm {
+    /// x's shape.
+    shape: Vec<usize>,
+    eps: f32,
+}
+
+impl Backward<Flex, 3> for Norm {
+    /// x and gamma.
+    type State = [FlexTensor; 2];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x, gamma] = ops.state;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let all = with_values(&x, |x| {
+            with_values(&gamma, |gamma| {
+                with_values(&grad, |grad| layer_norm_grads(x, gamma, grad, self.eps))
+            })
+        });
+        let width = all.gamma.len();
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        let parts = [
+            (x_node, all.x, self.shape),
+            (gamma_node, all.gamma, vec![width]),
+            (beta_node, all.beta, vec![width]),
+        ];
+        for (node, values, shape) in parts {
+            if let Some(node) = node {
+                let values = FlexTensor::from_data(TensorData::new(values, shape));
+                grads.register::<Flex>(node.id, values);
+            }
+        }
+    }
+}
+
+/// LayerNorm over the last axis of `x` with scale `gamma` and shift `beta`, as one autodiff
+/// operation.
+pub(super) fn layer_norm<const D: usize>(
+    x: Tensor<CpuAutodiff, D>,
+    gamma: Tensor<CpuAutodiff, 1>,
+    beta: Tensor<CpuAutodiff, 1>,
+    eps: f32,
+) -> Tensor<CpuAutodiff, D> {
+    let shape = x.dims().to_vec();
+    let inputs = [
+        x.into_primitive().tensor(),
+        gamma.into_primitive().tensor(),
+        beta.into_primitive().tensor(),
+    ];
+    let [x_values, gamma_values, beta_values] = inputs.each_ref().map(|t| &t.primitive);
+    let out = with_values(x_values, |x| {
+        with_values(gamma_values, |gamma| {
+            with_values(beta_values, |beta| layer_norm_values(x, gamma, beta, eps))
+        })
+    });
+    let out = FlexTensor::from_data(TensorData::new(out, shape.clone()));
+    record(Norm { shape, eps }, inputs, |[x, gamma, _]| [x, gamma], out)
 }

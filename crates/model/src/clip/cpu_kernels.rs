@@ -11,6 +11,7 @@
 //! backward passes written here too (`cpu_autodiff`); on other backends Burn's own operations
 //! run.
 
+use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, activation};
 use gemm::Parallelism;
@@ -84,6 +85,108 @@ pub(super) fn activated(curve: Curve, values: &[f32]) -> Vec<f32> {
 /// curve's derivative there.
 pub(super) fn activation_grads(curve: Curve, values: &[f32], grads: &mut [f32]) {
     widest(HostLoop::Derive(curve, values, grads));
+}
+
+/// `ln` over the last axis of `x` with epsilon `eps`: as one autodiff operation on the CPU
+/// backend under autodiff, through Burn's LayerNorm elsewhere (its CPU backend already fuses the
+/// forward pass outside autodiff).
+pub(crate) fn layer_norm<B: Backend, const D: usize>(
+    ln: &LayerNorm<B>,
+    eps: f64,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let Some(beta) = &ln.beta else {
+        return ln.forward(x);
+    };
+    let tracked = (
+        cpu_autodiff::into_cpu_autodiff(x),
+        cpu_autodiff::into_cpu_autodiff(ln.gamma.val()),
+        cpu_autodiff::into_cpu_autodiff(beta.val()),
+    );
+    match tracked {
+        (Ok(x), Ok(gamma), Ok(beta)) => {
+            cpu_autodiff::from_cpu_autodiff(cpu_autodiff::layer_norm(x, gamma, beta, eps as f32))
+        }
+        (x, ..) => ln.forward(x.map_or_else(|x| x, cpu_autodiff::from_cpu_autodiff)),
+    }
+}
+
+/// LayerNorm over rows of `gamma.len()` values of `x`:
+/// `(x - mean) / √(variance + eps) · gamma + beta`.
+pub(super) fn layer_norm_values(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    for (x, out) in x
+        .chunks_exact(gamma.len())
+        .zip(out.chunks_exact_mut(gamma.len()))
+    {
+        let (mean, inverse) = row_moments(x, eps);
+        for (((o, &x), g), b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+            *o = (x - mean) * inverse * g + b;
+        }
+    }
+    out
+}
+
+/// The gradients of [`layer_norm_values`]' `x`, `gamma` and `beta` from those of its output.
+pub(super) struct LayerNormGrads {
+    pub x: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+/// [`LayerNormGrads`] from the output's gradients `grads`. Per row, with x̂ the normalised
+/// values, r the inverse deviation and h = grads · gamma: x's gradient is
+/// r (h − mean(h) − x̂ mean(h x̂)); gamma's and beta's are the sums over rows of grads · x̂ and of
+/// grads, summed row after row (the same order whatever the thread count).
+pub(super) fn layer_norm_grads(
+    x: &[f32],
+    gamma: &[f32],
+    grads: &[f32],
+    eps: f32,
+) -> LayerNormGrads {
+    let width = gamma.len();
+    let mut out = LayerNormGrads {
+        x: vec![0.0f32; x.len()],
+        gamma: vec![0.0f32; width],
+        beta: vec![0.0f32; width],
+    };
+    let (mut normed, mut scaled) = (vec![0.0f32; width], vec![0.0f32; width]);
+    let rows = x
+        .chunks_exact(width)
+        .zip(grads.chunks_exact(width))
+        .zip(out.x.chunks_exact_mut(width));
+    for ((x, grads), x_grads) in rows {
+        let (mean, inverse) = row_moments(x, eps);
+        for (((n, s), &x), (&g, &gamma)) in normed
+            .iter_mut()
+            .zip(scaled.iter_mut())
+            .zip(x)
+            .zip(grads.iter().zip(gamma))
+        {
+            *n = (x - mean) * inverse;
+            *s = g * gamma;
+        }
+        let scaled_mean = lanes_fold(&scaled, 0.0, |a, b| a + b) / width as f32;
+        let products: f32 = lanes_fold_mapped(&scaled, 0.0, |i, s| s * normed[i], |a, b| a + b);
+        let product_mean = products / width as f32;
+        for (i, d) in x_grads.iter_mut().enumerate() {
+            *d = inverse * (scaled[i] - scaled_mean - normed[i] * product_mean);
+        }
+        for (i, &g) in grads.iter().enumerate() {
+            out.gamma[i] += g * normed[i];
+            out.beta[i] += g;
+        }
+    }
+    out
+}
+
+/// The mean of `row` and the inverse of its standard deviation with `eps` added to the variance
+/// (the mean of squared deviations, as PyTorch's LayerNorm computes it).
+fn row_moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = lanes_fold(row, 0.0, |a, b| a + b) / n;
+    let squares = lanes_fold_mapped(row, 0.0, |_, v| (v - mean) * (v - mean), |a, b| a + b);
+    (mean, (squares / n + eps).sqrt().recip())
 }
 
 /// Multi-head attention, `softmax(q kᵀ / √d) v` per head, straight from the packed input
@@ -516,15 +619,30 @@ fn softmax_grads(probs: &[f32], grads: &mut [f32]) {
 /// reassociate).
 #[inline(always)]
 fn lanes_fold(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    lanes_fold_mapped(values, init, |_, v| v, op)
+}
+
+/// [`lanes_fold`] over `term(i, values[i])`.
+#[inline(always)]
+fn lanes_fold_mapped(
+    values: &[f32],
+    init: f32,
+    term: impl Fn(usize, f32) -> f32,
+    op: impl Fn(f32, f32) -> f32,
+) -> f32 {
     let mut lanes = [init; 8];
     let chunks = values.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane = op(*lane, v);
+    let whole = values.len() - chunks.remainder().len();
+    for (c, chunk) in chunks.enumerate() {
+        for (l, (lane, &v)) in lanes.iter_mut().zip(chunk).enumerate() {
+            *lane = op(*lane, term(8 * c + l, v));
         }
     }
-    lanes.into_iter().chain(rest.iter().copied()).fold(init, op)
+    let rest = values[whole..]
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| term(whole + i, v));
+    lanes.into_iter().chain(rest).fold(init, op)
 }
 
 /// Applies QuickGELU to each value.
@@ -625,6 +743,7 @@ fn exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use burn::backend::{Autodiff, Flex};
+    use burn::module::Param;
 
     use super::super::transformer::attention_by_operations;
     use super::*;
@@ -743,6 +862,57 @@ mod tests {
                     (g - w).abs() <= tolerance,
                     "{what} gradient[{i}]: {g} vs {w}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_operation_agrees_with_burn_operations() {
+        // The LayerNorm autodiff operation against Burn's LayerNorm under autodiff (its own
+        // decomposition, which Burn's autodiff differentiates): values, and the gradients of x,
+        // gamma and beta.
+        type Ad = Autodiff<Flex>;
+        // An epsilon large beside the rows' variances (about 18), so that a lost one shows.
+        let (shape, eps) = ([3, 7, 33], 4.0);
+        let device = Default::default();
+        let mut ln = burn::nn::LayerNormConfig::new(33)
+            .with_epsilon(eps)
+            .init::<Ad>(&device);
+        let scale: Vec<f32> = (0..33).map(|i| 1.0 + 0.3 * (i as f32).sin()).collect();
+        let shift: Vec<f32> = (0..33).map(|i| 0.2 * (i as f32).cos()).collect();
+        let param = |v: &[f32]| Param::from_tensor(Tensor::from_floats(v, &device));
+        ln.gamma = param(&scale);
+        ln.beta = Some(param(&shift));
+        let run = |f: &dyn Fn(Tensor<Ad, 3>) -> Tensor<Ad, 3>| {
+            let x = values::<Ad, 3>(shape).require_grad();
+            let y = f(x.clone());
+            let n = y.shape().num_elements();
+            let w: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.377).cos()).collect();
+            let w = Tensor::<Ad, 1>::from_floats(w.as_slice(), &device);
+            let grads = (y.clone().reshape([n]) * w).sum().backward();
+            let beta = ln.beta.as_ref().expect("a shift");
+            [
+                y.into_data(),
+                x.grad(&grads).expect("x is tracked").into_data(),
+                ln.gamma
+                    .val()
+                    .grad(&grads)
+                    .expect("gamma is tracked")
+                    .into_data(),
+                beta.val()
+                    .grad(&grads)
+                    .expect("beta is tracked")
+                    .into_data(),
+            ]
+            .map(|data| data.to_vec::<f32>().unwrap())
+        };
+        let got = run(&|x| layer_norm(&ln, eps, x));
+        let want = run(&|x| ln.forward(x));
+        for ((what, got), want) in ["values", "x", "gamma", "beta"].iter().zip(got).zip(want) {
+            let scale = want.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            assert!(scale > 0.1, "{what}: too small to compare");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-5 * scale, "{what}[{i}]: {g} vs {w}");
             }
         }
     }

@@ -16,6 +16,7 @@ use burn::tensor::{FloatDType, Tensor, TensorData};
 use crate::config::ClipConfig;
 use crate::precision::{CastWeights, Precision};
 use crate::weights::{self, LoadOptions, LoadedWeights, WeightsError};
+pub(crate) use cpu_kernels::layer_norm;
 pub use text::{TextEncoder, eot_positions};
 pub use transformer::{cpu_parts, on_threads, tracks_gradients};
 pub use vision::VisionEncoder;

@@ -20,6 +20,9 @@ pub struct TextEncoder<B: Backend> {
     transformer: Transformer<B>,
     ln_final: LayerNorm<B>,
     text_projection: Param<Tensor<B, 2>>,
+    /// The LayerNorms' epsilon.
+    #[module(skip)]
+    eps: f64,
 }
 
 /// Position of the end-of-text token in each row: the first position of the row's largest id, as
@@ -83,6 +86,7 @@ impl<B: Backend> TextEncoder<B> {
                 [t.width, config.embed_dim],
                 device,
             )?,
+            eps,
         })
     }
 
@@ -122,7 +126,7 @@ impl<B: Backend> TextEncoder<B> {
         let positions = self.positional_embedding.val().narrow(0, 0, seq);
         let x = x.cast(self.compute_dtype());
         let x = self.transformer.forward(add_positions(x, positions));
-        let x = norm(&self.ln_final, x).reshape([batch * seq, width]);
+        let x = norm(&self.ln_final, self.eps, x).reshape([batch * seq, width]);
         let rows: Vec<i64> = eot
             .iter()
             .enumerate()

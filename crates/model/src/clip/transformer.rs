@@ -259,12 +259,15 @@ pub struct ResidualBlock<B: Backend> {
     c_proj: Linear<B>,
     #[module(skip)]
     activation: Activation,
+    /// The LayerNorms' epsilon.
+    #[module(skip)]
+    eps: f64,
 }
 
 impl<B: Backend> ResidualBlock<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(norm(&self.ln_1, x));
-        let hidden = self.c_fc.forward(norm(&self.ln_2, x.clone()));
+        let x = x.clone() + self.attn.forward(norm(&self.ln_1, self.eps, x));
+        let hidden = self.c_fc.forward(norm(&self.ln_2, self.eps, x.clone()));
         let hidden = match self.activation {
             Activation::QuickGelu => quick_gelu(hidden),
             Activation::Gelu => gelu(hidden),
@@ -321,6 +324,7 @@ impl<B: Backend> Transformer<B> {
                     c_fc: linear(state, &format!("{p}.mlp.c_fc."), width, hidden, device)?,
                     c_proj: linear(state, &format!("{p}.mlp.c_proj."), hidden, width, device)?,
                     activation: spec.activation,
+                    eps: spec.eps,
                 })
             })
             .collect::<Result<_, WeightsError>>()?;

@@ -25,6 +25,9 @@ pub struct VisionEncoder<B: Backend> {
     ln_post: LayerNorm<B>,
     proj: Param<Tensor<B, 2>>,
     image_size: usize,
+    /// The LayerNorms' epsilon.
+    #[module(skip)]
+    eps: f64,
 }
 
 impl<B: Backend> VisionEncoder<B> {
@@ -63,6 +66,7 @@ impl<B: Backend> VisionEncoder<B> {
             ln_post: layer_norm(state, "visual.ln_post", v.width, eps, device)?,
             proj: param(state, "visual.proj", [v.width, config.embed_dim], device)?,
             image_size: v.image_size,
+            eps,
         })
     }
 
@@ -99,9 +103,9 @@ impl<B: Backend> VisionEncoder<B> {
             Tensor::cat(vec![class, patches], 1),
             self.positional_embedding.val(),
         );
-        let x = self.transformer.forward(norm(&self.ln_pre, x));
+        let x = self.transformer.forward(norm(&self.ln_pre, self.eps, x));
         let cls = x.narrow(1, 0, 1).reshape([batch, d_model]);
-        norm(&self.ln_post, cls)
+        norm(&self.ln_post, self.eps, cls)
             .matmul(self.proj.val())
             .cast(FloatDType::F32)
     }

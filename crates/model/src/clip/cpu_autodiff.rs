@@ -3,10 +3,11 @@
 //! tuning and the prompts' way through the text encoder.
 //!
 //! Burn's autodiff records an activation as several operations (QuickGELU: a scaling, a sigmoid
-//! and a product, each with its own pass and buffer forward and backward) and attention as head
-//! copies, products and a softmax, all of them computed again or walked element by element in the
-//! backward pass. Here each is one operation whose backward pass is one host loop (activations)
-//! or, per sequence and head, a softmax computed again and four strided products (attention).
+//! and a product, each with its own pass and buffer forward and backward), attention as head
+//! copies, products and a softmax, and LayerNorm as its generic decomposition, all of them
+//! computed again or walked element by element in the backward pass. Here each is one operation
+//! whose backward pass is one host loop (activations; LayerNorm, one pass per row) or, per
+//! sequence and head, a softmax computed again and four strided products (attention).
 //!
 //! The model is generic over its backend; these operations apply when that backend is
 //! `Autodiff<Flex>` (what `mocoop` trains with on the CPU), which [`into_cpu_autodiff`] finds

@@ -22,11 +22,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::ModuleOps;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 use super::cpu_kernels::{
     Curve, activated, activation_grads, attention_grads, attention_values, layer_norm_grads,
-    layer_norm_values,
 };
 
 /// Burn's CPU backend under autodiff.
@@ -233,12 +233,12 @@ impl Backward<Flex, 3> for Norm {
 }
 
 /// LayerNorm over the last axis of `x` with scale `gamma` and shift `beta`, as one autodiff
-/// operation.
+/// operation: forward, the CPU backend's own fused LayerNorm.
 pub(super) fn layer_norm<const D: usize>(
     x: Tensor<CpuAutodiff, D>,
     gamma: Tensor<CpuAutodiff, 1>,
     beta: Tensor<CpuAutodiff, 1>,
-    eps: f32,
+    eps: f64,
 ) -> Tensor<CpuAutodiff, D> {
     let shape = x.dims().to_vec();
     let inputs = [
@@ -246,12 +246,8 @@ pub(super) fn layer_norm<const D: usize>(
         gamma.into_primitive().tensor(),
         beta.into_primitive().tensor(),
     ];
-    let [x_values, gamma_values, beta_values] = inputs.each_ref().map(|t| &t.primitive);
-    let out = with_values(x_values, |x| {
-        with_values(gamma_values, |gamma| {
-            with_values(beta_values, |beta| layer_norm_values(x, gamma, beta, eps))
-        })
-    });
-    let out = FlexTensor::from_data(TensorData::new(out, shape.clone()));
+    let [x_values, gamma_values, beta_values] = inputs.each_ref().map(|t| t.primitive.clone());
+    let out = Flex::layer_norm(x_values, gamma_values, Some(beta_values), eps);
+    let eps = eps as f32;
     record(Norm { shape, eps }, inputs, |[x, gamma, _]| [x, gamma], out)
 }

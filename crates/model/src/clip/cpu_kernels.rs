@@ -105,29 +105,13 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(
     );
     match tracked {
         (Ok(x), Ok(gamma), Ok(beta)) => {
-            cpu_autodiff::from_cpu_autodiff(cpu_autodiff::layer_norm(x, gamma, beta, eps as f32))
+            cpu_autodiff::from_cpu_autodiff(cpu_autodiff::layer_norm(x, gamma, beta, eps))
         }
         (x, ..) => ln.forward(x.map_or_else(|x| x, cpu_autodiff::from_cpu_autodiff)),
     }
 }
 
-/// LayerNorm over rows of `gamma.len()` values of `x`:
-/// `(x - mean) / √(variance + eps) · gamma + beta`.
-pub(super) fn layer_norm_values(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    for (x, out) in x
-        .chunks_exact(gamma.len())
-        .zip(out.chunks_exact_mut(gamma.len()))
-    {
-        let (mean, inverse) = row_moments(x, eps);
-        for (((o, &x), g), b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
-            *o = (x - mean) * inverse * g + b;
-        }
-    }
-    out
-}
-
-/// The gradients of [`layer_norm_values`]' `x`, `gamma` and `beta` from those of its output.
+/// The gradients of a LayerNorm's `x`, `gamma` and `beta` from those of its output.
 pub(super) struct LayerNormGrads {
     pub x: Vec<f32>,
     pub gamma: Vec<f32>,

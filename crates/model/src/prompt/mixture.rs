@@ -13,6 +13,7 @@ use super::PromptError;
 use super::classifier::{mix_logits, top_k_gates};
 use super::layout::{ExpertInit, ExpertLayout};
 use super::pool::{ClassPrompts, PromptPool};
+use super::shard::TextShard;
 use crate::clip::{Clip, TextEncoder, l2_normalize};
 use crate::templates::TemplateGroups;
 use crate::tokenizer::ClipTokenizer;
@@ -194,7 +195,11 @@ impl<B: Backend> MixtureOfPrompts<B> {
         len: usize,
     ) -> Tensor<B, 2> {
         let (x, eot) = prompts.assemble(table, start, len);
-        let features = text.forward_embedded(x, &eot);
+        self.finish(text.forward_embedded(x, &eot))
+    }
+
+    /// Text-encoder outputs `[rows, D]` made features: `w` added, L2-normalised.
+    fn finish(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
         let features = match &self.text_bias {
             Some(w) => features + w.val().unsqueeze(),
             None => features,
@@ -232,6 +237,30 @@ impl<B: Backend> MixtureOfPrompts<B> {
         } else {
             Tensor::cat(parts, 0)
         };
+        let d = z.dims()[1];
+        z.reshape([prompts.experts, prompts.classes(), d])
+    }
+
+    /// [`Self::text_features`] with the rows split across devices: the rows before the first
+    /// shard's on the prompts' device, each shard's on its own (see [`TextShard::split`]). The
+    /// features come back to the prompts' device and gradients reach the contexts and `w` through
+    /// the device moves, so the result is [`Self::text_features`]'s.
+    pub fn text_features_sharded(
+        &self,
+        text: &TextEncoder<B>,
+        prompts: &ClassPrompts<B>,
+        shards: &[TextShard<B>],
+    ) -> Tensor<B, 3> {
+        let device = prompts.fixed.device();
+        let table = self.pool.table(&device);
+        // The other devices' shares are queued first: sending them the table reads it here, which
+        // would otherwise wait until this device had encoded its own share.
+        let remote: Vec<Tensor<B, 2>> = shards.iter().map(|s| s.encode(table.clone())).collect();
+        let local = shards.first().map_or(prompts.rows(), TextShard::start);
+        let (x, eot) = prompts.assemble(table, 0, local);
+        let mut parts = vec![text.forward_embedded(x, &eot)];
+        parts.extend(remote.into_iter().map(|f| f.to_device(&device)));
+        let z = self.finish(Tensor::cat(parts, 0));
         let d = z.dims()[1];
         z.reshape([prompts.experts, prompts.classes(), d])
     }

@@ -7,6 +7,8 @@
 //!   logits.
 //! - [`ClassPrompts`]: the fixed part of all `E × C` prompts for one list of class names, built
 //!   once and reused every step (one gather per step assembles the prompts).
+//! - [`TextShard`]: one device's share of those prompts, when a training step splits its text
+//!   side by class across devices.
 //! - [`HardPrompts`]: features of the hand-written templates with the frozen encoder, their group
 //!   prototypes and the zero-shot ensemble.
 //! - [`PromptClassifier`]: inference with every text feature computed once and cached; the same
@@ -19,12 +21,14 @@ mod hard;
 pub mod layout;
 mod mixture;
 mod pool;
+mod shard;
 
 pub use classifier::{PromptClassifier, mix_logits, top_k_gates};
 pub use hard::HardPrompts;
 pub use layout::{ExpertInit, ExpertLayout, PromptSequences};
 pub use mixture::{MixtureConfig, MixtureOfPrompts};
 pub use pool::{ClassPrompts, PromptPool};
+pub use shard::TextShard;
 
 /// Why prompts could not be built or loaded.
 #[derive(Debug, thiserror::Error)]

@@ -178,15 +178,24 @@ impl<B: Backend> ClassPrompts<B> {
         start: usize,
         len: usize,
     ) -> (Tensor<B, 3>, Vec<usize>) {
-        let eot = self.eot[start..start + len].to_vec();
-        let seq = eot.iter().max().map_or(1, |&m| m + 1);
-        let fixed = self.fixed.clone().narrow(0, start, len).narrow(1, 0, seq);
-        let index = self
-            .ctx_index
-            .clone()
-            .narrow(0, start, len)
-            .narrow(1, 0, seq);
-        let x = fixed + burn::tensor::module::embedding(table, index);
-        (x, eot)
+        let fixed = self.fixed.clone().narrow(0, start, len);
+        let index = self.ctx_index.clone().narrow(0, start, len);
+        assemble_rows(fixed, index, &self.eot[start..start + len], table)
     }
+}
+
+/// Prompts from their fixed part `[rows, len, width]` and context positions `[rows, len]` (both
+/// cut to the rows wanted) and those rows' EOT positions: the sequences cut right after the last
+/// EOT, with the contexts gathered from `table` into place.
+pub(crate) fn assemble_rows<B: Backend>(
+    fixed: Tensor<B, 3>,
+    ctx_index: Tensor<B, 2, Int>,
+    eot: &[usize],
+    table: Tensor<B, 2>,
+) -> (Tensor<B, 3>, Vec<usize>) {
+    let seq = eot.iter().max().map_or(1, |&m| m + 1);
+    let fixed = fixed.narrow(1, 0, seq);
+    let index = ctx_index.narrow(1, 0, seq);
+    let x = fixed + burn::tensor::module::embedding(table, index);
+    (x, eot.to_vec())
 }

@@ -494,3 +494,47 @@ fn an_expert_without_context_words_is_its_fixed_template() {
         MixtureOfPrompts::new(MixtureConfig::mocoop(&groups, 1, 5), &clip, tok(), &device).unwrap();
     assert!(fresh.load_tensors(&mut saved, &device).is_ok());
 }
+
+#[test]
+fn text_split_across_devices_gives_the_same_features_and_gradients() {
+    // The CPU backend has one device, so the shards share it: this checks the row split, the
+    // order of the gathered features and that gradients come back through the shards' copies.
+    let clip = tiny_clip::<AD>(9).no_grad();
+    let device = Default::default();
+    let mixture = MixtureOfPrompts::new(
+        MixtureConfig::mocoop(&groups(), 2, 3),
+        &clip,
+        tok(),
+        &device,
+    )
+    .unwrap();
+    let prompts = mixture
+        .class_prompts(&clip.text, tok(), &classes(), &device)
+        .unwrap();
+    // A fixed random weighting of every feature, so that each row's gradient differs.
+    let weights = Tensor::<AD, 2>::from_inner(random_features(12, 16, 4)).reshape([3, 4, 16]);
+    let run = |z: Tensor<AD, 3>| {
+        let grads = (z.clone() * weights.clone()).sum().backward();
+        let mut out = values(z);
+        for ctx in mixture.pool.ctx.iter().flatten() {
+            out.extend(values(ctx.grad(&grads).expect("context gradient")));
+        }
+        out.extend(values(
+            mixture.text_bias.as_ref().unwrap().grad(&grads).unwrap(),
+        ));
+        let frozen = burn::optim::GradientsParams::from_grads(grads, &clip);
+        assert!(frozen.is_empty(), "frozen CLIP got gradients");
+        out
+    };
+    let whole = run(mixture.text_features(&clip.text, &prompts));
+    // 12 rows over 2, 5 and 13 devices: even shares, uneven ones, and devices left without rows.
+    for (devices, shards) in [(2, 1), (5, 4), (13, 11)] {
+        let split = TextShard::split(&clip.text, &prompts, &vec![device; devices]);
+        assert_eq!(split.len(), shards, "{devices} devices");
+        let starts: Vec<usize> = split.iter().map(TextShard::start).collect();
+        assert!(starts.windows(2).all(|w| w[0] < w[1]) && starts[0] > 0);
+        let z = mixture.text_features_sharded(&clip.text, &prompts, &split);
+        assert_eq!(z.dims(), [3, 4, 16]);
+        assert_close(&run(z), &whole, 1e-6, &format!("{devices} devices"));
+    }
+}

@@ -19,7 +19,7 @@ use mocoop_train::config::{
 };
 use mocoop_train::eval::template_groups;
 use mocoop_train::run;
-use mocoop_train::{TrainOptions, TrainReport, resume, train};
+use mocoop_train::{DeviceSplit, TrainOptions, TrainReport, resume, train};
 
 use crate::device::{DeviceList, OnDevices};
 use crate::model_args::CheckpointArgs;
@@ -44,7 +44,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "quick_gelu|gelu")]
     activation: Option<Activation>,
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N; or several of one kind,
-    /// comma-separated (cuda:0,cuda:1), to split every batch across them (data parallel).
+    /// comma-separated (cuda:0,cuda:1), to share every step between them (see --split).
     #[arg(long, default_value = "cpu", value_name = "DEVICE[,DEVICE…]")]
     device: DeviceList,
     /// Precision of the frozen encoders' compute: f32, or f16/bf16 on GPUs that support them.
@@ -74,7 +74,7 @@ pub struct TrainArgs {
     overwrite: bool,
     /// Continue the killed or interrupted run RUN from its newest intact checkpoint, with the
     /// settings in RUN/config.json; it ends with the prompts the uninterrupted run would have had.
-    /// Only --device and the run options (--quiet, --no-eval, --keep-checkpoints,
+    /// Only --device, --split and the run options (--quiet, --no-eval, --keep-checkpoints,
     /// --eval-batch-size) may be given with it.
     #[arg(long, value_name = "RUN")]
     resume: Option<PathBuf>,
@@ -88,9 +88,10 @@ pub struct TrainArgs {
 }
 
 /// The arguments that may accompany `--resume` (they do not change what is trained).
-const RESUME_COMPATIBLE: [&str; 7] = [
+const RESUME_COMPATIBLE: [&str; 8] = [
     "resume",
     "encode_all_experts",
+    "split",
     "device",
     "quiet",
     "no_eval",
@@ -237,6 +238,19 @@ pub struct TrainFlags {
     /// cheaper when E × C is large and batches are small (ImageNet).
     #[arg(long)]
     encode_all_experts: bool,
+    /// With several devices: batch gives each a part of every batch (data parallel); classes
+    /// keeps the step on the first device and gives each device a share of the E × C prompts
+    /// to encode (for many classes, ImageNet, where the prompts take the time).
+    #[arg(long, default_value = "batch", value_name = "batch|classes", value_parser = parse_split)]
+    split: DeviceSplit,
+}
+
+fn parse_split(s: &str) -> Result<DeviceSplit, String> {
+    match s {
+        "batch" => Ok(DeviceSplit::Batch),
+        "classes" => Ok(DeviceSplit::Classes),
+        other => Err(format!("'{other}': expected batch or classes")),
+    }
 }
 
 fn parse_text_classes(s: &str) -> Result<TextClasses, String> {
@@ -299,6 +313,7 @@ impl TrainFlags {
             eval_batch_size: self.eval_batch_size,
             stop: None,
             encode_all_experts: self.encode_all_experts,
+            split: self.split,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Data-parallel training through the `mocoop` binary: `--device cpu,cpu` runs burn-train's
-//! multi-device strategy with two workers, each given half of every batch. The CPU backend has a
+//! Training on several devices through the `mocoop` binary: `--device cpu,cpu` runs burn-train's
+//! multi-device strategy with two workers, each given half of every batch, and with
+//! `--split classes` one step whose prompts are encoded half on each device. The CPU backend has a
 //! single device, which both workers share, so these tests check the code path (batch parts, loss
 //! weights, summed gradients, step counting, checkpoints, resuming) and not a speed-up; runs on
 //! several GPUs go through the same code with other devices.
@@ -64,8 +65,8 @@ fn accuracy(out: &Value) -> f64 {
 /// Trains the same run on one device and on two workers (with `extra` flags on both) and checks
 /// that they agree: same steps, prompts equal up to floating-point summation order, same epoch
 /// averages and test accuracy. Gradient clipping is off: it would hide gradients of the wrong
-/// scale.
-fn assert_two_workers_match_one(name: &str, extra: &[&str]) {
+/// scale. Returns what the two-device run printed on stderr.
+fn assert_two_workers_match_one(name: &str, extra: &[&str]) -> String {
     let extra: Vec<&str> = ["--clip-norm", "0"]
         .into_iter()
         .chain(extra.iter().copied())
@@ -77,11 +78,9 @@ fn assert_two_workers_match_one(name: &str, extra: &[&str]) {
     let (one, two) = (dir.join("one"), dir.join("two"));
     let with_two: Vec<&str> = extra.iter().copied().chain(TWO).collect();
     let one_out = ok(mocoop(&run_args_with(root, one.to_str().unwrap(), &extra)));
-    let two_out = ok(mocoop(&run_args_with(
-        root,
-        two.to_str().unwrap(),
-        &with_two,
-    )));
+    let two_run = mocoop(&run_args_with(root, two.to_str().unwrap(), &with_two));
+    let notes = String::from_utf8_lossy(&two_run.stderr).into_owned();
+    let two_out = ok(two_run);
 
     assert_eq!(one_out["steps"], 96);
     assert_eq!(two_out["steps"], 96, "a step counted once per worker?");
@@ -93,13 +92,27 @@ fn assert_two_workers_match_one(name: &str, extra: &[&str]) {
     );
     assert_logs_close(&one, &two, 1e-4);
     assert_eq!(accuracy(&one_out), accuracy(&two_out));
+    notes
 }
 
 #[test]
 fn two_workers_train_what_one_device_trains() {
     // Batches of 2: each worker gets one image of every step, with router noise and tuned
     // LayerNorms; 8 shots of 4 classes make 16 steps an epoch.
-    assert_two_workers_match_one("dp-images", &[]);
+    let notes = assert_two_workers_match_one("dp-images", &[]);
+    assert!(!notes.contains("prompts were encoded on"), "{notes}");
+}
+
+#[test]
+fn two_devices_sharing_the_prompts_train_what_one_device_trains() {
+    // --split classes: the first device runs the step and each device encodes half of the
+    // prompts (here on the CPU's one device, so the path is checked, not a speed-up).
+    let notes = assert_two_workers_match_one("dp-classes", &["--split", "classes"]);
+    // DTD's 5 template groups (experts) for the 4 classes: 20 prompts, 10 on each device.
+    assert!(
+        notes.contains("each step's 20 prompts were encoded on 2 devices, about 10 each"),
+        "{notes}"
+    );
 }
 
 #[test]

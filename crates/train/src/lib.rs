@@ -28,7 +28,7 @@ pub use eval::{EvalSplit, EvalTarget, TrainedRun, evaluate_run};
 pub use model::{ClassSetup, MocoopModel, StepTerms};
 pub use run::{RunResults, SplitResult};
 pub use step::MocoopOutput;
-pub use trainer::{TrainOptions, TrainReport, resume, train};
+pub use trainer::{DeviceSplit, TrainOptions, TrainReport, resume, train};
 
 /// Why training or evaluation failed.
 #[derive(Debug, thiserror::Error)]

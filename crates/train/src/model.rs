@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use mocoop_model::Clip;
 use mocoop_model::clip::l2_normalize;
 use mocoop_model::prompt::{
-    ClassPrompts, HardPrompts, MixtureConfig, MixtureOfPrompts, PromptError,
+    ClassPrompts, HardPrompts, MixtureConfig, MixtureOfPrompts, PromptError, TextShard,
 };
 use mocoop_model::tokenizer::ClipTokenizer;
 
@@ -110,6 +110,9 @@ pub struct MocoopModel<B: Backend> {
     pub gate_prototypes: Option<Tensor<B, 3>>,
     /// Zero-shot ensemble text features of the training classes `[C_train, D]` (for `L_kd`).
     pub teacher: Option<Tensor<B, 2>>,
+    /// The other devices' shares of the prompts when the text side is split by class (empty:
+    /// every prompt is encoded on the model's device); see [`Self::split_text`].
+    pub text_shards: Vec<TextShard<B>>,
     /// Settings.
     #[module(skip)]
     pub settings: StepSettings,
@@ -260,6 +263,7 @@ impl<B: Backend> MocoopModel<B> {
             text_prototypes,
             gate_prototypes,
             teacher,
+            text_shards: Vec::new(),
             settings: StepSettings {
                 loss,
                 router_noise,
@@ -272,6 +276,14 @@ impl<B: Backend> MocoopModel<B> {
             },
             monitor: Monitor::default(),
         })
+    }
+
+    /// Splits every step's prompts by class over `devices` (the model's device first): each
+    /// other device gets its rows and a copy of the frozen text encoder once, here, and encodes
+    /// its share every step; the features and their gradients come back to the model's device.
+    /// The step's result is the one-device result. One device (or none) undoes the split.
+    pub fn split_text(&mut self, devices: &[B::Device]) {
+        self.text_shards = TextShard::split(&self.clip.text, &self.prompts, devices);
     }
 
     /// Ids of the image LayerNorm parameters (trained at the scaled learning rate).
@@ -349,11 +361,18 @@ impl<B: Backend> MocoopModel<B> {
         // Only the text loss looks at experts the gates do not use.
         let unused_may_skip =
             training && !s.encode_all_experts && l.lambda_text == 0.0 && router_logits.is_some();
-        let z_encoded = match unused_may_skip.then(|| experts_in_use(&gates)).flatten() {
-            Some(needed) => self
-                .mixture
-                .text_features_of(&self.clip.text, &self.prompts, &needed),
-            None => self.mixture.text_features(&self.clip.text, &self.prompts),
+        // Split across devices, every expert is encoded: each device has a share of the rows.
+        let z_encoded = if !self.text_shards.is_empty() {
+            self.mixture
+                .text_features_sharded(&self.clip.text, &self.prompts, &self.text_shards)
+        } else {
+            match unused_may_skip.then(|| experts_in_use(&gates)).flatten() {
+                Some(needed) => {
+                    self.mixture
+                        .text_features_of(&self.clip.text, &self.prompts, &needed)
+                }
+                None => self.mixture.text_features(&self.clip.text, &self.prompts),
+            }
         };
         let z = match &self.train_index {
             Some(index) => z_encoded.clone().select(1, index.clone()),

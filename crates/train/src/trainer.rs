@@ -95,6 +95,22 @@ pub struct TrainOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Encode every expert's prompts at every step (the result is the same; for comparisons).
     pub encode_all_experts: bool,
+    /// How a run on several devices shares its steps between them.
+    pub split: DeviceSplit,
+}
+
+/// How a training step is shared between several devices. Either way the result is the
+/// one-device result up to floating-point summation order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceSplit {
+    /// Data parallel: each device gets a part of every batch and runs the whole step on it,
+    /// text side included (burn-train's multi-device strategy).
+    #[default]
+    Batch,
+    /// The text side split by class: the first device runs the step, and every device encodes a
+    /// share of the `E × C` prompts (see [`MocoopModel::split_text`]). For many classes, where
+    /// the prompts, not the images, take the time.
+    Classes,
 }
 
 impl Default for TrainOptions {
@@ -107,6 +123,7 @@ impl Default for TrainOptions {
             eval_batch_size: 100,
             stop: None,
             encode_all_experts: false,
+            split: DeviceSplit::Batch,
         }
     }
 }
@@ -164,12 +181,14 @@ fn checkpoint_metadata(config: &TrainConfig) -> HashMap<String, String> {
 
 /// Trains (or, for zero-shot CLIP, only evaluates) the run described by `config` into `out`.
 ///
-/// With several `devices`, every step's batch is split across them (data parallel, burn-train's
-/// multi-device strategy): each computes the loss of its part, weighted by the part's share of
-/// the batch, and the summed gradients are applied once on the first device, which also holds
-/// the model between steps and runs everything else. The result is the one-device result up to
-/// floating-point summation order (the load-balancing loss `L_lb`, a statistic of the whole
-/// batch, is computed per part). `clip` must be on the first device.
+/// With several `devices` and [`DeviceSplit::Batch`], every step's batch is split across them
+/// (data parallel, burn-train's multi-device strategy): each computes the loss of its part,
+/// weighted by the part's share of the batch, and the summed gradients are applied once on the
+/// first device, which also holds the model between steps and runs everything else. The result
+/// is the one-device result up to floating-point summation order (the load-balancing loss `L_lb`,
+/// a statistic of the whole batch, is computed per part). With [`DeviceSplit::Classes`], the
+/// first device runs every step and the others encode shares of its prompts. `clip` must be on
+/// the first device.
 pub fn train<B: AutodiffBackend>(
     config: TrainConfig,
     clip: Clip<B>,
@@ -294,7 +313,20 @@ fn fit<B: AutodiffBackend>(
             data.dataset
         )));
     }
-    let parts = devices.len();
+    let parts = match options.split {
+        DeviceSplit::Batch => devices.len(),
+        DeviceSplit::Classes => {
+            model.split_text(devices);
+            let (rows, used) = (model.prompts.rows(), model.text_shards.len() + 1);
+            if used > 1 {
+                notes.push(format!(
+                    "each step's {rows} prompts were encoded on {used} devices, about {} each",
+                    rows / used
+                ));
+            }
+            1
+        }
+    };
     if parts > data.batch_size.min(dataset.train.len()) {
         return Err(TrainError::Config(format!(
             "{parts} devices need a batch size and a training set of at least {parts} images \

@@ -5,18 +5,19 @@
 #
 # Usage: bench/run.sh [--device cpu|cuda] [--geometry small|vit-b-16|tiny] [--steps N]
 #                     [--warmup N] [--threads N] [--precision f32|f16|bf16] [--breakdown]
-#                     [--parallel LIST]
+#                     [--parallel LIST [--split batch|classes]]
 # Defaults: cpu + small + f32 (3 timed steps after 1 warm-up); cuda + vit-b-16 + bf16 (20 after
 # 5). The precision is Rust's --precision and the reference's AMP (f32: off, f16: fp16 with a
 # GradScaler, bf16: bf16 autocast; AMP runs on CUDA only).
 # Both sides use the same number of CPU threads (RAYON_NUM_THREADS / torch.set_num_threads).
 # --parallel cpu,cpu (or cuda:0,cuda:1) also runs Rust's training cases data-parallel on those
-# devices, as `train --device LIST` does, reported as extra rows against the same PyTorch step.
+# devices, as `train --device LIST` does, reported as extra rows against the same PyTorch step;
+# --split classes shares each step's prompts between them instead of its batch (`train --split`).
 # MOCOOP=path/to/mocoop uses an already built release binary instead of building one;
 # PYTHON=path/to/python a Python that already has torch and open_clip instead of .venv-ref.
 set -euo pipefail
 
-device=cpu geometry="" steps="" warmup="" threads="" precision="" breakdown=() parallel=""
+device=cpu geometry="" steps="" warmup="" threads="" precision="" breakdown=() parallel="" split=batch
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --device) device="$2"; shift 2 ;;
@@ -27,7 +28,8 @@ while [[ $# -gt 0 ]]; do
         --precision) precision="$2"; shift 2 ;;
         --breakdown) breakdown=(--breakdown); shift ;;
         --parallel) parallel="$2"; shift 2 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --split) split="$2"; shift 2 ;;
+        -h|--help) sed -n '2,/^set -e/{/^set -e/d;p}' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -70,9 +72,9 @@ for case in train-ln train-no-ln train-imagenet infer-cached encode-image; do
     "$mocoop" bench "${common[@]}" --precision "$precision" --cases "$case" \
         --json "$work/rust-$case.json" >&2
     if [[ -n "$parallel" && "$case" == train-* ]]; then
-        echo "== $case: Rust on $parallel" >&2
-        "$mocoop" bench --device "$parallel" "${shared[@]}" --precision "$precision" \
-            --cases "$case" --json "$work/rust-$case-parallel.json" >&2
+        echo "== $case: Rust on $parallel, split by $split" >&2
+        "$mocoop" bench --device "$parallel" --split "$split" "${shared[@]}" \
+            --precision "$precision" --cases "$case" --json "$work/rust-$case-parallel.json" >&2
     fi
     echo "== $case: PyTorch" >&2
     "$python" bench/reference/mocoop_step.py "${common[@]}" --threads "$threads" --amp "$amp" \
@@ -80,6 +82,6 @@ for case in train-ln train-no-ln train-imagenet infer-cached encode-image; do
 done
 
 out="bench/results/$(date -u +%F)-${device%%:*}-$geometry-$precision"
-command="bench/run.sh --device $device --geometry $geometry --steps $steps --warmup $warmup --precision $precision ${parallel:+--parallel $parallel }${breakdown[*]}"
+command="bench/run.sh --device $device --geometry $geometry --steps $steps --warmup $warmup --precision $precision ${parallel:+--parallel $parallel --split $split }${breakdown[*]}"
 "$python" bench/reference/compare.py --out "$out" --command "${command% }" "$work"/*.json
 echo "wrote $out.json and $out.md" >&2

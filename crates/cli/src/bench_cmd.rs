@@ -19,10 +19,12 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::device::{DeviceList, DeviceSpec, OnDevices, dispatch_all};
 use crate::model_args::check_precision;
+use crate::train_cmd::parse_split;
 use cases::{CaseName, CaseSpec};
 use geometry::Geometry;
 use measure::Schedule;
 use mocoop_model::Precision;
+use mocoop_train::DeviceSplit;
 use report::{CaseRecord, Report};
 
 /// Marks the line on which a child process hands its record to the parent.
@@ -34,9 +36,13 @@ const RECORD_PREFIX: &str = "MOCOOP_BENCH_RECORD ";
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Backend and device: cpu, wgpu[:N], cuda[:N]. Training cases also take a list of devices
-    /// (cuda:0,cuda:1; cpu,cpu for two CPU workers) and run data-parallel as `train` does.
+    /// (cuda:0,cuda:1; cpu,cpu for two CPU workers) and share each step as `train` does.
     #[arg(long, default_value = "cpu")]
     device: DeviceList,
+    /// With several devices: batch (data parallel) or classes (the prompts shared), as for
+    /// `train --split`.
+    #[arg(long, default_value = "batch", value_name = "batch|classes", value_parser = parse_split)]
+    split: DeviceSplit,
     /// Model size [default: small on the CPU, vit-b-16 on GPUs].
     #[arg(long, value_enum)]
     geometry: Option<Geometry>,
@@ -124,7 +130,7 @@ impl BenchArgs {
                     self.device
                 );
             }
-            if workers > self.batch {
+            if workers > self.batch && self.split == DeviceSplit::Batch {
                 bail!(
                     "{workers} devices for a batch of {}: at most one device per image",
                     self.batch
@@ -182,6 +188,9 @@ impl BenchArgs {
             .args(["--seed", &self.seed.to_string()])
             .args(["--precision", &self.precision.to_string()])
             .args(["--case", case.name()]);
+        if self.split == DeviceSplit::Classes {
+            command.args(["--split", "classes"]);
+        }
         if let Some(c) = self.classes {
             command.args(["--classes", &c.to_string()]);
         }
@@ -226,6 +235,7 @@ impl OnDevices for CaseJob {
             breakdown: args.breakdown && self.case != CaseName::EncodeImage,
             seed: args.seed,
             precision: args.precision,
+            split: args.split,
         };
         check_precision::<B>(args.precision, args.device.main(), &device)?;
         let timing = measure::measure::<B>(&spec, args.geometry(), &schedule, &devices)?;
@@ -241,7 +251,10 @@ impl OnDevices for CaseJob {
         Ok(CaseRecord {
             case: self.case.name().to_string(),
             geometry: args.geometry().name().to_string(),
-            device: args.device.to_string(),
+            device: match (args.split, args.device.specs().len()) {
+                (DeviceSplit::Classes, 2..) => format!("{} split by classes", args.device),
+                _ => args.device.to_string(),
+            },
             experts: spec.experts,
             classes: spec.classes,
             batch: spec.batch,

@@ -245,7 +245,7 @@ pub struct TrainFlags {
     split: DeviceSplit,
 }
 
-fn parse_split(s: &str) -> Result<DeviceSplit, String> {
+pub(crate) fn parse_split(s: &str) -> Result<DeviceSplit, String> {
     match s {
         "batch" => Ok(DeviceSplit::Batch),
         "classes" => Ok(DeviceSplit::Classes),

@@ -134,6 +134,23 @@ fn bench_trains_on_two_cpu_workers() {
 }
 
 #[test]
+fn bench_shares_the_prompts_between_two_cpu_devices() {
+    let (stdout, report) = bench(&[
+        "--device",
+        "cpu,cpu",
+        "--split",
+        "classes",
+        "--cases",
+        "train-imagenet",
+    ]);
+    assert!(stdout.contains("cpu,cpu split by classes"), "{stdout}");
+    let case = &report["cases"][0];
+    assert_eq!(case["device"], "cpu,cpu split by classes", "{case}");
+    let v = case["images_per_s"].as_f64().unwrap();
+    assert!(v.is_finite() && v > 0.0, "{case}");
+}
+
+#[test]
 fn bench_refuses_several_devices_for_inference() {
     let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
         .args(["bench", "--geometry", "tiny", "--device", "cpu,cpu"])

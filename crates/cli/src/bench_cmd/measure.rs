@@ -18,7 +18,7 @@ use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_train::config::{LossConfig, OptimConfig};
 use mocoop_train::loss_scale::LossScale;
-use mocoop_train::{ClassSetup, MocoopModel};
+use mocoop_train::{ClassSetup, DeviceSplit, MocoopModel};
 
 use super::cases::{CaseName, CaseSpec, class_names, expert_groups, synthetic_batch};
 use super::geometry::Geometry;
@@ -42,6 +42,8 @@ pub struct Schedule {
     pub seed: u64,
     /// Precision of the encoders.
     pub precision: Precision,
+    /// How several devices share a training step, as `train --split` does.
+    pub split: DeviceSplit,
 }
 
 /// What a case measured.
@@ -173,7 +175,7 @@ fn training<B: AutodiffBackend>(
         .with_precision(schedule.precision);
     let size = clip.config().vision.image_size;
     let mixture = MixtureConfig::mocoop(&groups, TOP_K.min(spec.experts), schedule.seed);
-    let model = MocoopModel::new(
+    let mut model = MocoopModel::new(
         clip,
         tokenizer,
         mixture,
@@ -187,6 +189,13 @@ fn training<B: AutodiffBackend>(
     if schedule.precision.needs_loss_scaling() {
         model.monitor.scale_loss(LossScale::default());
     }
+    let step_devices = match schedule.split {
+        DeviceSplit::Batch => devices,
+        DeviceSplit::Classes => {
+            model.split_text(devices);
+            &devices[..1]
+        }
+    };
     let optim_config = OptimConfig::default();
     let mut optim = optimiser_config(&optim_config).init::<B, MocoopModel<B>>();
     let (images, labels) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
@@ -197,7 +206,7 @@ fn training<B: AutodiffBackend>(
         share: 1.0,
     };
     let (ms_per_step, model) = timed(schedule, model, |model| {
-        let grads = step_gradients(&model, &batch, devices)?;
+        let grads = step_gradients(&model, &batch, step_devices)?;
         let model = model.apply_grads(&mut optim, optim_config.lr, grads);
         sync::<B>(device)?;
         Ok(model)

@@ -141,19 +141,14 @@ fn an_interrupted_two_worker_run_resumes_to_the_same_result() {
     let output = interrupt_in_epoch_3(spawn(&run_args_with(root, run_s, &TWO)), &run);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
-    let moved = dir.join("moved");
+    let (moved, classes) = (dir.join("moved"), dir.join("classes"));
     copy_dir(&run, &moved);
-    let resume = |run: &Path, device| {
-        ok(mocoop(&[
-            "train",
-            "--resume",
-            run.to_str().unwrap(),
-            "--quiet",
-            "--device",
-            device,
-        ]))
+    copy_dir(&run, &classes);
+    let resume = |run: &Path, more: &[&str]| {
+        let args = ["train", "--resume", run.to_str().unwrap(), "--quiet"];
+        ok(mocoop(&[&args[..], more].concat()))
     };
-    resume(&run, "cpu,cpu");
+    resume(&run, &TWO);
 
     // Two partial gradients add up the same in either order, so the prompts are bit-identical;
     // the epoch averages are summed in the order the workers finish.
@@ -161,13 +156,18 @@ fn an_interrupted_two_worker_run_resumes_to_the_same_result() {
     assert_logs_close(&reference, &run, 1e-12);
 
     // The same checkpoint continued on one device ends where the two workers did, up to rounding.
-    resume(&moved, "cpu");
-    let difference = max_difference(&reference, &moved);
-    assert!(
-        difference <= 1e-4 * largest_value(&reference).max(1.0),
-        "{difference}"
-    );
-    assert_logs_close(&reference, &moved, 1e-4);
+    // So does it with the prompts, not the batches, shared between two devices.
+    resume(&moved, &["--device", "cpu"]);
+    resume(&classes, &[&TWO[..], &["--split", "classes"]].concat());
+    for other in [moved, classes] {
+        let difference = max_difference(&reference, &other);
+        assert!(
+            difference <= 1e-4 * largest_value(&reference).max(1.0),
+            "{}: {difference}",
+            other.display()
+        );
+        assert_logs_close(&reference, &other, 1e-4);
+    }
 }
 
 #[test]

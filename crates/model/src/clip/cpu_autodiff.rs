@@ -14,6 +14,7 @@
 //! out at run time.
 
 use std::any::Any;
+use std::borrow::Cow;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -66,15 +67,18 @@ pub(super) fn from_cpu_autodiff<B: Backend, const D: usize>(
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-/// `f` over the f32 values of `t`, copied into one contiguous run first if they are not.
-fn with_values<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+/// `t`, or a copy of it with its f32 values in one contiguous run if they are not.
+fn contiguous(t: &FlexTensor) -> Cow<'_, FlexTensor> {
     match t.as_slice::<f32>() {
-        Some(values) => f(values),
-        None => f(t
-            .to_contiguous()
-            .as_slice::<f32>()
-            .expect("a contiguous f32 tensor has an f32 slice")),
+        Some(_) => Cow::Borrowed(t),
+        None => Cow::Owned(t.to_contiguous()),
     }
+}
+
+/// The f32 values of a tensor made [`contiguous`].
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("a contiguous f32 tensor has an f32 slice")
 }
 
 /// The autodiff primitive of a tensor.
@@ -124,10 +128,10 @@ impl Backward<Flex, 1> for Activation {
         let input = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
             let mut grad = grad.into_data();
-            let values = grad
+            let grad_values = grad
                 .as_mut_slice::<f32>()
                 .expect("an f32 gradient holds f32 values");
-            with_values(&input, |input| activation_grads(self.0, input, values));
+            activation_grads(self.0, values(&contiguous(&input)), grad_values);
             FlexTensor::from_data(grad)
         });
     }
@@ -140,7 +144,7 @@ pub(super) fn activate<const D: usize>(
 ) -> Tensor<CpuAutodiff, D> {
     let shape = x.shape();
     record_unary(Activation(curve), x, |x| {
-        let out = with_values(x, |values| activated(curve, values));
+        let out = activated(curve, values(&contiguous(x)));
         FlexTensor::from_data(TensorData::new(out, shape))
     })
 }
@@ -166,11 +170,8 @@ impl Backward<Flex, 1> for Attention {
             causal,
         } = self;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let qkv_grads = with_values(&qkv, |qkv| {
-                with_values(&grad, |grad| {
-                    attention_grads(qkv, grad, dims, heads, causal)
-                })
-            });
+            let (qkv, grad) = (contiguous(&qkv), contiguous(&grad));
+            let qkv_grads = attention_grads(values(&qkv), values(&grad), dims, heads, causal);
             FlexTensor::from_data(TensorData::new(qkv_grads, dims))
         });
     }
@@ -191,7 +192,7 @@ pub(super) fn attention(
         causal,
     };
     record_unary(op, qkv, |qkv| {
-        let out = with_values(qkv, |qkv| attention_values(qkv, dims, heads, causal));
+        let out = attention_values(values(&contiguous(qkv)), dims, heads, causal);
         FlexTensor::from_data(TensorData::new(out, [batch, seq, packed / 3]))
     })
 }
@@ -211,11 +212,8 @@ impl Backward<Flex, 3> for Norm {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x, gamma] = ops.state;
         let grad = grads.consume::<Flex>(&ops.node);
-        let all = with_values(&x, |x| {
-            with_values(&gamma, |gamma| {
-                with_values(&grad, |grad| layer_norm_grads(x, gamma, grad, self.eps))
-            })
-        });
+        let [x, gamma, grad] = [&x, &gamma, &grad].map(contiguous);
+        let all = layer_norm_grads(values(&x), values(&gamma), values(&grad), self.eps);
         let width = all.gamma.len();
         let [x_node, gamma_node, beta_node] = ops.parents;
         let parts = [

@@ -429,20 +429,26 @@ fn bad_configurations_are_errors() {
     assert!(err.to_string().contains("context length"), "{err}");
 }
 
-#[test]
-fn gradients_reach_contexts_bias_and_router_only() {
-    let clip = tiny_clip::<AD>(7).no_grad();
+/// A frozen tiny CLIP (weights from `seed`) under autodiff, a trainable mixture over its
+/// [`groups`] (initialised from `mixture_seed`) and its prompts for [`classes`].
+fn frozen_clip_and_mixture(
+    seed: u64,
+    mixture_seed: u64,
+) -> (Clip<AD>, MixtureOfPrompts<AD>, ClassPrompts<AD>) {
+    let clip = tiny_clip::<AD>(seed).no_grad();
     let device = Default::default();
-    let mixture = MixtureOfPrompts::new(
-        MixtureConfig::mocoop(&groups(), 2, 0),
-        &clip,
-        tok(),
-        &device,
-    )
-    .unwrap();
+    let config = MixtureConfig::mocoop(&groups(), 2, mixture_seed);
+    let mixture = MixtureOfPrompts::new(config, &clip, tok(), &device).unwrap();
     let prompts = mixture
         .class_prompts(&clip.text, tok(), &classes(), &device)
         .unwrap();
+    (clip, mixture, prompts)
+}
+
+#[test]
+fn gradients_reach_contexts_bias_and_router_only() {
+    let (clip, mixture, prompts) = frozen_clip_and_mixture(7, 0);
+    let device = Default::default();
     let f = Tensor::<AD, 2>::from_inner(random_features(3, 16, 8));
     let z = mixture.text_features(&clip.text, &prompts);
     let gates = mixture.gates(mixture.router_logits(f.clone()), 3, &device);
@@ -499,18 +505,8 @@ fn an_expert_without_context_words_is_its_fixed_template() {
 fn text_split_across_devices_gives_the_same_features_and_gradients() {
     // The CPU backend has one device, so the shards share it: this checks the row split, the
     // order of the gathered features and that gradients come back through the shards' copies.
-    let clip = tiny_clip::<AD>(9).no_grad();
+    let (clip, mixture, prompts) = frozen_clip_and_mixture(9, 3);
     let device = Default::default();
-    let mixture = MixtureOfPrompts::new(
-        MixtureConfig::mocoop(&groups(), 2, 3),
-        &clip,
-        tok(),
-        &device,
-    )
-    .unwrap();
-    let prompts = mixture
-        .class_prompts(&clip.text, tok(), &classes(), &device)
-        .unwrap();
     // A fixed random weighting of every feature, so that each row's gradient differs.
     let weights = Tensor::<AD, 2>::from_inner(random_features(12, 16, 4)).reshape([3, 4, 16]);
     let run = |z: Tensor<AD, 3>| {

@@ -194,8 +194,7 @@ impl<B: Backend> MixtureOfPrompts<B> {
         start: usize,
         len: usize,
     ) -> Tensor<B, 2> {
-        let (x, eot) = prompts.assemble(table, start, len);
-        self.finish(text.forward_embedded(x, &eot))
+        self.finish(prompts.encode(text, table, start, len, usize::MAX))
     }
 
     /// Text-encoder outputs `[rows, D]` made features: `w` added, L2-normalised.
@@ -221,22 +220,9 @@ impl<B: Backend> MixtureOfPrompts<B> {
         prompts: &ClassPrompts<B>,
         chunk: usize,
     ) -> Tensor<B, 3> {
-        let device = prompts.fixed.device();
-        let table = self.pool.table(&device);
-        let rows = prompts.rows();
-        let chunk = chunk.max(1);
-        let parts: Vec<Tensor<B, 2>> = (0..rows)
-            .step_by(chunk)
-            .map(|start| {
-                let len = chunk.min(rows - start);
-                self.encode_rows(text, prompts, table.clone(), start, len)
-            })
-            .collect();
-        let z = if parts.len() == 1 {
-            parts.into_iter().next().expect("one part")
-        } else {
-            Tensor::cat(parts, 0)
-        };
+        let table = self.pool.table(&prompts.fixed.device());
+        let encoded = prompts.encode(text, table, 0, prompts.rows(), chunk);
+        let z = self.finish(encoded);
         let d = z.dims()[1];
         z.reshape([prompts.experts, prompts.classes(), d])
     }
@@ -257,8 +243,7 @@ impl<B: Backend> MixtureOfPrompts<B> {
         // would otherwise wait until this device had encoded its own share.
         let remote: Vec<Tensor<B, 2>> = shards.iter().map(|s| s.encode(table.clone())).collect();
         let local = shards.first().map_or(prompts.rows(), TextShard::start);
-        let (x, eot) = prompts.assemble(table, 0, local);
-        let mut parts = vec![text.forward_embedded(x, &eot)];
+        let mut parts = vec![prompts.encode(text, table, 0, local, usize::MAX)];
         parts.extend(remote.into_iter().map(|f| f.to_device(&device)));
         let z = self.finish(Tensor::cat(parts, 0));
         let d = z.dims()[1];

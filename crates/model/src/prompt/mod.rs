@@ -16,6 +16,7 @@
 //!
 //! Nothing here trains; losses and optimisation live in the `mocoop-train` crate.
 
+mod buckets;
 mod classifier;
 mod hard;
 pub mod layout;

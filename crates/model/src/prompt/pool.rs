@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand_distr::Distribution;
 
 use super::PromptError;
+use super::buckets::encode_rows;
 use super::layout::{ExpertLayout, PromptSequences};
 use crate::clip::TextEncoder;
 use crate::tokenizer::ClipTokenizer;
@@ -170,32 +171,25 @@ impl<B: Backend> ClassPrompts<B> {
         self.eot.len()
     }
 
-    /// The embedded prompts of rows `start..start + len`, cut right after their last EOT, and
-    /// those EOT positions.
-    pub fn assemble(
+    /// Text-encoder outputs `[len, D]` (not normalised) of rows `start..start + len` with the
+    /// contexts from `table`, encoded in buckets of similar length of at most `chunk` rows.
+    pub fn encode(
         &self,
+        text: &TextEncoder<B>,
         table: Tensor<B, 2>,
         start: usize,
         len: usize,
-    ) -> (Tensor<B, 3>, Vec<usize>) {
+        chunk: usize,
+    ) -> Tensor<B, 2> {
         let fixed = self.fixed.clone().narrow(0, start, len);
         let index = self.ctx_index.clone().narrow(0, start, len);
-        assemble_rows(fixed, index, &self.eot[start..start + len], table)
+        encode_rows(
+            text,
+            &fixed,
+            &index,
+            &self.eot[start..start + len],
+            table,
+            chunk,
+        )
     }
-}
-
-/// Prompts from their fixed part `[rows, len, width]` and context positions `[rows, len]` (both
-/// cut to the rows wanted) and those rows' EOT positions: the sequences cut right after the last
-/// EOT, with the contexts gathered from `table` into place.
-pub(crate) fn assemble_rows<B: Backend>(
-    fixed: Tensor<B, 3>,
-    ctx_index: Tensor<B, 2, Int>,
-    eot: &[usize],
-    table: Tensor<B, 2>,
-) -> (Tensor<B, 3>, Vec<usize>) {
-    let seq = eot.iter().max().map_or(1, |&m| m + 1);
-    let fixed = fixed.narrow(1, 0, seq);
-    let index = ctx_index.narrow(1, 0, seq);
-    let x = fixed + burn::tensor::module::embedding(table, index);
-    (x, eot.to_vec())
 }

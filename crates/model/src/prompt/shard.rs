@@ -12,7 +12,8 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::pool::{ClassPrompts, assemble_rows};
+use super::buckets::encode_rows;
+use super::pool::ClassPrompts;
 use crate::clip::TextEncoder;
 
 /// Rows `start..start + len` of a [`ClassPrompts`] with a copy of the frozen text encoder, on one
@@ -94,7 +95,13 @@ impl<B: Backend> TextShard<B> {
     /// the contexts from `table` (moved there, so gradients flow back to it).
     pub fn encode(&self, table: Tensor<B, 2>) -> Tensor<B, 2> {
         let table = table.to_device(&self.fixed.device());
-        let (x, eot) = assemble_rows(self.fixed.clone(), self.ctx_index.clone(), &self.eot, table);
-        self.text.forward_embedded(x, &eot)
+        encode_rows(
+            &self.text,
+            &self.fixed,
+            &self.ctx_index,
+            &self.eot,
+            table,
+            usize::MAX,
+        )
     }
 }

@@ -534,3 +534,67 @@ fn text_split_across_devices_gives_the_same_features_and_gradients() {
         assert_close(&run(z), &whole, 1e-6, &format!("{devices} devices"));
     }
 }
+
+#[test]
+fn prompts_encoded_in_buckets_of_similar_length_match_their_templates() {
+    // 3 experts of different template lengths and 40 class names of 1 to 4 words: 120 prompts of
+    // many lengths, so that they are encoded in several buckets, each cut after its own last EOT,
+    // and put back in row order. The hand-written templates' features are computed from the
+    // filled strings, one padded batch, independently of the buckets.
+    let words = [
+        "cat",
+        "golden retriever",
+        "big sea turtle",
+        "very small red fox",
+    ];
+    let names: Vec<String> = (0..40).map(|i| format!("{} {i}", words[i % 4])).collect();
+    let firsts: Vec<Vec<String>> = groups()
+        .groups()
+        .iter()
+        .map(|g| vec![g[0].clone()])
+        .collect();
+    let device = Default::default();
+    let clip = tiny_clip::<B>(11);
+    let mixture = MixtureOfPrompts::new(
+        MixtureConfig::mocoop(&groups(), 2, 1),
+        &clip,
+        tok(),
+        &device,
+    )
+    .unwrap();
+    let prompts = mixture
+        .class_prompts(&clip.text, tok(), &names, &device)
+        .unwrap();
+    let z = mixture.text_features(&clip.text, &prompts);
+    let hard = HardPrompts::from_groups(&clip, tok(), &firsts, &names, &device).unwrap();
+    assert_close(&values(z), &values(hard.features), 2e-5, "z vs hard");
+
+    // Under autodiff, one prompt per pass gives the same features and context gradients.
+    let clip = tiny_clip::<AD>(11).no_grad();
+    let mixture = MixtureOfPrompts::new(
+        MixtureConfig::mocoop(&groups(), 2, 1),
+        &clip,
+        tok(),
+        &device,
+    )
+    .unwrap();
+    let prompts = mixture
+        .class_prompts(&clip.text, tok(), &names, &device)
+        .unwrap();
+    let weights = Tensor::<AD, 2>::from_inner(random_features(120, 16, 5)).reshape([3, 40, 16]);
+    let run = |chunk: usize| {
+        let z = mixture.text_features_chunked(&clip.text, &prompts, chunk);
+        let grads = (z.clone() * weights.clone()).sum().backward();
+        let mut out = values(z);
+        for ctx in mixture.pool.ctx.iter().flatten() {
+            out.extend(values(ctx.grad(&grads).expect("context gradient")));
+        }
+        out
+    };
+    assert_close(
+        &run(usize::MAX),
+        &run(1),
+        1e-5,
+        "buckets vs one prompt per pass",
+    );
+}

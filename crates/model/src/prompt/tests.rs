@@ -436,13 +436,40 @@ fn frozen_clip_and_mixture(
     mixture_seed: u64,
 ) -> (Clip<AD>, MixtureOfPrompts<AD>, ClassPrompts<AD>) {
     let clip = tiny_clip::<AD>(seed).no_grad();
+    let (mixture, prompts) = mixture_and_prompts(&clip, &classes(), mixture_seed);
+    (clip, mixture, prompts)
+}
+
+/// A mixture over [`groups`] (initialised from `mixture_seed`) and its prompts for `names`.
+fn mixture_and_prompts<Bk: burn::tensor::backend::Backend>(
+    clip: &Clip<Bk>,
+    names: &[String],
+    mixture_seed: u64,
+) -> (MixtureOfPrompts<Bk>, ClassPrompts<Bk>) {
     let device = Default::default();
     let config = MixtureConfig::mocoop(&groups(), 2, mixture_seed);
-    let mixture = MixtureOfPrompts::new(config, &clip, tok(), &device).unwrap();
+    let mixture = MixtureOfPrompts::new(config, clip, tok(), &device).unwrap();
     let prompts = mixture
-        .class_prompts(&clip.text, tok(), &classes(), &device)
+        .class_prompts(&clip.text, tok(), names, &device)
         .unwrap();
-    (clip, mixture, prompts)
+    (mixture, prompts)
+}
+
+/// The values of `z`, then every context's gradient of `sum(z * weights)`; and the gradients.
+fn with_context_grads(
+    mixture: &MixtureOfPrompts<AD>,
+    z: Tensor<AD, 3>,
+    weights: &Tensor<AD, 3>,
+) -> (
+    Vec<f32>,
+    <AD as burn::tensor::backend::AutodiffBackend>::Gradients,
+) {
+    let grads = (z.clone() * weights.clone()).sum().backward();
+    let mut out = values(z);
+    for ctx in mixture.pool.ctx.iter().flatten() {
+        out.extend(values(ctx.grad(&grads).expect("context gradient")));
+    }
+    (out, grads)
 }
 
 #[test]
@@ -510,11 +537,7 @@ fn text_split_across_devices_gives_the_same_features_and_gradients() {
     // A fixed random weighting of every feature, so that each row's gradient differs.
     let weights = Tensor::<AD, 2>::from_inner(random_features(12, 16, 4)).reshape([3, 4, 16]);
     let run = |z: Tensor<AD, 3>| {
-        let grads = (z.clone() * weights.clone()).sum().backward();
-        let mut out = values(z);
-        for ctx in mixture.pool.ctx.iter().flatten() {
-            out.extend(values(ctx.grad(&grads).expect("context gradient")));
-        }
+        let (mut out, grads) = with_context_grads(&mixture, z, &weights);
         out.extend(values(
             mixture.text_bias.as_ref().unwrap().grad(&grads).unwrap(),
         ));
@@ -553,43 +576,20 @@ fn prompts_encoded_in_buckets_of_similar_length_match_their_templates() {
         .iter()
         .map(|g| vec![g[0].clone()])
         .collect();
-    let device = Default::default();
     let clip = tiny_clip::<B>(11);
-    let mixture = MixtureOfPrompts::new(
-        MixtureConfig::mocoop(&groups(), 2, 1),
-        &clip,
-        tok(),
-        &device,
-    )
-    .unwrap();
-    let prompts = mixture
-        .class_prompts(&clip.text, tok(), &names, &device)
-        .unwrap();
+    let (mixture, prompts) = mixture_and_prompts(&clip, &names, 1);
     let z = mixture.text_features(&clip.text, &prompts);
-    let hard = HardPrompts::from_groups(&clip, tok(), &firsts, &names, &device).unwrap();
+    let hard =
+        HardPrompts::from_groups(&clip, tok(), &firsts, &names, &Default::default()).unwrap();
     assert_close(&values(z), &values(hard.features), 2e-5, "z vs hard");
 
     // Under autodiff, one prompt per pass gives the same features and context gradients.
     let clip = tiny_clip::<AD>(11).no_grad();
-    let mixture = MixtureOfPrompts::new(
-        MixtureConfig::mocoop(&groups(), 2, 1),
-        &clip,
-        tok(),
-        &device,
-    )
-    .unwrap();
-    let prompts = mixture
-        .class_prompts(&clip.text, tok(), &names, &device)
-        .unwrap();
+    let (mixture, prompts) = mixture_and_prompts(&clip, &names, 1);
     let weights = Tensor::<AD, 2>::from_inner(random_features(120, 16, 5)).reshape([3, 40, 16]);
     let run = |chunk: usize| {
         let z = mixture.text_features_chunked(&clip.text, &prompts, chunk);
-        let grads = (z.clone() * weights.clone()).sum().backward();
-        let mut out = values(z);
-        for ctx in mixture.pool.ctx.iter().flatten() {
-            out.extend(values(ctx.grad(&grads).expect("context gradient")));
-        }
-        out
+        with_context_grads(&mixture, z, &weights).0
     };
     assert_close(
         &run(usize::MAX),

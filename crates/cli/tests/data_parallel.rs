@@ -65,8 +65,8 @@ fn accuracy(out: &Value) -> f64 {
 /// Trains the same run on one device and on two workers (with `extra` flags on both) and checks
 /// that they agree: same steps, prompts equal up to floating-point summation order, same epoch
 /// averages and test accuracy. Gradient clipping is off: it would hide gradients of the wrong
-/// scale. Returns what the two-device run printed on stderr.
-fn assert_two_workers_match_one(name: &str, extra: &[&str]) -> String {
+/// scale. Returns what the one-device and the two-device run printed on stderr.
+fn assert_two_workers_match_one(name: &str, extra: &[&str]) -> (String, String) {
     let extra: Vec<&str> = ["--clip-norm", "0"]
         .into_iter()
         .chain(extra.iter().copied())
@@ -77,7 +77,9 @@ fn assert_two_workers_match_one(name: &str, extra: &[&str]) -> String {
     let root = root.to_str().unwrap();
     let (one, two) = (dir.join("one"), dir.join("two"));
     let with_two: Vec<&str> = extra.iter().copied().chain(TWO).collect();
-    let one_out = ok(mocoop(&run_args_with(root, one.to_str().unwrap(), &extra)));
+    let one_run = mocoop(&run_args_with(root, one.to_str().unwrap(), &extra));
+    let one_notes = String::from_utf8_lossy(&one_run.stderr).into_owned();
+    let one_out = ok(one_run);
     let two_run = mocoop(&run_args_with(root, two.to_str().unwrap(), &with_two));
     let notes = String::from_utf8_lossy(&two_run.stderr).into_owned();
     let two_out = ok(two_run);
@@ -92,14 +94,14 @@ fn assert_two_workers_match_one(name: &str, extra: &[&str]) -> String {
     );
     assert_logs_close(&one, &two, 1e-4);
     assert_eq!(accuracy(&one_out), accuracy(&two_out));
-    notes
+    (one_notes, notes)
 }
 
 #[test]
 fn two_workers_train_what_one_device_trains() {
     // Batches of 2: each worker gets one image of every step, with router noise and tuned
     // LayerNorms; 8 shots of 4 classes make 16 steps an epoch.
-    let notes = assert_two_workers_match_one("dp-images", &[]);
+    let (_, notes) = assert_two_workers_match_one("dp-images", &[]);
     assert!(!notes.contains("prompts were encoded on"), "{notes}");
 }
 
@@ -107,7 +109,11 @@ fn two_workers_train_what_one_device_trains() {
 fn two_devices_sharing_the_prompts_train_what_one_device_trains() {
     // --split classes: the first device runs the step and each device encodes half of the
     // prompts (here on the CPU's one device, so the path is checked, not a speed-up).
-    let notes = assert_two_workers_match_one("dp-classes", &["--split", "classes"]);
+    let (one, notes) = assert_two_workers_match_one("dp-classes", &["--split", "classes"]);
+    assert!(
+        one.contains("the prompts were not split by class: there was one device"),
+        "{one}"
+    );
     // DTD's 5 template groups (experts) for the 4 classes: 20 prompts, 10 on each device.
     assert!(
         notes.contains("each step's 20 prompts were encoded on 2 devices, about 10 each"),

@@ -318,12 +318,14 @@ fn fit<B: AutodiffBackend>(
         DeviceSplit::Classes => {
             model.split_text(devices);
             let (rows, used) = (model.prompts.rows(), model.text_shards.len() + 1);
-            if used > 1 {
-                notes.push(format!(
+            notes.push(if used > 1 {
+                format!(
                     "each step's {rows} prompts were encoded on {used} devices, about {} each",
                     rows / used
-                ));
-            }
+                )
+            } else {
+                "the prompts were not split by class: there was one device".to_string()
+            });
             1
         }
     };

@@ -17,6 +17,7 @@ use burn::train::{ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, Sup
 
 use mocoop_data::{ImageBatch, LoaderConfig};
 use mocoop_model::Clip;
+use mocoop_model::prompt::TextShard;
 use mocoop_model::tokenizer::ClipTokenizer;
 
 use crate::config::{Method, OptimConfig, TrainConfig, epoch_lr};
@@ -317,11 +318,20 @@ fn fit<B: AutodiffBackend>(
         DeviceSplit::Batch => devices.len(),
         DeviceSplit::Classes => {
             model.split_text(devices);
-            let (rows, used) = (model.prompts.rows(), model.text_shards.len() + 1);
-            notes.push(if used > 1 {
+            let rows = model.prompts.rows();
+            let mut bounds = vec![0];
+            bounds.extend(model.text_shards.iter().map(TextShard::start));
+            bounds.push(rows);
+            let shares: Vec<String> = bounds
+                .windows(2)
+                .map(|w| (w[1] - w[0]).to_string())
+                .collect();
+            notes.push(if shares.len() > 1 {
                 format!(
-                    "each step's {rows} prompts were encoded on {used} devices, about {} each",
-                    rows / used
+                    "each step's {rows} prompts were encoded on {} devices, in shares of {} \
+                     prompts (about equal in tokens)",
+                    shares.len(),
+                    shares.join(", ")
                 )
             } else {
                 "the prompts were not split by class: there was one device".to_string()

@@ -62,27 +62,21 @@ impl<B: Backend> TextShard<B> {
         }
     }
 
-    /// The shards of `devices[1..]` when `prompts`' rows are split evenly over `devices` in order
-    /// (the first device keeps the first rows and needs no shard). With fewer rows than devices,
-    /// the devices after the first `rows` get none.
+    /// The shards of `devices[1..]` when `prompts`' rows are split over `devices` in order (the
+    /// first device keeps the first rows and needs no shard), in shares of about equal work: the
+    /// tokens the rows are encoded with (up to their EOT), since the experts' templates differ in
+    /// length. With fewer rows than devices, the devices after the first `rows` get none.
     pub fn split(
         text: &TextEncoder<B>,
         prompts: &ClassPrompts<B>,
         devices: &[B::Device],
     ) -> Vec<Self> {
-        let rows = prompts.rows();
-        let n = devices.len().clamp(1, rows.max(1));
-        let bound = |i: usize| i * rows / n;
-        (1..n)
-            .map(|i| {
-                Self::new(
-                    text,
-                    prompts,
-                    bound(i),
-                    bound(i + 1) - bound(i),
-                    &devices[i],
-                )
-            })
+        let bounds = balanced_bounds(&prompts.eot, devices.len());
+        bounds
+            .windows(2)
+            .zip(devices)
+            .skip(1)
+            .map(|(share, device)| Self::new(text, prompts, share[0], share[1] - share[0], device))
             .collect()
     }
 
@@ -103,5 +97,46 @@ impl<B: Backend> TextShard<B> {
             table,
             usize::MAX,
         )
+    }
+}
+
+/// Where `parts` shares of rows with EOT positions `eot` start, and the end: `[0, …, rows]`, each
+/// share non-empty and holding about the same number of tokens (at most `rows` shares).
+fn balanced_bounds(eot: &[usize], parts: usize) -> Vec<usize> {
+    let rows = eot.len();
+    let n = parts.clamp(1, rows.max(1));
+    // Tokens of rows 0..r.
+    let mut cost = vec![0];
+    for &e in eot {
+        cost.push(cost.last().copied().unwrap_or(0) + e + 1);
+    }
+    let total = cost[rows];
+    let mut bounds = vec![0];
+    for i in 1..n {
+        let at = cost.partition_point(|&c| c * n < i * total);
+        // At least one row for this share and for each later one.
+        bounds.push(at.clamp(bounds[i - 1] + 1, rows - (n - i)));
+    }
+    bounds.push(rows);
+    bounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balanced_bounds;
+
+    #[test]
+    fn shares_hold_about_equal_tokens_and_at_least_one_row() {
+        // 10 rows of 30 tokens, then 40 of 10: two shares of 350 tokens, not of 25 rows.
+        let eot: Vec<usize> = (0..50).map(|r| if r < 10 { 29 } else { 9 }).collect();
+        assert_eq!(balanced_bounds(&eot, 2), vec![0, 15, 50]);
+        assert_eq!(balanced_bounds(&[5; 12], 3), vec![0, 4, 8, 12]);
+        // More devices than rows: one row each for the first rows' worth of devices.
+        assert_eq!(balanced_bounds(&[5, 50, 5], 7), vec![0, 1, 2, 3]);
+        assert_eq!(balanced_bounds(&[5; 4], 1), vec![0, 4]);
+        // One row far longer than the rest still leaves every share a row.
+        let bounds = balanced_bounds(&[500, 1, 1, 1], 3);
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+        assert_eq!((bounds[0], bounds[3]), (0, 4));
     }
 }

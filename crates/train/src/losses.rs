@@ -1,7 +1,7 @@
 //! The loss terms of MoCoOp, each a scalar tensor `[1]`.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData, activation};
+use burn::tensor::{Int, Tensor, activation};
 
 use crate::config::GateTarget;
 
@@ -88,12 +88,6 @@ pub fn mean_entropy<B: Backend>(p: Tensor<B, 2>) -> Tensor<B, 1> {
 pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     let n = labels.dims()[0];
     logits.argmax(1).reshape([n]).equal(labels).float().sum()
-}
-
-/// An index tensor from host indices.
-pub fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use mocoop_model::Clip;
-use mocoop_model::clip::l2_normalize;
+use mocoop_model::clip::{index_tensor, l2_normalize};
 use mocoop_model::prompt::{
     ClassPrompts, HardPrompts, MixtureConfig, MixtureOfPrompts, PromptError, TextShard,
 };
@@ -218,7 +218,7 @@ impl<B: Backend> MocoopModel<B> {
             (&classes.train, (0..classes.train.len()).collect())
         };
         let prompts = mixture.class_prompts(&clip.text, tokenizer, encoded, device)?;
-        let train_index = (all && !same).then(|| losses::index_tensor(&train_positions, device));
+        let train_index = (all && !same).then(|| index_tensor(&train_positions, device));
         let needs_hard = loss.lambda_text > 0.0 || loss.lambda_gate > 0.0 || loss.lambda_kd > 0.0;
         let (mut text_prototypes, mut gate_prototypes, mut teacher) = (None, None, None);
         if needs_hard {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
 use crate::config::ClipConfig;
 use crate::precision::{CastWeights, Precision};
@@ -131,6 +131,12 @@ pub(crate) fn add_positions<B: Backend>(x: Tensor<B, 3>, positions: Tensor<B, 2>
     let [batch, seq, width] = x.dims();
     let row = positions.reshape([1, seq * width]);
     (x.reshape([batch, seq * width]) + row).reshape([batch, seq, width])
+}
+
+/// An index tensor (for `select`) from host positions.
+pub fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
 }
 
 /// Divides each row by its L2 norm (rows of all zeros stay finite).

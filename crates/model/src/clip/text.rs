@@ -5,8 +5,8 @@ use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
-use super::add_positions;
 use super::transformer::{StackSpec, Transformer, layer_norm, param};
+use super::{add_positions, index_tensor};
 use crate::config::ClipConfig;
 use crate::precision::{dtype_of, norm};
 use crate::weights::{StateDict, WeightsError};
@@ -127,12 +127,8 @@ impl<B: Backend> TextEncoder<B> {
         let x = x.cast(self.compute_dtype());
         let x = self.transformer.forward(add_positions(x, positions));
         let x = norm(&self.ln_final, self.eps, x).reshape([batch * seq, width]);
-        let rows: Vec<i64> = eot
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| (i * seq + p) as i64)
-            .collect();
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [batch]), &x.device());
+        let rows: Vec<usize> = eot.iter().enumerate().map(|(i, &p)| i * seq + p).collect();
+        let index = index_tensor(&rows, &x.device());
         x.select(0, index)
             .matmul(self.text_projection.val())
             .cast(FloatDType::F32)

@@ -8,9 +8,9 @@
 //! mean prompt is about 3/4 of the longest). The features are returned in row order.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
-use crate::clip::TextEncoder;
+use crate::clip::{TextEncoder, index_tensor};
 
 /// Rows below which a bucket of one length is merged with the next longer rows: every encoder
 /// pass has a fixed cost, which small buckets would pay too often.
@@ -52,20 +52,20 @@ pub(crate) fn encode_rows<B: Backend>(
     let parts: Vec<Tensor<B, 2>> = groups
         .iter()
         .map(|rows| {
-            let seq = rows.iter().map(|&row| eot[row]).max().map_or(1, |m| m + 1);
-            let (fixed, ctx_index) = (fixed.clone().narrow(1, 0, seq), ctx_index.clone());
-            let ctx_index = ctx_index.narrow(1, 0, seq);
+            let eot: Vec<usize> = rows.iter().map(|&row| eot[row]).collect();
+            let seq = eot.iter().max().map_or(1, |m| m + 1);
+            let fixed = fixed.clone().narrow(1, 0, seq);
+            let ctx_index = ctx_index.clone().narrow(1, 0, seq);
             let (fixed, ctx_index) = match contiguous_range(rows) {
                 Some((start, len)) => {
                     (fixed.narrow(0, start, len), ctx_index.narrow(0, start, len))
                 }
                 None => {
-                    let index = row_index(rows.iter().copied(), &device);
+                    let index = index_tensor(rows, &device);
                     (fixed.select(0, index.clone()), ctx_index.select(0, index))
                 }
             };
             let x = fixed + burn::tensor::module::embedding(table.clone(), ctx_index);
-            let eot: Vec<usize> = rows.iter().map(|&row| eot[row]).collect();
             text.forward_embedded(x, &eot)
         })
         .collect();
@@ -79,7 +79,7 @@ pub(crate) fn encode_rows<B: Backend>(
     for (k, &row) in order.iter().enumerate() {
         at[row] = k;
     }
-    encoded.select(0, row_index(at.into_iter(), &device))
+    encoded.select(0, index_tensor(&at, &device))
 }
 
 /// `(start, len)` when `rows` are `start, start + 1, …`.
@@ -89,16 +89,6 @@ fn contiguous_range(rows: &[usize]) -> Option<(usize, usize)> {
         .enumerate()
         .all(|(k, &row)| row == start + k)
         .then_some((start, rows.len()))
-}
-
-/// Row positions as an index tensor.
-fn row_index<B: Backend>(
-    rows: impl ExactSizeIterator<Item = usize>,
-    device: &B::Device,
-) -> Tensor<B, 1, Int> {
-    let len = rows.len();
-    let values: Vec<i64> = rows.map(|row| row as i64).collect();
-    Tensor::from_data(TensorData::new(values, [len]), device)
 }
 
 #[cfg(test)]

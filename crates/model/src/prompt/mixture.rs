@@ -184,19 +184,6 @@ impl<B: Backend> MixtureOfPrompts<B> {
         self.pool.class_prompts(text, tokenizer, classnames, device)
     }
 
-    /// Text features of rows `start..start + len` (row `g * C + c`), L2-normalised after adding
-    /// `w`.
-    fn encode_rows(
-        &self,
-        text: &TextEncoder<B>,
-        prompts: &ClassPrompts<B>,
-        table: Tensor<B, 2>,
-        start: usize,
-        len: usize,
-    ) -> Tensor<B, 2> {
-        self.finish(prompts.encode(text, table, start, len, usize::MAX))
-    }
-
     /// Text-encoder outputs `[rows, D]` made features: `w` added, L2-normalised.
     fn finish(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
         let features = match &self.text_bias {
@@ -204,6 +191,13 @@ impl<B: Backend> MixtureOfPrompts<B> {
             None => features,
         };
         l2_normalize(features)
+    }
+
+    /// Text-encoder outputs of all of `prompts`' rows, in row order, made features `[E, C, D]`.
+    fn finish_all(&self, prompts: &ClassPrompts<B>, encoded: Tensor<B, 2>) -> Tensor<B, 3> {
+        let z = self.finish(encoded);
+        let d = z.dims()[1];
+        z.reshape([prompts.experts, prompts.classes(), d])
     }
 
     /// `z[g, c] = normalize(TextEncoder(P_g(c)) + w)`, `[E, C, D]`, all prompts in one batch
@@ -222,9 +216,7 @@ impl<B: Backend> MixtureOfPrompts<B> {
     ) -> Tensor<B, 3> {
         let table = self.pool.table(&prompts.fixed.device());
         let encoded = prompts.encode(text, table, 0, prompts.rows(), chunk);
-        let z = self.finish(encoded);
-        let d = z.dims()[1];
-        z.reshape([prompts.experts, prompts.classes(), d])
+        self.finish_all(prompts, encoded)
     }
 
     /// [`Self::text_features`] with the rows split across devices: the rows before the first
@@ -245,13 +237,11 @@ impl<B: Backend> MixtureOfPrompts<B> {
         let local = shards.first().map_or(prompts.rows(), TextShard::start);
         let mut parts = vec![prompts.encode(text, table, 0, local, usize::MAX)];
         parts.extend(remote.into_iter().map(|f| f.to_device(&device)));
-        let z = self.finish(Tensor::cat(parts, 0));
-        let d = z.dims()[1];
-        z.reshape([prompts.experts, prompts.classes(), d])
+        self.finish_all(prompts, Tensor::cat(parts, 0))
     }
 
-    /// [`Self::text_features`] for the experts marked in `needed` only (one text-encoder pass
-    /// each); the other experts' features are zeros. A training step whose gates leave experts
+    /// [`Self::text_features`] for the experts marked in `needed` only (each expert's prompts
+    /// encoded on their own); the other experts' features are zeros. A training step whose gates leave experts
     /// unused need not encode their `C` prompts each (their gates are exactly 0). Every context
     /// still receives a gradient (zero for the unused ones) through the shared embedding table,
     /// so weight decay and momentum see the same step as with [`Self::text_features`].
@@ -267,7 +257,9 @@ impl<B: Backend> MixtureOfPrompts<B> {
         let encoded: Vec<Option<Tensor<B, 2>>> = needed
             .iter()
             .enumerate()
-            .map(|(g, &on)| on.then(|| self.encode_rows(text, prompts, table.clone(), g * c, c)))
+            .map(|(g, &on)| {
+                on.then(|| self.finish(prompts.encode(text, table.clone(), g * c, c, usize::MAX)))
+            })
             .collect();
         let Some(d) = encoded.iter().flatten().next().map(|t| t.dims()[1]) else {
             return self.text_features(text, prompts);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs issue #6's benchmark: every case of `mocoop bench` (Rust, Burn) and of the PyTorch
 # reference (bench/reference/mocoop_step.py), alternating per case on the same machine, and writes
-# bench/results/<date>-<device>-<geometry>.{json,md} with the ratios.
+# bench/results/<date>-<device>-<geometry>-<precision>[-N].{json,md} with the ratios (-N: the
+# day's Nth run).
 #
 # Usage: bench/run.sh [--device cpu|cuda] [--geometry small|vit-b-16|tiny] [--steps N]
 #                     [--warmup N] [--threads N] [--precision f32|f16|bf16] [--breakdown]
@@ -82,6 +83,12 @@ for case in train-ln train-no-ln train-imagenet infer-cached encode-image; do
 done
 
 out="bench/results/$(date -u +%F)-${device%%:*}-$geometry-$precision"
+# A second run on the same day gets a numbered name instead of replacing the first one's results.
+if [[ -e "$out.json" ]]; then
+    n=2
+    while [[ -e "$out-$n.json" ]]; do n=$((n + 1)); done
+    out="$out-$n"
+fi
 command="bench/run.sh --device $device --geometry $geometry --steps $steps --warmup $warmup --precision $precision ${parallel:+--parallel $parallel --split $split }${breakdown[*]}"
 "$python" bench/reference/compare.py --out "$out" --command "${command% }" "$work"/*.json
 echo "wrote $out.json and $out.md" >&2

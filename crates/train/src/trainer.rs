@@ -319,12 +319,10 @@ fn fit<B: AutodiffBackend>(
         DeviceSplit::Classes => {
             model.split_text(devices);
             let rows = model.prompts.rows();
-            let mut bounds = vec![0];
-            bounds.extend(model.text_shards.iter().map(TextShard::start));
-            bounds.push(rows);
-            let shares: Vec<String> = bounds
-                .windows(2)
-                .map(|w| (w[1] - w[0]).to_string())
+            let shards = &model.text_shards;
+            let shares: Vec<String> = std::iter::once(TextShard::first_device_rows(shards, rows))
+                .chain(shards.iter().map(TextShard::rows))
+                .map(|n| n.to_string())
                 .collect();
             notes.push(if shares.len() > 1 {
                 format!(

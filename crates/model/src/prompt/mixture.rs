@@ -234,17 +234,18 @@ impl<B: Backend> MixtureOfPrompts<B> {
         // The other devices' shares are queued first: sending them the table reads it here, which
         // would otherwise wait until this device had encoded its own share.
         let remote: Vec<Tensor<B, 2>> = shards.iter().map(|s| s.encode(table.clone())).collect();
-        let local = shards.first().map_or(prompts.rows(), TextShard::start);
+        let local = TextShard::first_device_rows(shards, prompts.rows());
         let mut parts = vec![prompts.encode(text, table, 0, local, usize::MAX)];
         parts.extend(remote.into_iter().map(|f| f.to_device(&device)));
         self.finish_all(prompts, Tensor::cat(parts, 0))
     }
 
     /// [`Self::text_features`] for the experts marked in `needed` only (each expert's prompts
-    /// encoded on their own); the other experts' features are zeros. A training step whose gates leave experts
-    /// unused need not encode their `C` prompts each (their gates are exactly 0). Every context
-    /// still receives a gradient (zero for the unused ones) through the shared embedding table,
-    /// so weight decay and momentum see the same step as with [`Self::text_features`].
+    /// encoded on their own); the other experts' features are zeros. A training step whose gates
+    /// leave experts unused need not encode their `C` prompts each (their gates are exactly 0).
+    /// Every context still receives a gradient (zero for the unused ones) through the shared
+    /// embedding table, so weight decay and momentum see the same step as with
+    /// [`Self::text_features`].
     pub fn text_features_of(
         &self,
         text: &TextEncoder<B>,

@@ -85,6 +85,17 @@ impl<B: Backend> TextShard<B> {
         self.start
     }
 
+    /// How many rows this shard holds.
+    pub fn rows(&self) -> usize {
+        self.eot.len()
+    }
+
+    /// How many of all `rows` rows the first device keeps when the other devices hold `shards`:
+    /// those before the first shard (all of them when there is none).
+    pub fn first_device_rows(shards: &[Self], rows: usize) -> usize {
+        shards.first().map_or(rows, Self::start)
+    }
+
     /// The unnormalised text features `[len, D]` of the shard's rows, on the shard's device, with
     /// the contexts from `table` (moved there, so gradients flow back to it).
     pub fn encode(&self, table: Tensor<B, 2>) -> Tensor<B, 2> {

@@ -34,7 +34,7 @@ use super::cpu_kernels::{
 type CpuAutodiff = Autodiff<Flex>;
 
 /// `value` as a `To`, if it is one.
-fn cast<From: 'static, To: 'static>(value: From) -> Result<To, From> {
+pub(super) fn cast<From: 'static, To: 'static>(value: From) -> Result<To, From> {
     let mut slot = Some(value);
     match (&mut slot as &mut dyn Any).downcast_mut::<Option<To>>() {
         Some(to) => Ok(to.take().expect("the slot was just filled")),
@@ -68,7 +68,7 @@ pub(super) fn from_cpu_autodiff<B: Backend, const D: usize>(
 }
 
 /// `t`, or a copy of it with its f32 values in one contiguous run if they are not.
-fn contiguous(t: &FlexTensor) -> Cow<'_, FlexTensor> {
+pub(super) fn contiguous(t: &FlexTensor) -> Cow<'_, FlexTensor> {
     match t.as_slice::<f32>() {
         Some(_) => Cow::Borrowed(t),
         None => Cow::Owned(t.to_contiguous()),
@@ -76,7 +76,7 @@ fn contiguous(t: &FlexTensor) -> Cow<'_, FlexTensor> {
 }
 
 /// The f32 values of a tensor made [`contiguous`].
-fn values(t: &FlexTensor) -> &[f32] {
+pub(super) fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous f32 tensor has an f32 slice")
 }

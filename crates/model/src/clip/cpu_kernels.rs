@@ -54,6 +54,14 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
     elementwise(x, Curve::Gelu, activation::gelu)
 }
 
+/// The MLP activation `curve` over `x`, on whichever path applies (see [`elementwise`]).
+pub(super) fn activate<B: Backend, const D: usize>(x: Tensor<B, D>, curve: Curve) -> Tensor<B, D> {
+    match curve {
+        Curve::QuickGelu => quick_gelu(x),
+        Curve::Gelu => gelu(x),
+    }
+}
+
 /// An elementwise function: `curve` over the values on the host (outside autodiff or as an
 /// autodiff operation of its own), or `by_operations` where Burn's operations must run.
 fn elementwise<B: Backend, const D: usize>(
@@ -63,7 +71,7 @@ fn elementwise<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     match host_values(x) {
         Ok((mut data, device)) => {
-            widest(HostLoop::Activate(curve, f32s(&mut data)));
+            activate_in_place(curve, f32s(&mut data));
             Tensor::from_data(data, &device)
         }
         Err(x) => match cpu_autodiff::into_cpu_autodiff(x) {
@@ -77,8 +85,13 @@ fn elementwise<B: Backend, const D: usize>(
 /// which keeps its input for the backward pass.
 pub(super) fn activated(curve: Curve, values: &[f32]) -> Vec<f32> {
     let mut out = values.to_vec();
-    widest(HostLoop::Activate(curve, &mut out));
+    activate_in_place(curve, &mut out);
     out
+}
+
+/// `curve` over `values`, in place: the activation fused into a product (`cpu_linear`).
+pub(super) fn activate_in_place(curve: Curve, values: &mut [f32]) {
+    widest(HostLoop::Activate(curve, values));
 }
 
 /// `grads` (of an activation's output) become the gradients of its input `values`: times the

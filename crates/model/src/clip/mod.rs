@@ -2,6 +2,7 @@
 
 mod cpu_autodiff;
 mod cpu_kernels;
+mod cpu_linear;
 mod export;
 pub mod text;
 pub mod transformer;

@@ -7,7 +7,8 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation};
 
-use super::cpu_kernels::{gelu, packed_attention, quick_gelu};
+use super::cpu_kernels::{Curve, packed_attention};
+use super::cpu_linear::{Then, linear as fused_linear};
 use crate::config::Activation;
 use crate::precision::norm;
 use crate::weights::{StateDict, WeightsError};
@@ -179,12 +180,12 @@ impl<B: Backend> SelfAttention<B> {
         })
     }
 
-    /// `x`: `[batch, seq, width]`.
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let qkv = self.in_proj.forward(x);
+    /// `residual + attention(x)`, `x` and `residual` being `[batch, seq, width]`.
+    fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
+        let qkv = fused_linear(&self.in_proj, x, Then::Nothing);
         let out = packed_attention(qkv, self.heads, self.causal)
             .unwrap_or_else(|qkv| attention_by_operations(qkv, self.heads, self.causal));
-        self.out_proj.forward(out)
+        fused_linear(&self.out_proj, out, Then::Add(residual))
     }
 }
 
@@ -266,13 +267,19 @@ pub struct ResidualBlock<B: Backend> {
 
 impl<B: Backend> ResidualBlock<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(norm(&self.ln_1, self.eps, x));
-        let hidden = self.c_fc.forward(norm(&self.ln_2, self.eps, x.clone()));
-        let hidden = match self.activation {
-            Activation::QuickGelu => quick_gelu(hidden),
-            Activation::Gelu => gelu(hidden),
+        // Each LayerNorm takes a clone of x and lets go of it before the residual add, which can
+        // then write into x's own buffer.
+        let x = self.attn.forward(norm(&self.ln_1, self.eps, x.clone()), x);
+        let curve = match self.activation {
+            Activation::QuickGelu => Curve::QuickGelu,
+            Activation::Gelu => Curve::Gelu,
         };
-        x + self.c_proj.forward(hidden)
+        let hidden = fused_linear(
+            &self.c_fc,
+            norm(&self.ln_2, self.eps, x.clone()),
+            Then::Activate(curve),
+        );
+        fused_linear(&self.c_proj, hidden, Then::Add(x))
     }
 }
 

@@ -27,8 +27,9 @@ use burn::tensor::ops::ModuleOps;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 use super::cpu_kernels::{
-    Curve, activated, activation_grads, attention_grads, attention_values, layer_norm_grads,
+    activated, activation_grads, attention_grads, attention_values, layer_norm_grads,
 };
+use crate::config::Activation;
 
 /// Burn's CPU backend under autodiff.
 type CpuAutodiff = Autodiff<Flex>;
@@ -119,9 +120,9 @@ fn record_unary<const D: usize, O: Backward<Flex, 1, State = FlexTensor>>(
 /// An activation as one autodiff operation: the host loop forward, and its derivative times the
 /// output's gradient backward.
 #[derive(Debug)]
-struct Activation(Curve);
+struct ActivationOp(Activation);
 
-impl Backward<Flex, 1> for Activation {
+impl Backward<Flex, 1> for ActivationOp {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -140,10 +141,10 @@ impl Backward<Flex, 1> for Activation {
 /// `curve` over `x` as one autodiff operation.
 pub(super) fn activate<const D: usize>(
     x: Tensor<CpuAutodiff, D>,
-    curve: Curve,
+    curve: Activation,
 ) -> Tensor<CpuAutodiff, D> {
     let shape = x.shape();
-    record_unary(Activation(curve), x, |x| {
+    record_unary(ActivationOp(curve), x, |x| {
         let out = activated(curve, values(&contiguous(x)));
         FlexTensor::from_data(TensorData::new(out, shape))
     })

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::cpu_autodiff;
 use super::transformer::cpu_backend;
+use crate::config::Activation;
 
 /// The values and device of `x` for a host loop, or `x` back when Burn's operations must run.
 fn host_values<B: Backend, const D: usize>(
@@ -43,7 +44,7 @@ const SLOPE: f32 = 1.702;
 
 /// `x · σ(1.702 x)`.
 pub(crate) fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    elementwise(x, Curve::QuickGelu, |x| {
+    elementwise(x, Activation::QuickGelu, |x| {
         x.clone() * activation::sigmoid(x * SLOPE)
     })
 }
@@ -51,14 +52,17 @@ pub(crate) fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<
 /// GELU, `x · Φ(x)` with the exact normal CDF (the MLP activation of open_clip's own models,
 /// LAION's among them).
 pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    elementwise(x, Curve::Gelu, activation::gelu)
+    elementwise(x, Activation::Gelu, activation::gelu)
 }
 
 /// The MLP activation `curve` over `x`, on whichever path applies (see [`elementwise`]).
-pub(super) fn activate<B: Backend, const D: usize>(x: Tensor<B, D>, curve: Curve) -> Tensor<B, D> {
+pub(super) fn activate<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    curve: Activation,
+) -> Tensor<B, D> {
     match curve {
-        Curve::QuickGelu => quick_gelu(x),
-        Curve::Gelu => gelu(x),
+        Activation::QuickGelu => quick_gelu(x),
+        Activation::Gelu => gelu(x),
     }
 }
 
@@ -66,7 +70,7 @@ pub(super) fn activate<B: Backend, const D: usize>(x: Tensor<B, D>, curve: Curve
 /// autodiff operation of its own), or `by_operations` where Burn's operations must run.
 fn elementwise<B: Backend, const D: usize>(
     x: Tensor<B, D>,
-    curve: Curve,
+    curve: Activation,
     by_operations: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>,
 ) -> Tensor<B, D> {
     match host_values(x) {
@@ -83,20 +87,20 @@ fn elementwise<B: Backend, const D: usize>(
 
 /// `curve` over `values`, as new values: the forward pass of an activation under autodiff,
 /// which keeps its input for the backward pass.
-pub(super) fn activated(curve: Curve, values: &[f32]) -> Vec<f32> {
+pub(super) fn activated(curve: Activation, values: &[f32]) -> Vec<f32> {
     let mut out = values.to_vec();
     activate_in_place(curve, &mut out);
     out
 }
 
 /// `curve` over `values`, in place: the activation fused into a product (`cpu_linear`).
-pub(super) fn activate_in_place(curve: Curve, values: &mut [f32]) {
+pub(super) fn activate_in_place(curve: Activation, values: &mut [f32]) {
     widest(HostLoop::Activate(curve, values));
 }
 
 /// `grads` (of an activation's output) become the gradients of its input `values`: times the
 /// curve's derivative there.
-pub(super) fn activation_grads(curve: Curve, values: &[f32], grads: &mut [f32]) {
+pub(super) fn activation_grads(curve: Activation, values: &[f32], grads: &mut [f32]) {
     widest(HostLoop::Derive(curve, values, grads));
 }
 
@@ -513,17 +517,10 @@ unsafe fn product(
     }
 }
 
-/// An activation with a host loop.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Curve {
-    QuickGelu,
-    Gelu,
-}
-
 /// One pass of a host loop, as [`widest`] runs it.
 enum HostLoop<'a> {
     /// An activation over the values, in place.
-    Activate(Curve, &'a mut [f32]),
+    Activate(Activation, &'a mut [f32]),
     /// Softmax over each row of one head's `[seq, seq]` scores at `scale` (`causal`: row `i`
     /// sees keys `..=i`).
     SoftmaxRows {
@@ -533,7 +530,7 @@ enum HostLoop<'a> {
         causal: bool,
     },
     /// The gradients of an activation's output become those of its input `values`, in place.
-    Derive(Curve, &'a [f32], &'a mut [f32]),
+    Derive(Activation, &'a [f32], &'a mut [f32]),
     /// The gradients of one head's `[seq, seq]` attention probabilities `probs` become those of
     /// the scores the softmax took (before its scale), in place.
     SoftmaxGradRows {
@@ -548,8 +545,8 @@ impl HostLoop<'_> {
     #[inline(always)]
     fn run(self) {
         match self {
-            Self::Activate(Curve::QuickGelu, values) => quick_gelu_in_place(values),
-            Self::Activate(Curve::Gelu, values) => gelu_in_place(values),
+            Self::Activate(Activation::QuickGelu, values) => quick_gelu_in_place(values),
+            Self::Activate(Activation::Gelu, values) => gelu_in_place(values),
             Self::SoftmaxRows {
                 scores,
                 seq,
@@ -561,8 +558,8 @@ impl HostLoop<'_> {
                     softmax_in_place(row, scale, visible);
                 }
             }
-            Self::Derive(Curve::QuickGelu, values, grads) => quick_gelu_grads(values, grads),
-            Self::Derive(Curve::Gelu, values, grads) => gelu_grads(values, grads),
+            Self::Derive(Activation::QuickGelu, values, grads) => quick_gelu_grads(values, grads),
+            Self::Derive(Activation::Gelu, values, grads) => gelu_grads(values, grads),
             Self::SoftmaxGradRows { probs, grads, seq } => {
                 for (grads, probs) in grads.chunks_exact_mut(seq).zip(probs.chunks_exact(seq)) {
                     softmax_grads(probs, grads);
@@ -1004,7 +1001,7 @@ mod tests {
         // On a processor with AVX2, `widest` runs eight-lane code; without it, this compares the
         // baseline code with itself.
         let inputs: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.0371).collect();
-        for curve in [Curve::QuickGelu, Curve::Gelu] {
+        for curve in [Activation::QuickGelu, Activation::Gelu] {
             assert_wide_is_narrow(&inputs, |v, run| run(HostLoop::Activate(curve, v)));
             assert_wide_is_narrow(&inputs, |grads, run| {
                 run(HostLoop::Derive(curve, &inputs, grads))

@@ -15,15 +15,16 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_autodiff::{cast, contiguous, values};
-use super::cpu_kernels::{Curve, activate, activate_in_place};
+use super::cpu_kernels::{activate, activate_in_place};
 use super::transformer::cpu_backend;
+use crate::config::Activation;
 
 /// What comes after a linear layer's product in a residual block.
 pub(crate) enum Then<B: Backend> {
     /// Nothing: `x · W + b`.
     Nothing,
     /// An MLP activation: `curve(x · W + b)`.
-    Activate(Curve),
+    Activate(Activation),
     /// A residual add: `r + x · W + b`, given `r`.
     Add(Tensor<B, 3>),
 }
@@ -212,12 +213,12 @@ mod tests {
             ("bias", Then::Nothing, product()),
             (
                 "QuickGELU",
-                Then::Activate(Curve::QuickGelu),
+                Then::Activate(Activation::QuickGelu),
                 product() * sigmoid_part(product()),
             ),
             (
                 "GELU",
-                Then::Activate(Curve::Gelu),
+                Then::Activate(Activation::Gelu),
                 activation::gelu(product()),
             ),
             ("residual", Then::Add(residual()), residual() + product()),

@@ -7,7 +7,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation};
 
-use super::cpu_kernels::{Curve, packed_attention};
+use super::cpu_kernels::packed_attention;
 use super::cpu_linear::{Then, linear as fused_linear};
 use crate::config::Activation;
 use crate::precision::norm;
@@ -270,14 +270,10 @@ impl<B: Backend> ResidualBlock<B> {
         // Each LayerNorm takes a clone of x and lets go of it before the residual add, which can
         // then write into x's own buffer.
         let x = self.attn.forward(norm(&self.ln_1, self.eps, x.clone()), x);
-        let curve = match self.activation {
-            Activation::QuickGelu => Curve::QuickGelu,
-            Activation::Gelu => Curve::Gelu,
-        };
         let hidden = fused_linear(
             &self.c_fc,
             norm(&self.ln_2, self.eps, x.clone()),
-            Then::Activate(curve),
+            Then::Activate(self.activation),
         );
         fused_linear(&self.c_proj, hidden, Then::Add(x))
     }

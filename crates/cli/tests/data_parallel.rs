@@ -5,13 +5,11 @@
 //! weights, summed gradients, step counting, checkpoints, resuming) and not a speed-up; runs on
 //! several GPUs go through the same code with other devices.
 
-mod common;
-
 use std::path::Path;
 
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 const TWO: [&str; 2] = ["--device", "cpu,cpu"];
 

@@ -2,14 +2,12 @@
 //! a damaged newest checkpoint), or stopped with SIGINT, are continued with `train --resume` and
 //! must end with exactly the prompts, epoch log and test results of an uninterrupted run.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 /// Training flags of every run here: 6 epochs of 16 steps, router noise on (so its seeding
 /// matters), LayerNorm tuning on (the MoCoOp default), evaluation at the end.

@@ -2,13 +2,11 @@
 //! (DTD's folder and split file) of generated images whose class is their colour, `mocoop train`
 //! with the tiny random CLIP of the fixtures, then `mocoop eval` on the saved run.
 
-mod common;
-
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 /// Trains 10 few-shot epochs (1 of warm-up) with `extra` flags on a fresh miniature dataset in
 /// `scratch(name)/data`, into `scratch(name)/run`; returns that folder, the run, the command's

@@ -1,11 +1,9 @@
 //! Every dataset layout, read from a miniature copy: counts, labels, class names, and the errors
 //! for bad input.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use mocoop_data::{
     BENCHMARK, CheckOptions, DATASETS, DOMAIN_TARGETS, DataError, DecodeCheck, Split,
     check_dataset, check_dataset_with, load_dataset,

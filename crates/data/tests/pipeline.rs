@@ -1,10 +1,8 @@
 //! Augmentation, batching and the multi-threaded loader.
 
-mod common;
-
+use crate::common::*;
 use burn::backend::Flex;
 use burn::data::dataloader::batcher::Batcher;
-use common::*;
 use image::RgbImage;
 use mocoop_data::augment::{DEFAULT_RATIO, DEFAULT_SCALE, random_crop_box, resized_crop};
 use mocoop_data::{

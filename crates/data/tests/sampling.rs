@@ -1,12 +1,10 @@
 //! Few-shot subsets (determinism, reuse of the saved file, read-only fallback) and base/new class
 //! halves.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use mocoop_data::{
     FewShotFile, Subsample, few_shot_with_cache, fewshot_path, load_dataset, subsample_classes,
 };

@@ -3,10 +3,8 @@
 //! one thread (one part) and of three (parts of uneven sizes) and requires the same embeddings;
 //! `parity.rs` checks the embeddings themselves against open_clip.
 
-mod common;
-
+use crate::common::*;
 use burn::backend::Flex;
-use common::*;
 use mocoop_model::Clip;
 use mocoop_model::weights::LoadOptions;
 

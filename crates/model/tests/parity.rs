@@ -4,11 +4,9 @@
 //! and GELU models and a transformers `CLIPModel`, fp16-exact weights, fp32 compute). Embeddings must
 //! agree to 1e-4 absolute, as the issue requires.
 
-mod common;
-
+use crate::common::*;
 use burn::backend::{Flex, Wgpu, wgpu::WgpuDevice};
 use burn::tensor::backend::Backend;
-use common::*;
 use mocoop_model::config::Activation;
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, clip::l2_normalize};

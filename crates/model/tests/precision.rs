@@ -5,14 +5,12 @@
 //! of the type (a few units of its epsilon after a dozen layers), and must differ from our own f32
 //! embeddings: the work really ran in half precision.
 
-mod common;
-
+use crate::common::*;
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use common::*;
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
 

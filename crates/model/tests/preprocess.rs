@@ -6,9 +6,7 @@
 //! uses fixed-point filter weights, while we filter in floating point, so single pixels may differ by
 //! a few levels (and JPEG decoders by a level or two).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mocoop_model::preprocess::{load_rgb, preprocess};
 
 #[test]

@@ -8,14 +8,12 @@
 //! fixtures: `tests/fixtures/setup_reference_env.sh`, then
 //! `.venv-ref/bin/python tests/fixtures/make_reference.py`.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use burn::backend::Flex;
 use burn::tensor::DType;
-use common::*;
 use mocoop_model::weights::native::{self, StoredPrecision};
 use mocoop_model::weights::{self, LoadOptions, WeightLayout, WeightsError};
 

@@ -4,13 +4,11 @@
 //! Fixture checkpoints come from `tests/fixtures/make_reference.py` (random-weight open_clip and
 //! transformers models).
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use common::*;
 use mocoop_model::config::ClipConfig;
 use mocoop_model::weights::native::{self, StoredPrecision};
 use mocoop_model::weights::{self, LoadOptions, LoadedWeights, StateDict, WeightLayout};

@@ -1,0 +1,13 @@
+//! The package's integration tests, one module per subject, built into a single test binary:
+//! each separate binary compiled Burn's generic code for itself and linked it again, which made
+//! the test build several times slower than the tests themselves.
+
+mod common;
+mod cpu_threads;
+mod export;
+mod hostile_inputs;
+mod parity;
+mod precision;
+mod preprocess;
+mod torchscript;
+mod weights;

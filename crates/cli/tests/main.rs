@@ -9,3 +9,5 @@ mod data_parallel;
 mod demo;
 mod resume;
 mod train_eval;
+#[cfg(feature = "wgpu")]
+mod wgpu;

@@ -7,11 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use mocoop_model::Clip;
+use burn::tensor::{DType, Tensor};
+use mocoop_model::config::Activation;
 use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
 use mocoop_model::weights::LoadOptions;
+use mocoop_model::{Clip, Precision};
 use serde_json::Value;
 
 /// Largest absolute difference allowed between our embeddings and the reference's.
@@ -167,4 +168,71 @@ pub fn check_against_reference<B: Backend>(
         "{model}: logits differ by {logit_err}"
     );
     clip
+}
+
+/// Checks every weight format of the fixtures (open_clip safetensors and fp16 `.pt`, the GELU
+/// model, a transformers directory and its `model.safetensors`) against the reference on `device`.
+pub fn check_all_formats<B: Backend>(device: &B::Device) {
+    let dir = fixtures();
+    let quick = LoadOptions::default();
+    check_against_reference::<B>(
+        device,
+        "openclip_quickgelu",
+        &dir.join("openclip_quickgelu.safetensors"),
+        &quick,
+    );
+    check_against_reference::<B>(
+        device,
+        "openclip_quickgelu",
+        &dir.join("openclip_quickgelu_fp16.pt"),
+        &quick,
+    );
+    let gelu = LoadOptions {
+        activation: Some(Activation::Gelu),
+    };
+    check_against_reference::<B>(
+        device,
+        "openclip_gelu",
+        &dir.join("openclip_gelu.safetensors"),
+        &gelu,
+    );
+    check_against_reference::<B>(device, "hf_clip", &dir.join("hf_clip"), &quick);
+    check_against_reference::<B>(
+        device,
+        "hf_clip",
+        &dir.join("hf_clip/model.safetensors"),
+        &quick,
+    );
+}
+
+/// The model that the precision checks load.
+const PRECISION_MODEL: &str = "openclip_quickgelu";
+
+/// The QuickGELU open_clip fixture, in f32.
+pub fn load_quickgelu<B: Backend>(device: &B::Device) -> Clip<B> {
+    Clip::load(
+        &fixtures().join("openclip_quickgelu.safetensors"),
+        &LoadOptions::default(),
+        device,
+    )
+    .unwrap()
+}
+
+/// Largest embedding difference to the reference at `precision`, and to our own f32 embeddings.
+pub fn precision_errors<B: Backend>(precision: Precision, device: &B::Device) -> (f32, f32) {
+    let reference = reference();
+    let expected = &reference["models"][PRECISION_MODEL];
+    let full = load_quickgelu::<B>(device);
+    let half = load_quickgelu::<B>(device).with_precision(precision);
+    assert_eq!(half.precision(), precision);
+    let (full_images, full_texts) = embed_reference_inputs(&full, &reference, device);
+    let (images, texts) = embed_reference_inputs(&half, &reference, device);
+    assert_eq!(images.dtype(), DType::F32, "features come out in f32");
+    let (images, texts) = (rows(images), rows(texts));
+    let to_reference = max_abs_diff(&images, &matrix(&expected["image_embeds"]))
+        .max(max_abs_diff(&texts, &matrix(&expected["text_embeds"])));
+    let to_full =
+        max_abs_diff(&images, &rows(full_images)).max(max_abs_diff(&texts, &rows(full_texts)));
+    eprintln!("{precision}: {to_reference} from the reference, {to_full} from our f32");
+    (to_reference, to_full)
 }

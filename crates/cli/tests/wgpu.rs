@@ -1,0 +1,28 @@
+//! The CLIP encoders on the WGPU backend against the open_clip and transformers references: every
+//! weight format in f32, and f16. These are the model crate's parity and precision checks, run with
+//! its helpers (`crates/model/tests/common`). They live here for the build's sake: the model crate is
+//! built optimised, its tests included, and compiling Burn's WGPU backend into them took about five
+//! minutes of the test build on two cores; this package's tests build unoptimised, which takes under
+//! one. Mesa's software Vulkan driver (lavapipe) runs them on CI; any GPU runs them elsewhere.
+
+#[path = "../../model/tests/common/mod.rs"]
+mod model_common;
+
+use burn::backend::{Wgpu, wgpu::WgpuDevice};
+use mocoop_model::Precision;
+use model_common::{check_all_formats, precision_errors};
+
+#[test]
+fn encoders_match_the_references_on_wgpu() {
+    check_all_formats::<Wgpu>(&WgpuDevice::Cpu);
+}
+
+#[test]
+fn f16_on_wgpu_matches_the_reference_to_half_precision() {
+    let (to_reference, to_full) = precision_errors::<Wgpu>(Precision::F16, &WgpuDevice::Cpu);
+    assert!(to_reference < 2e-3, "f16 on WGPU differs by {to_reference}");
+    assert!(
+        to_full > 1e-6,
+        "f16 on WGPU gave the f32 result: no half compute"
+    );
+}

@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 
 use fast_image_resize as fr;
+use fast_image_resize::pixels::U8x3;
 use image::RgbImage;
 use mocoop_model::preprocess::{CLIP_MEAN, CLIP_STD, round_half_even};
 use rand::rngs::StdRng;
@@ -113,20 +114,25 @@ thread_local! {
 /// filtering, antialiased when shrinking, as PIL's `crop(...).resize(..., BICUBIC)`. Pixels outside
 /// the crop never contribute, as with torchvision's crop-then-resize.
 pub fn resized_crop(image: &RgbImage, crop: CropBox, size: u32) -> RgbImage {
+    // The typed API builds the RGB path alone: the untyped one dispatches on the pixel type at run
+    // time, which compiled every pixel type's resizers into this crate (half of its build time).
     let (w, h) = image.dimensions();
-    let src = fr::images::ImageRef::new(w, h, image.as_raw(), fr::PixelType::U8x3)
+    let src = fr::images::TypedImageRef::<U8x3>::from_buffer(w, h, image.as_raw())
         .expect("an RgbImage buffer is w*h*3 bytes");
-    let view = fr::images::CroppedImage::new(&src, crop.left, crop.top, crop.width, crop.height)
-        .expect("crop box inside the image");
-    let mut dst = fr::images::Image::new(size, size, fr::PixelType::U8x3);
+    let view =
+        fr::images::TypedCroppedImage::from_ref(&src, crop.left, crop.top, crop.width, crop.height)
+            .expect("crop box inside the image");
+    let mut out = vec![0u8; size as usize * size as usize * 3];
+    let mut dst = fr::images::TypedImage::<U8x3>::from_buffer(size, size, &mut out)
+        .expect("size*size*3 bytes");
     let options =
         fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom));
     RESIZER.with(|r| {
         r.borrow_mut()
-            .resize(&view, &mut dst, &options)
-            .expect("same pixel type on both sides")
+            .resize_typed(&view, &mut dst, &options)
+            .expect("a crop box inside the image")
     });
-    RgbImage::from_raw(size, size, dst.into_vec()).expect("size*size*3 bytes")
+    RgbImage::from_raw(size, size, out).expect("size*size*3 bytes")
 }
 
 /// Per-channel lookup tables `(v / 255 - mean) / std`, identical to

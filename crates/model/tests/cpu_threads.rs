@@ -5,8 +5,6 @@
 
 use crate::common::*;
 use burn::backend::Flex;
-use mocoop_model::Clip;
-use mocoop_model::weights::LoadOptions;
 
 /// Runs `f` where `rayon::current_num_threads()` is `threads`.
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
@@ -17,11 +15,6 @@ fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
         .install(f)
 }
 
-fn quickgelu_clip() -> Clip<Flex> {
-    let file = fixtures().join("openclip_quickgelu.safetensors");
-    Clip::load(&file, &LoadOptions::default(), &Default::default()).expect("fixture loads")
-}
-
 fn assert_rows_equal(what: &str, one: Vec<Vec<f32>>, three: Vec<Vec<f32>>) {
     let diff = max_abs_diff(&one, &three);
     assert!(diff < 1e-6, "{what}: one part vs three differ by {diff}");
@@ -29,7 +22,7 @@ fn assert_rows_equal(what: &str, one: Vec<Vec<f32>>, three: Vec<Vec<f32>>) {
 
 #[test]
 fn parts_give_the_same_embeddings() {
-    let clip = quickgelu_clip();
+    let clip = load_quickgelu::<Flex>(&Default::default());
     let reference = reference();
     let device = Default::default();
     let embed = |threads| {

@@ -34,13 +34,7 @@ fn gelu_model_needs_its_activation() {
 #[test]
 fn cutting_at_the_last_eot_equals_the_full_context() {
     let device = Default::default();
-    let dir = fixtures();
-    let clip = Clip::<Flex>::load(
-        &dir.join("openclip_quickgelu.safetensors"),
-        &LoadOptions::default(),
-        &device,
-    )
-    .unwrap();
+    let clip = load_quickgelu::<Flex>(&device);
     let tokens = token_rows(&reference()["tokenizer"]["ids"]);
     let cut = rows(l2_normalize(clip.text.forward_tokens(&tokens, &device)));
     let eot = mocoop_model::clip::eot_positions(&tokens);

@@ -205,13 +205,13 @@ pub fn check_all_formats<B: Backend>(device: &B::Device) {
     );
 }
 
-/// The model that the precision checks load.
-const PRECISION_MODEL: &str = "openclip_quickgelu";
+/// The QuickGELU open_clip fixture: its entry in `reference.json` and its safetensors file's stem.
+const QUICKGELU: &str = "openclip_quickgelu";
 
 /// The QuickGELU open_clip fixture, in f32.
 pub fn load_quickgelu<B: Backend>(device: &B::Device) -> Clip<B> {
     Clip::load(
-        &fixtures().join("openclip_quickgelu.safetensors"),
+        &fixtures().join(format!("{QUICKGELU}.safetensors")),
         &LoadOptions::default(),
         device,
     )
@@ -221,7 +221,7 @@ pub fn load_quickgelu<B: Backend>(device: &B::Device) -> Clip<B> {
 /// Largest embedding difference to the reference at `precision`, and to our own f32 embeddings.
 pub fn precision_errors<B: Backend>(precision: Precision, device: &B::Device) -> (f32, f32) {
     let reference = reference();
-    let expected = &reference["models"][PRECISION_MODEL];
+    let expected = &reference["models"][QUICKGELU];
     let full = load_quickgelu::<B>(device);
     let half = load_quickgelu::<B>(device).with_precision(precision);
     assert_eq!(half.precision(), precision);

@@ -128,7 +128,8 @@ fn classify_reproduces_reference_logits() {
         .map(|t| t.as_str().unwrap())
         .filter(|t| !t.is_empty() && !t.contains('\n') && t.len() < 100)
         .collect();
-    let tmp = tempdir("classify");
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
     let names = tmp.join("names.txt");
     std::fs::write(&names, texts.join("\n")).unwrap();
     let weights = path_str(&fixtures().join("openclip_quickgelu.safetensors"));
@@ -185,7 +186,8 @@ fn classify_reproduces_reference_logits() {
 
 #[test]
 fn classify_walks_folders_and_reports_bad_files() {
-    let tmp = tempdir("walk");
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
     let nested = tmp.join("nested");
     std::fs::create_dir_all(&nested).unwrap();
     std::fs::copy(fixtures().join("images/img0.png"), tmp.join("a.png")).unwrap();
@@ -201,7 +203,7 @@ fn classify_walks_folders_and_reports_bad_files() {
         "cat,dog,square",
         "--ensemble",
         "dtd",
-        &path_str(&tmp),
+        &path_str(tmp),
     ]);
     assert!(
         !output.status.success(),
@@ -290,23 +292,17 @@ fn help_shows_defaults() {
     );
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mocoop-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn data_check_reports_undecodable_files() {
-    let root = tempdir("datacheck");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
     for class in ["cat", "dog"] {
         std::fs::create_dir_all(root.join(class)).unwrap();
     }
     std::fs::copy(fixtures().join("images/img0.png"), root.join("cat/a.png")).unwrap();
     std::fs::copy(fixtures().join("images/img1.png"), root.join("dog/b.png")).unwrap();
     let args = ["data", "check", "--dataset", "imagefolder", "--root"];
-    let root_str = path_str(&root);
+    let root_str = path_str(root);
     let output = mocoop(&[&args[..], &[root_str.as_str()]].concat());
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(

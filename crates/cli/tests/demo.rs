@@ -7,8 +7,8 @@ use serde_json::Value;
 
 #[test]
 fn reduced_demo_writes_table_and_report() {
-    let out = std::env::temp_dir().join(format!("mocoop-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("demo");
     let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
         .args([
             "demo",
@@ -80,5 +80,4 @@ fn reduced_demo_writes_table_and_report() {
         .sum();
     assert_eq!(by_style, 32 * 3 * 2);
     assert_eq!(by_class, 32 * 3 * 2);
-    let _ = std::fs::remove_dir_all(&out);
 }

@@ -36,7 +36,8 @@ mod tests {
 
     #[test]
     fn replaces_the_file_and_leaves_no_temporary_behind() {
-        let dir = std::env::temp_dir().join(format!("mocoop-atomic-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let path = dir.join("nested/out.json");
         write_atomic(&path, b"first").unwrap();
         write_atomic(&path, b"second").unwrap();
@@ -48,6 +49,5 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("out.json")]);
         // A target that cannot be written is an error, not a panic.
         assert!(write_atomic(&dir.join("nested/out.json/child"), b"x").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

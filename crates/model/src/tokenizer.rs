@@ -802,14 +802,6 @@ mod tests {
         assert_eq!(t.decode(&[u32::MAX, 320]), "a");
     }
 
-    /// A unique scratch directory under the system temp dir.
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("mocoop-tokenizer-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        dir
-    }
-
     /// The 48894 merges of the embedded vocabulary, as text lines.
     fn embedded_merge_lines() -> Vec<String> {
         let mut text = String::new();
@@ -826,7 +818,8 @@ mod tests {
     #[test]
     fn tokenizer_from_hf_files_matches_embedded() {
         let embedded = tok();
-        let dir = scratch_dir("hf");
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        let dir = scratch.path();
         // Hugging Face names the special tokens the OpenAI way.
         let vocab: serde_json::Map<String, serde_json::Value> = embedded
             .inner
@@ -874,7 +867,6 @@ mod tests {
             hf.encode("<|startoftext|>a<|endoftext|>"),
             [SOT_TOKEN, 320, EOT_TOKEN]
         );
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     fn gzip(text: &str) -> Vec<u8> {
@@ -909,7 +901,8 @@ mod tests {
             "{msg}"
         );
 
-        let dir = scratch_dir("bad");
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        let dir = scratch.path();
         let vocab = dir.join("vocab.json");
         let merges = dir.join("merges.txt");
         std::fs::write(&merges, "#version: 0.2\na b\n").unwrap();
@@ -939,6 +932,5 @@ mod tests {
         )
         .unwrap();
         assert!(err(ClipTokenizer::from_hf_files(&vocab, &merges)).contains("line 2"));
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

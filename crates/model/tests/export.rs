@@ -105,7 +105,8 @@ fn export_save_load_round_trip() {
     assert_eq!(max_diff(&image_a, &image_b), 0.0);
     assert_eq!(max_diff(&text_a, &text_b), 0.0);
 
-    let dir = tempfile_dir();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     for (precision, tolerance) in [(StoredPrecision::F32, 1e-6), (StoredPrecision::F16, 2e-2)] {
         let path = dir.join(format!("tiny-{precision:?}.safetensors"));
         save(
@@ -129,7 +130,6 @@ fn export_save_load_round_trip() {
             "{precision:?} text"
         );
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -149,10 +149,4 @@ fn logit_scale_is_trainable_and_can_be_clamped() {
     let clamped = clip.map_logit_scale(|t| t.clamp_max(100f32.ln()));
     assert!((clamped.logit_scale() - 100f32.ln()).abs() < 1e-6);
     assert!(clamped.logit_scale_tensor().is_require_grad());
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mocoop-export-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

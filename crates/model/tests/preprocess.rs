@@ -38,8 +38,8 @@ fn matches_open_clip_preprocessing() {
 
 #[test]
 fn non_images_are_clear_errors() {
-    let dir = std::env::temp_dir().join(format!("mocoop-pre-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     let empty = dir.join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
     let text = dir.join("notes.png");

@@ -2,7 +2,8 @@
 //! a backward pass of its own, so that training gets them too: the image encoder under visual LN
 //! tuning and the prompts' way through the text encoder.
 //!
-//! Burn's autodiff records an activation as several operations (QuickGELU: a scaling, a sigmoid
+//! Burn's autodiff records a linear layer as a product and a bias add (and the residual add
+//! after it as one more), an activation as several operations (QuickGELU: a scaling, a sigmoid
 //! and a product, each with its own pass and buffer forward and backward), attention as head
 //! copies, products and a softmax, and LayerNorm as its generic decomposition, all of them
 //! computed again or walked element by element in the backward pass. Here each is one operation
@@ -19,7 +20,7 @@ use std::borrow::Cow;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
@@ -29,6 +30,7 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use super::cpu_kernels::{
     activated, activation_grads, attention_grads, attention_values, layer_norm_grads,
 };
+use super::cpu_linear::{fused, input_grad};
 use crate::config::Activation;
 
 /// Burn's CPU backend under autodiff.
@@ -85,21 +87,21 @@ pub(super) fn values(t: &FlexTensor) -> &[f32] {
 /// The autodiff primitive of a tensor.
 type Primitive = <CpuAutodiff as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
-/// Records `op` with inputs `inputs` and output values `out`, with the state `state` makes from
-/// the inputs' values where autodiff tracks one of them.
+/// Records `op` with inputs `inputs`, whose values `compute` turns into the output's values and
+/// the state the backward pass reads (kept where autodiff tracks one of the inputs).
 fn record<const D: usize, const N: usize, O: Backward<Flex, N>>(
     op: O,
     inputs: [Primitive; N],
-    state: impl FnOnce([FlexTensor; N]) -> O::State,
-    out: FlexTensor,
+    compute: impl FnOnce([FlexTensor; N]) -> (FlexTensor, O::State),
 ) -> Tensor<CpuAutodiff, D> {
     let nodes = inputs.each_ref().map(|input| input.node.clone());
+    let (out, state) = compute(inputs.map(|input| input.primitive));
     let out = match op
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(state(inputs.map(|input| input.primitive)), out),
+        OpsKind::Tracked(prep) => prep.finish(state, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Tensor::from_primitive(TensorPrimitive::Float(out))
@@ -112,9 +114,7 @@ fn record_unary<const D: usize, O: Backward<Flex, 1, State = FlexTensor>>(
     x: Tensor<CpuAutodiff, D>,
     out: impl FnOnce(&FlexTensor) -> FlexTensor,
 ) -> Tensor<CpuAutodiff, D> {
-    let x = x.into_primitive().tensor();
-    let out = out(&x.primitive);
-    record(op, [x], |[x]| x, out)
+    record(op, [x.into_primitive().tensor()], |[x]| (out(&x), x))
 }
 
 /// An activation as one autodiff operation: the host loop forward, and its derivative times the
@@ -245,8 +245,68 @@ pub(super) fn layer_norm<const D: usize>(
         gamma.into_primitive().tensor(),
         beta.into_primitive().tensor(),
     ];
-    let [x_values, gamma_values, beta_values] = inputs.each_ref().map(|t| t.primitive.clone());
-    let out = Flex::layer_norm(x_values, gamma_values, Some(beta_values), eps);
-    let eps = eps as f32;
-    record(Norm { shape, eps }, inputs, |[x, gamma, _]| [x, gamma], out)
+    let op = Norm {
+        shape,
+        eps: eps as f32,
+    };
+    record(op, inputs, |[x, gamma, beta]| {
+        let out = Flex::layer_norm(x.clone(), gamma.clone(), Some(beta), eps);
+        (out, [x, gamma])
+    })
+}
+
+/// A linear layer with a frozen weight and bias, and the residual added to its output where
+/// there is one, as one autodiff operation: x's gradient is the output's times the weight's
+/// transpose, the residual's the output's own. Inputs: x, then the residual.
+#[derive(Debug)]
+struct FrozenLinear {
+    /// `[d_in, d_out]`.
+    weight: FlexTensor,
+}
+
+impl Backward<Flex, 1> for FrozenLinear {
+    type State = ();
+
+    fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            input_grad(&grad, &self.weight)
+        });
+    }
+}
+
+impl Backward<Flex, 2> for FrozenLinear {
+    type State = ();
+
+    fn backward(self, ops: Ops<(), 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        binary::<Flex, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            |grad| input_grad(&grad, &self.weight),
+            |grad| grad,
+        );
+    }
+}
+
+/// `residual + x · weight + bias` (`x`: `[batch, seq, d_in]`, `weight`: `[d_in, d_out]`, `bias`:
+/// `[1, d_out]`) as one autodiff operation, the weight and bias being frozen: forward,
+/// `cpu_linear`'s fused product.
+pub(super) fn frozen_linear(
+    x: Tensor<CpuAutodiff, 3>,
+    weight: FlexTensor,
+    bias: &FlexTensor,
+    residual: Option<Tensor<CpuAutodiff, 3>>,
+) -> Tensor<CpuAutodiff, 3> {
+    let x = x.into_primitive().tensor();
+    let op = FrozenLinear {
+        weight: weight.clone(),
+    };
+    let product = |x: FlexTensor, residual| (fused(&x, &weight, bias, residual, None), ());
+    match residual {
+        None => record(op, [x], |[x]| product(x, None)),
+        // The residual's buffer may become the output (where nothing else holds it).
+        Some(r) => record(op, [x, r.into_primitive().tensor()], |[x, r]| {
+            product(x, Some(r))
+        }),
+    }
 }

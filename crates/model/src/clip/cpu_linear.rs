@@ -1,11 +1,17 @@
-//! The transformer's linear layers on Burn's CPU backend outside autodiff, with what follows each
-//! product folded into it: the bias, the residual add and the MLP activation.
+//! The transformer's linear layers on Burn's CPU backend, with what follows each product folded
+//! into it: the bias, the residual add and (outside autodiff) the MLP activation.
 //!
 //! Burn's linear layer writes the product into a fresh buffer and adds the bias in a second pass
 //! over it; the block then adds the residual in a third pass and applies the activation in a
 //! fourth. Here the output starts as the residual plus the bias (the residual's own buffer where
 //! nothing else holds it), the product is accumulated into it, and the activation runs on each
-//! sequence's rows right after its product, while they are still in cache.
+//! chunk of whole sequences right after its product, while its rows are still in cache.
+//!
+//! Under autodiff (training) the same product, with its bias and residual, is one operation
+//! (`cpu_autodiff::frozen_linear`) when the layer's weight and bias are frozen, as all of CLIP's
+//! are in prompt learning: its backward pass is one product of the output's gradient with the
+//! weight's transpose. The activation stays an operation of its own, which keeps its input for
+//! the backward pass.
 
 use burn::backend::flex::FlexTensor;
 use burn::nn::Linear;
@@ -14,7 +20,7 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::cpu_autodiff::{cast, contiguous, values};
+use super::cpu_autodiff::{self, cast, contiguous, values};
 use super::cpu_kernels::{activate, activate_in_place};
 use super::transformer::cpu_backend;
 use crate::config::Activation;
@@ -29,40 +35,111 @@ pub(crate) enum Then<B: Backend> {
     Add(Tensor<B, 3>),
 }
 
+impl<B: Backend> Then<B> {
+    /// The residual to add, if any, and the activation to apply, if any.
+    fn split(self) -> (Option<Tensor<B, 3>>, Option<Activation>) {
+        match self {
+            Then::Nothing => (None, None),
+            Then::Activate(curve) => (None, Some(curve)),
+            Then::Add(residual) => (Some(residual), None),
+        }
+    }
+}
+
 /// `layer` over `x` (`[batch, seq, d_in]`) followed by `then`: folded into one product on the
-/// host on Burn's CPU backend outside autodiff for f32 values, through Burn's operations (and
-/// `cpu_kernels`' activations) elsewhere.
+/// host on Burn's CPU backend for f32 values (under autodiff when the layer is frozen), through
+/// Burn's operations (and `cpu_kernels`' activations) elsewhere.
 pub(crate) fn linear<B: Backend>(
     layer: &Linear<B>,
     x: Tensor<B, 3>,
     then: Then<B>,
 ) -> Tensor<B, 3> {
+    let (residual, curve) = then.split();
     let device = x.device();
-    let f32_residual = match &then {
-        Then::Add(residual) => residual.dtype() == DType::F32,
-        _ => true,
-    };
-    let host = cpu_backend::<B>(&device)
-        && !B::ad_enabled(&device)
-        && x.dtype() == DType::F32
-        && f32_residual;
+    let f32_values =
+        x.dtype() == DType::F32 && residual.as_ref().is_none_or(|r| r.dtype() == DType::F32);
     let mut x = x;
-    if host && let Some((weight, bias)) = flex_parameters(layer) {
-        match flex(x) {
-            Ok(flex_x) => {
-                let out = fused(&flex_x, &weight, &bias, then);
-                let p = cast(out).unwrap_or_else(|_| unreachable!("x came from the CPU backend"));
-                return Tensor::from_primitive(TensorPrimitive::Float(p));
-            }
-            Err(back) => x = back,
+    let mut residual = residual;
+    if cpu_backend::<B>(&device) && f32_values {
+        let folded = if B::ad_enabled(&device) {
+            frozen_on_autodiff(layer, x, residual).map(|y| activated(y, curve))
+        } else {
+            host(layer, x, residual, curve)
+        };
+        match folded {
+            Ok(y) => return y,
+            Err(inputs) => (x, residual) = inputs,
         }
     }
-    let y = layer.forward(x);
-    match then {
-        Then::Nothing => y,
-        Then::Activate(curve) => activate(y, curve),
-        Then::Add(residual) => residual + y,
+    let y = activated(layer.forward(x), curve);
+    match residual {
+        Some(residual) => residual + y,
+        None => y,
     }
+}
+
+/// `y`, or `curve` over it.
+fn activated<B: Backend>(y: Tensor<B, 3>, curve: Option<Activation>) -> Tensor<B, 3> {
+    match curve {
+        Some(curve) => activate(y, curve),
+        None => y,
+    }
+}
+
+/// The inputs of a layer handed back when its product cannot be folded.
+type Unfolded<B> = (Tensor<B, 3>, Option<Tensor<B, 3>>);
+
+/// [`linear`] on the host outside autodiff, or its inputs back.
+fn host<B: Backend>(
+    layer: &Linear<B>,
+    x: Tensor<B, 3>,
+    residual: Option<Tensor<B, 3>>,
+    curve: Option<Activation>,
+) -> Result<Tensor<B, 3>, Unfolded<B>> {
+    let Some((weight, bias)) = flex_parameters(layer) else {
+        return Err((x, residual));
+    };
+    let x = match flex(x) {
+        Ok(x) => x,
+        Err(x) => return Err((x, residual)),
+    };
+    let residual = residual.map(|r| flex(r).unwrap_or_else(|_| unreachable!("same backend as x")));
+    let out = fused(&x, &weight, &bias, residual, curve);
+    let p = cast(out).unwrap_or_else(|_| unreachable!("x came from the CPU backend"));
+    Ok(Tensor::from_primitive(TensorPrimitive::Float(p)))
+}
+
+/// [`linear`]'s product, bias and residual as one operation of Burn's CPU backend under autodiff,
+/// when the layer's weight and bias are frozen, or the inputs back.
+fn frozen_on_autodiff<B: Backend>(
+    layer: &Linear<B>,
+    x: Tensor<B, 3>,
+    residual: Option<Tensor<B, 3>>,
+) -> Result<Tensor<B, 3>, Unfolded<B>> {
+    let frozen = |t: Tensor<B, 2>| {
+        (!t.is_require_grad())
+            .then(|| cpu_autodiff::into_cpu_autodiff(t).ok())
+            .flatten()
+            .map(|t| t.into_primitive().tensor().primitive)
+    };
+    let weight = frozen(layer.weight.val());
+    let bias = layer
+        .bias
+        .as_ref()
+        .and_then(|b| frozen(b.val().unsqueeze()));
+    let (Some(weight), Some(bias)) = (weight, bias) else {
+        return Err((x, residual));
+    };
+    let x = match cpu_autodiff::into_cpu_autodiff(x) {
+        Ok(x) => x,
+        Err(x) => return Err((x, residual)),
+    };
+    let residual = residual.map(|r| {
+        cpu_autodiff::into_cpu_autodiff(r).unwrap_or_else(|_| unreachable!("same backend as x"))
+    });
+    Ok(cpu_autodiff::from_cpu_autodiff(
+        cpu_autodiff::frozen_linear(x, weight, &bias, residual),
+    ))
 }
 
 /// The weight and bias of `layer` on the CPU backend in f32, if they are.
@@ -83,25 +160,22 @@ fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tenso
     }
 }
 
-/// `then(x · weight + bias)` on the host, `x` being `[batch, seq, d_in]`, `weight` `[d_in, d_out]`.
-fn fused<B: Backend>(
+/// `curve(residual + x · weight + bias)` on the host, `x` being `[batch, seq, d_in]`, `weight`
+/// `[d_in, d_out]`, `bias` `[1, d_out]`, and the residual, when there is one, `[batch, seq, d_out]`.
+pub(super) fn fused(
     x: &FlexTensor,
     weight: &FlexTensor,
     bias: &FlexTensor,
-    then: Then<B>,
+    residual: Option<FlexTensor>,
+    curve: Option<Activation>,
 ) -> FlexTensor {
     let x = contiguous(x);
     let weight = contiguous(weight);
     let [batch, seq, d_in] = x.layout().shape().dims::<3>();
     let d_out = weight.layout().shape()[1];
     let bias = values(bias);
-    let curve = match &then {
-        Then::Activate(curve) => Some(*curve),
-        _ => None,
-    };
-    let mut out = match then {
-        Then::Add(residual) => {
-            let residual = flex(residual).unwrap_or_else(|_| unreachable!("same backend as x"));
+    let mut out = match residual {
+        Some(residual) => {
             assert_eq!(residual.layout().shape().dims::<3>(), [batch, seq, d_out]);
             // The residual's own buffer where nothing else holds it, a copy otherwise.
             let mut out = residual.into_data();
@@ -111,21 +185,23 @@ fn fused<B: Backend>(
                 .for_each(|row| row.iter_mut().zip(bias).for_each(|(r, b)| *r += b));
             out
         }
-        Then::Nothing | Then::Activate(_) => {
+        None => {
             let mut rows = Vec::with_capacity(batch * seq * d_out);
             (0..batch * seq).for_each(|_| rows.extend_from_slice(bias));
             TensorData::new(rows, [batch, seq, d_out])
         }
     };
     let (x, weight) = (values(&x), values(&weight));
+    let rhs = Rhs::rows(weight, d_out);
+    let rows = chunk_rows(seq);
     out.as_mut_slice::<f32>()
         .expect("f32 output")
-        .par_chunks_mut((seq * d_out).max(1))
-        .zip(x.par_chunks((seq * d_in).max(1)))
+        .par_chunks_mut((rows * d_out).max(1))
+        .zip(x.par_chunks((rows * d_in).max(1)))
         .for_each(|(out, x)| {
-            // SAFETY: `out` is `[seq, d_out]`, `x` `[seq, d_in]` and `weight` `[d_in, d_out]`, each
+            // SAFETY: `out` is `[m, d_out]`, `x` `[m, d_in]` and `weight` `[d_in, d_out]`, each
             // contiguous, and the output is a buffer of its own.
-            unsafe { accumulate([seq, d_out, d_in], out, x, weight) };
+            unsafe { accumulate([x.len() / d_in, d_out, d_in], out, x, rhs) };
             if let Some(curve) = curve {
                 activate_in_place(curve, out);
             }
@@ -133,13 +209,73 @@ fn fused<B: Backend>(
     FlexTensor::from_data(out)
 }
 
-/// `out += lhs · rhs` for an `[m, k]` lhs, a `[k, n]` rhs and an `[m, n]` out, all row-major, on
-/// this thread.
+/// The gradient of a frozen linear layer's input `[batch, seq, d_in]` from that of its output,
+/// `grad` (`[batch, seq, d_out]`): `grad · weightᵀ`, in products of [`chunk_rows`] rows.
+pub(super) fn input_grad(grad: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
+    let (grad, weight) = (contiguous(grad), contiguous(weight));
+    let [batch, seq, d_out] = grad.layout().shape().dims::<3>();
+    let d_in = weight.layout().shape()[0];
+    let mut out = vec![0.0f32; batch * seq * d_in];
+    let rhs = Rhs::transposed(values(&weight), d_out);
+    let rows = chunk_rows(seq);
+    out.par_chunks_mut((rows * d_in).max(1))
+        .zip(values(&grad).par_chunks((rows * d_out).max(1)))
+        .for_each(|(out, grad)| {
+            // SAFETY: `out` is `[m, d_in]`, `grad` `[m, d_out]` and `weight` `[d_in, d_out]`, read
+            // as its `[d_out, d_in]` transpose, each contiguous.
+            unsafe { accumulate([grad.len() / d_out, d_in, d_out], out, grad, rhs) };
+        });
+    FlexTensor::from_data(TensorData::new(out, [batch, seq, d_in]))
+}
+
+/// How many rows each product takes at once, for sequences of `seq` positions: whole sequences,
+/// as few as make at least [`MIN_ROWS`] rows. A product packs the weight into the kernel's layout
+/// first; per image sequence (197 positions for ViT-B/16) that is a small part of the work and
+/// the rows stay in cache for what follows, while per prompt (a dozen positions, cut after its
+/// EOT) the packing would be a large part of it.
+fn chunk_rows(seq: usize) -> usize {
+    let seq = seq.max(1);
+    seq * MIN_ROWS.div_ceil(seq)
+}
+
+/// The fewest rows one product of [`chunk_rows`] takes.
+const MIN_ROWS: usize = 128;
+
+/// The right-hand matrix of a product: its values and its strides between rows and columns.
+#[derive(Clone, Copy)]
+struct Rhs<'a> {
+    values: &'a [f32],
+    row_stride: isize,
+    column_stride: isize,
+}
+
+impl<'a> Rhs<'a> {
+    /// A row-major matrix with `columns` columns.
+    fn rows(values: &'a [f32], columns: usize) -> Self {
+        Self {
+            values,
+            row_stride: columns as isize,
+            column_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `columns` columns (which become its rows).
+    fn transposed(values: &'a [f32], columns: usize) -> Self {
+        Self {
+            values,
+            row_stride: 1,
+            column_stride: columns as isize,
+        }
+    }
+}
+
+/// `out += lhs · rhs` for an `[m, k]` lhs, a `[k, n]` rhs and an `[m, n]` out, out and lhs
+/// row-major, on this thread.
 ///
 /// # Safety
-/// The slices hold at least those many elements.
-unsafe fn accumulate([m, n, k]: [usize; 3], out: &mut [f32], lhs: &[f32], rhs: &[f32]) {
-    debug_assert!(out.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+/// The slices hold at least those many elements, and `rhs`'s strides stay within its values.
+unsafe fn accumulate([m, n, k]: [usize; 3], out: &mut [f32], lhs: &[f32], rhs: Rhs) {
+    debug_assert!(out.len() >= m * n && lhs.len() >= m * k && rhs.values.len() >= k * n);
     unsafe {
         gemm::gemm(
             m,
@@ -152,9 +288,9 @@ unsafe fn accumulate([m, n, k]: [usize; 3], out: &mut [f32], lhs: &[f32], rhs: &
             lhs.as_ptr(),
             1,
             k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
+            rhs.values.as_ptr(),
+            rhs.column_stride,
+            rhs.row_stride,
             1.0,
             1.0,
             false,
@@ -167,14 +303,14 @@ unsafe fn accumulate([m, n, k]: [usize; 3], out: &mut [f32], lhs: &[f32], rhs: &
 
 #[cfg(test)]
 mod tests {
-    use burn::backend::Flex;
-    use burn::module::Param;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::{Module, Param};
     use burn::tensor::activation;
 
     use super::*;
 
     /// Deterministic values in about [-2, 2], different for each `seed`.
-    fn values<const D: usize>(shape: [usize; D], seed: f32) -> Tensor<Flex, D> {
+    fn values<B: Backend, const D: usize>(shape: [usize; D], seed: f32) -> Tensor<B, D> {
         let n = shape.iter().product::<usize>();
         let v: Vec<f32> = (0..n)
             .map(|i| 2.0 * ((i as f32) * 0.618 + seed).sin())
@@ -183,14 +319,14 @@ mod tests {
     }
 
     /// A `[7, 9]` linear layer.
-    fn layer() -> Linear<Flex> {
+    fn layer<B: Backend>() -> Linear<B> {
         Linear {
             weight: Param::from_tensor(values([7, 9], 1.0)),
             bias: Some(Param::from_tensor(values([9], 2.0))),
         }
     }
 
-    fn assert_close(what: &str, got: Tensor<Flex, 3>, want: Tensor<Flex, 3>) {
+    fn assert_close<B: Backend>(what: &str, got: Tensor<B, 3>, want: Tensor<B, 3>) {
         let (got, want) = (got.into_data(), want.into_data());
         assert_eq!(got.shape, want.shape, "{what}: shape");
         let (got, want) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
@@ -204,30 +340,37 @@ mod tests {
 
     #[test]
     fn fused_layers_agree_with_burn_operations() {
-        let layer = layer();
-        let x = || values([2, 5, 7], 3.0);
-        let residual = || values([2, 5, 9], 4.0);
-        let product = || layer.forward(x());
-        let sigmoid_part = |y: Tensor<Flex, 3>| activation::sigmoid(y * 1.702);
-        let cases: [(&str, Then<Flex>, Tensor<Flex, 3>); 4] = [
-            ("bias", Then::Nothing, product()),
-            (
-                "QuickGELU",
-                Then::Activate(Activation::QuickGelu),
-                product() * sigmoid_part(product()),
-            ),
-            (
-                "GELU",
-                Then::Activate(Activation::Gelu),
-                activation::gelu(product()),
-            ),
-            ("residual", Then::Add(residual()), residual() + product()),
-        ];
-        for (what, then, want) in cases {
-            assert_close(what, linear(&layer, x(), then), want);
+        let layer = layer::<Flex>();
+        // 40 sequences of 5 positions are two products of `chunk_rows`, the second shorter.
+        for batch in [2, 40] {
+            let x = || values([batch, 5, 7], 3.0);
+            let residual = || values([batch, 5, 9], 4.0);
+            let product = || layer.forward(x());
+            let sigmoid_part = |y: Tensor<Flex, 3>| activation::sigmoid(y * 1.702);
+            let cases: [(&str, Then<Flex>, Tensor<Flex, 3>); 4] = [
+                ("bias", Then::Nothing, product()),
+                (
+                    "QuickGELU",
+                    Then::Activate(Activation::QuickGelu),
+                    product() * sigmoid_part(product()),
+                ),
+                (
+                    "GELU",
+                    Then::Activate(Activation::Gelu),
+                    activation::gelu(product()),
+                ),
+                ("residual", Then::Add(residual()), residual() + product()),
+            ];
+            for (what, then, want) in cases {
+                assert_close(
+                    &format!("{what} (batch {batch})"),
+                    linear(&layer, x(), then),
+                    want,
+                );
+            }
         }
         // x as a strided view: read through a contiguous copy.
-        let strided = values([5, 2, 7], 3.0).swap_dims(0, 1);
+        let strided = values::<Flex, 3>([5, 2, 7], 3.0).swap_dims(0, 1);
         let want = layer.forward(strided.clone());
         assert_close("strided x", linear(&layer, strided, Then::Nothing), want);
     }
@@ -235,13 +378,73 @@ mod tests {
     #[test]
     fn a_residual_held_elsewhere_is_left_as_it_was() {
         // The residual's buffer becomes the output only where nothing else holds it.
-        let residual = values([2, 5, 9], 4.0);
+        let residual = values::<Flex, 3>([2, 5, 9], 4.0);
         let before = residual.to_data();
         let _ = linear(
-            &layer(),
+            &layer::<Flex>(),
             values([2, 5, 7], 3.0),
             Then::Add(residual.clone()),
         );
         assert_eq!(residual.into_data(), before);
+    }
+
+    /// The output's values and the gradients of x and of the residual.
+    type Step = [Tensor<Flex, 3>; 3];
+
+    /// What a step through a layer under autodiff gives: the output's values and the gradients
+    /// of x and of the residual for a loss weighting every output differently.
+    fn step(
+        batch: usize,
+        f: impl Fn(Tensor<Autodiff<Flex>, 3>, Tensor<Autodiff<Flex>, 3>) -> Tensor<Autodiff<Flex>, 3>,
+    ) -> Step {
+        let x = values([batch, 5, 7], 3.0).require_grad();
+        let residual = values([batch, 5, 9], 4.0).require_grad();
+        let y = f(x.clone(), residual.clone());
+        let grads = (y.clone() * values([batch, 5, 9], 5.0)).sum().backward();
+        let grad = |t: Tensor<Autodiff<Flex>, 3>| t.grad(&grads).expect("tracked");
+        [y.inner(), grad(x), grad(residual)]
+    }
+
+    #[test]
+    fn frozen_layers_under_autodiff_agree_with_burn_autodiff() {
+        // CLIP's layers are frozen in prompt learning: there the product, bias and residual are
+        // one autodiff operation (`cpu_autodiff::frozen_linear`), whose values and gradients of
+        // x and the residual must be those Burn's autodiff derives for its own operations.
+        let frozen = layer::<Autodiff<Flex>>().no_grad();
+        let fold = |x, residual| frozen_on_autodiff(&frozen, x, residual).expect("folds");
+        // 40 sequences of 5 positions are two products of `chunk_rows` each way.
+        for batch in [2, 40] {
+            let cases: [(&str, Step, Step); 3] = [
+                (
+                    "bias",
+                    step(batch, |x, r| fold(x, None) * r),
+                    step(batch, |x, r| frozen.forward(x) * r),
+                ),
+                (
+                    "residual",
+                    step(batch, |x, r| fold(x, Some(r))),
+                    step(batch, |x, r| r + frozen.forward(x)),
+                ),
+                (
+                    "GELU after",
+                    step(batch, |x, r| {
+                        linear(&frozen, x, Then::Activate(Activation::Gelu)) * r
+                    }),
+                    step(batch, |x, r| activation::gelu(frozen.forward(x)) * r),
+                ),
+            ];
+            for (what, got, want) in cases {
+                for (part, (got, want)) in ["values", "x grad", "residual grad"]
+                    .iter()
+                    .zip(got.into_iter().zip(want))
+                {
+                    assert_close(&format!("{what} (batch {batch}): {part}"), got, want);
+                }
+            }
+        }
+        // A trained layer keeps Burn's operations, which give its weight a gradient.
+        let trained = layer::<Autodiff<Flex>>();
+        let x = values::<Autodiff<Flex>, 3>([2, 5, 7], 3.0).require_grad();
+        assert!(frozen_on_autodiff(&trained, x, None).is_err());
     }
 }

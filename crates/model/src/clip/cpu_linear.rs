@@ -51,15 +51,13 @@ impl<B: Backend> Then<B> {
 /// Burn's operations (and `cpu_kernels`' activations) elsewhere.
 pub(crate) fn linear<B: Backend>(
     layer: &Linear<B>,
-    x: Tensor<B, 3>,
+    mut x: Tensor<B, 3>,
     then: Then<B>,
 ) -> Tensor<B, 3> {
-    let (residual, curve) = then.split();
+    let (mut residual, curve) = then.split();
     let device = x.device();
     let f32_values =
         x.dtype() == DType::F32 && residual.as_ref().is_none_or(|r| r.dtype() == DType::F32);
-    let mut x = x;
-    let mut residual = residual;
     if cpu_backend::<B>(&device) && f32_values {
         let folded = if B::ad_enabled(&device) {
             frozen_on_autodiff(layer, x, residual).map(|y| activated(y, curve))
@@ -191,21 +189,13 @@ pub(super) fn fused(
             TensorData::new(rows, [batch, seq, d_out])
         }
     };
-    let (x, weight) = (values(&x), values(&weight));
-    let rhs = Rhs::rows(weight, d_out);
-    let rows = chunk_rows(seq);
-    out.as_mut_slice::<f32>()
-        .expect("f32 output")
-        .par_chunks_mut((rows * d_out).max(1))
-        .zip(x.par_chunks((rows * d_in).max(1)))
-        .for_each(|(out, x)| {
-            // SAFETY: `out` is `[m, d_out]`, `x` `[m, d_in]` and `weight` `[d_in, d_out]`, each
-            // contiguous, and the output is a buffer of its own.
-            unsafe { accumulate([x.len() / d_in, d_out, d_in], out, x, rhs) };
-            if let Some(curve) = curve {
-                activate_in_place(curve, out);
-            }
-        });
+    let rhs = Rhs::rows(values(&weight), [d_in, d_out]);
+    let out_values = out.as_mut_slice::<f32>().expect("f32 output");
+    products(out_values, values(&x), rhs, seq, |rows| {
+        if let Some(curve) = curve {
+            activate_in_place(curve, rows);
+        }
+    });
     FlexTensor::from_data(out)
 }
 
@@ -216,15 +206,8 @@ pub(super) fn input_grad(grad: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
     let [batch, seq, d_out] = grad.layout().shape().dims::<3>();
     let d_in = weight.layout().shape()[0];
     let mut out = vec![0.0f32; batch * seq * d_in];
-    let rhs = Rhs::transposed(values(&weight), d_out);
-    let rows = chunk_rows(seq);
-    out.par_chunks_mut((rows * d_in).max(1))
-        .zip(values(&grad).par_chunks((rows * d_out).max(1)))
-        .for_each(|(out, grad)| {
-            // SAFETY: `out` is `[m, d_in]`, `grad` `[m, d_out]` and `weight` `[d_in, d_out]`, read
-            // as its `[d_out, d_in]` transpose, each contiguous.
-            unsafe { accumulate([grad.len() / d_out, d_in, d_out], out, grad, rhs) };
-        });
+    let rhs = Rhs::transposed(values(&weight), [d_in, d_out]);
+    products(&mut out, values(&grad), rhs, seq, |_| {});
     FlexTensor::from_data(TensorData::new(out, [batch, seq, d_in]))
 }
 
@@ -241,28 +224,58 @@ fn chunk_rows(seq: usize) -> usize {
 /// The fewest rows one product of [`chunk_rows`] takes.
 const MIN_ROWS: usize = 128;
 
-/// The right-hand matrix of a product: its values and its strides between rows and columns.
+/// `out += lhs · rhs`, `lhs` and `out` being row-major rows of sequences of `seq` positions, in
+/// products of [`chunk_rows`] rows on rayon's threads, with `then` run on each chunk of `out`
+/// right after its product, while it is in cache.
+fn products(out: &mut [f32], lhs: &[f32], rhs: Rhs, seq: usize, then: impl Fn(&mut [f32]) + Sync) {
+    let [k, n] = rhs.shape;
+    assert!(
+        rhs.values.len() >= k * n,
+        "the right-hand matrix is {k} x {n}"
+    );
+    assert_eq!(
+        out.len() * k,
+        lhs.len() * n,
+        "as many output rows as input rows"
+    );
+    let rows = chunk_rows(seq);
+    out.par_chunks_mut((rows * n).max(1))
+        .zip(lhs.par_chunks((rows * k).max(1)))
+        .for_each(|(out, lhs)| {
+            // SAFETY: `lhs` is `[m, k]` and `out` `[m, n]` (checked above), and `rhs` holds a
+            // `[k, n]` matrix read through strides within it (its constructors').
+            unsafe { accumulate([lhs.len() / k.max(1), n, k], out, lhs, rhs) };
+            then(out);
+        });
+}
+
+/// The right-hand matrix of a product: its values, its shape as read and its strides between
+/// rows and columns.
 #[derive(Clone, Copy)]
 struct Rhs<'a> {
     values: &'a [f32],
+    /// `[k, n]`.
+    shape: [usize; 2],
     row_stride: isize,
     column_stride: isize,
 }
 
 impl<'a> Rhs<'a> {
-    /// A row-major matrix with `columns` columns.
-    fn rows(values: &'a [f32], columns: usize) -> Self {
+    /// A row-major `[rows, columns]` matrix.
+    fn rows(values: &'a [f32], [rows, columns]: [usize; 2]) -> Self {
         Self {
             values,
+            shape: [rows, columns],
             row_stride: columns as isize,
             column_stride: 1,
         }
     }
 
-    /// The transpose of a row-major matrix with `columns` columns (which become its rows).
-    fn transposed(values: &'a [f32], columns: usize) -> Self {
+    /// The transpose of a row-major `[rows, columns]` matrix: `[columns, rows]`.
+    fn transposed(values: &'a [f32], [rows, columns]: [usize; 2]) -> Self {
         Self {
             values,
+            shape: [columns, rows],
             row_stride: 1,
             column_stride: columns as isize,
         }

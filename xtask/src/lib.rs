@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Developer chores behind `cargo xtask …`: downloading OpenAI's CLIP checkpoints
 //! ([`download`]), converting any supported checkpoint to the native format ([`convert`]) and timing
 //! how fast each format loads ([`bench`]).

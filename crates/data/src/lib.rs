@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Datasets, few-shot sampling, base/new splits, augmentation and batching for prompt learning on
 //! CLIP, reading the CoOp benchmark suite exactly as the PyTorch code bases do so that results are
 //! comparable.

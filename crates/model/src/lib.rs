@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! CLIP for prompt learning, generic over Burn backends.
 //!
 //! [`clip::Clip`] is a faithful CLIP (ViT image encoder, causal text encoder) built from OpenAI,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! MoCoOp training and evaluation on Burn: losses, the burn-train `Learner` step, optimiser
 //! grouping and clipping, the epoch schedule, checkpoints of the trainable tensors only, run
 //! directories, and evaluation of trained runs, CoOp and zero-shot CLIP through one code path.

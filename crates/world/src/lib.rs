@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! A world to measure in: a procedurally generated, seed-deterministic image-text world for
 //! training and testing CLIP prompt learning without any download.
 //!

@@ -3,7 +3,6 @@
 //! --train-step-only`), and a check of one MoCoOp or CoOp step against them. Used by this package's
 //! `reference_step` tests on the CPU and by the CLI package's WGPU tests, which include this file
 //! by path (they build Burn's WGPU backend, which this package's tests do not).
-#![allow(dead_code)] // each including test binary uses its own part
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,7 +26,8 @@ use mocoop_train::loss_scale::LossScale;
 use mocoop_train::model::visual_ln_params;
 use mocoop_train::{ClassSetup, MocoopModel};
 
-pub fn fixtures() -> PathBuf {
+/// The repository's committed reference fixtures.
+fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
@@ -60,7 +60,8 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+/// A tensor's values as f32, whatever its dtype.
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 

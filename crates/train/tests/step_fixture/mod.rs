@@ -293,6 +293,8 @@ pub fn setup<B: AutodiffBackend>(
     (model, case.clone(), Box::new(batch))
 }
 
+/// Runs fixture case `name` on `device` at `precision` and asserts that the forward pass, the
+/// gradients and two SGD steps agree with the reference to `tolerance(precision)`.
 pub fn run_case<B: AutodiffBackend>(name: &str, precision: Precision, device: &B::Device) {
     let tol = tolerance(precision);
     let check = |got: &[f32], expected: &[f32], what: &str| check(got, expected, what, tol);

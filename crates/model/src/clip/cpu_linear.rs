@@ -97,14 +97,11 @@ fn host<B: Backend>(
     let Some((weight, bias)) = flex_parameters(layer) else {
         return Err((x, residual));
     };
-    let x = match flex(x) {
-        Ok(x) => x,
-        Err(x) => return Err((x, residual)),
-    };
-    let residual = residual.map(|r| flex(r).unwrap_or_else(|_| unreachable!("same backend as x")));
-    let out = fused(&x, &weight, &bias, residual, curve);
-    let p = cast(out).unwrap_or_else(|_| unreachable!("x came from the CPU backend"));
-    Ok(Tensor::from_primitive(TensorPrimitive::Float(p)))
+    converted(x, residual, flex, |x, residual| {
+        let out = fused(&x, &weight, &bias, residual, curve);
+        let p = cast(out).unwrap_or_else(|_| unreachable!("x came from the CPU backend"));
+        Tensor::from_primitive(TensorPrimitive::Float(p))
+    })
 }
 
 /// [`linear`]'s product, bias and residual as one operation of Burn's CPU backend under autodiff,
@@ -128,16 +125,31 @@ fn frozen_on_autodiff<B: Backend>(
     let (Some(weight), Some(bias)) = (weight, bias) else {
         return Err((x, residual));
     };
-    let x = match cpu_autodiff::into_cpu_autodiff(x) {
+    converted(
+        x,
+        residual,
+        cpu_autodiff::into_cpu_autodiff,
+        |x, residual| {
+            cpu_autodiff::from_cpu_autodiff(cpu_autodiff::frozen_linear(x, weight, &bias, residual))
+        },
+    )
+}
+
+/// `run` over x and the residual once `convert` has taken them to the backend `run` works in, or
+/// both back, unconverted, where x is not of that backend.
+fn converted<B: Backend, T>(
+    x: Tensor<B, 3>,
+    residual: Option<Tensor<B, 3>>,
+    convert: impl Fn(Tensor<B, 3>) -> Result<T, Tensor<B, 3>>,
+    run: impl FnOnce(T, Option<T>) -> Tensor<B, 3>,
+) -> Result<Tensor<B, 3>, Unfolded<B>> {
+    let x = match convert(x) {
         Ok(x) => x,
         Err(x) => return Err((x, residual)),
     };
-    let residual = residual.map(|r| {
-        cpu_autodiff::into_cpu_autodiff(r).unwrap_or_else(|_| unreachable!("same backend as x"))
-    });
-    Ok(cpu_autodiff::from_cpu_autodiff(
-        cpu_autodiff::frozen_linear(x, weight, &bias, residual),
-    ))
+    let residual =
+        residual.map(|r| convert(r).unwrap_or_else(|_| unreachable!("same backend as x")));
+    Ok(run(x, residual))
 }
 
 /// The weight and bias of `layer` on the CPU backend in f32, if they are.

@@ -1,6 +1,6 @@
 //! mocoop-data's epoch loader as a burn-train `DataLoader`: each call to `iter` is the next epoch
-//! (its shuffle and augmentation seeded by `(seed, epoch, index)`); a data error ends the epoch,
-//! stops training and is reported after it.
+//! (its shuffle and augmentation seeded by `(seed, epoch, index)`); a data error ends the epoch
+//! and is kept in the loader's [`DataErrors`], where the training loop finds it and stops.
 //!
 //! Split across devices, each device's loader yields its [`BatchPart`] of every batch: burn-train
 //! asks for them with `slice`, which here names a part, not a range of items.
@@ -15,8 +15,6 @@ use burn::tensor::backend::Backend;
 
 use mocoop_data::{BatchPart, EpochIter, ImageBatch, Item, Loader, LoaderConfig};
 
-use crate::monitor::Monitor;
-
 /// Epochs of a [`Loader`] for burn-train.
 #[derive(Clone)]
 pub struct EpochLoader<B: Backend> {
@@ -24,9 +22,28 @@ pub struct EpochLoader<B: Backend> {
     device: B::Device,
     cursor: EpochCursor,
     devices: usize,
-    monitor: Option<Monitor>,
-    error: Arc<Mutex<Option<String>>>,
+    errors: DataErrors,
     skipped: SkippedImages,
+}
+
+/// The first data error of one or more loaders, shared between them and the training loop,
+/// which stops at it.
+#[derive(Debug, Clone, Default)]
+pub struct DataErrors(Arc<Mutex<Option<String>>>);
+
+impl DataErrors {
+    /// The first error recorded, if any.
+    pub fn first(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records `message` unless an error came first.
+    fn record(&self, message: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(message);
+    }
 }
 
 /// Which epoch a training loader's next `iter` call yields, and from which of its batches: every
@@ -94,22 +111,20 @@ impl SkippedImages {
 }
 
 impl<B: Backend> EpochLoader<B> {
-    /// Batches of `items` on `device`; a data error is recorded in `monitor` (which stops
-    /// training) as well as in [`Self::error`].
+    /// Batches of `items` on `device`; a data error is recorded in `errors`.
     pub fn new(
         dataset: &str,
         items: Vec<Item>,
         config: LoaderConfig,
         device: B::Device,
-        monitor: Option<Monitor>,
+        errors: DataErrors,
     ) -> Self {
         Self {
             loader: Loader::new(dataset, items, config),
             device,
             cursor: EpochCursor::default(),
             devices: 1,
-            monitor,
-            error: Arc::new(Mutex::new(None)),
+            errors,
             skipped: SkippedImages::default(),
         }
     }
@@ -135,19 +150,13 @@ impl<B: Backend> EpochLoader<B> {
     pub fn num_batches(&self) -> usize {
         self.loader.num_batches()
     }
-
-    /// The first data error, if any.
-    pub fn error(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
 }
 
 struct EpochIterator<B: Backend> {
     inner: EpochIter<B>,
     processed: usize,
     total: usize,
-    monitor: Option<Monitor>,
-    error: Arc<Mutex<Option<String>>>,
+    errors: DataErrors,
     skipped: SkippedImages,
 }
 
@@ -165,14 +174,7 @@ impl<B: Backend> Iterator for EpochIterator<B> {
                 Some(batch)
             }
             Err(e) => {
-                let message = e.to_string();
-                self.error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(message.clone());
-                if let Some(m) = &self.monitor {
-                    m.fail(message);
-                }
+                self.errors.record(e.to_string());
                 None
             }
         }
@@ -195,8 +197,7 @@ impl<B: Backend> DataLoader<B, ImageBatch<B>> for EpochLoader<B> {
             inner: self.loader.epoch_from::<B>(epoch, first, &self.device),
             processed: self.loader.images_before(first),
             total: self.loader.images_before(usize::MAX),
-            monitor: self.monitor.clone(),
-            error: self.error.clone(),
+            errors: self.errors.clone(),
             skipped: self.skipped.clone(),
         })
     }

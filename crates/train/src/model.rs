@@ -20,8 +20,8 @@ use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_data::augment::derived_rng;
 
 use crate::config::{GatePrototypes, LossConfig, TextClasses};
+use crate::loss_scale::LossScale;
 use crate::losses;
-use crate::monitor::Monitor;
 
 /// Separates the router-noise draws from the data crate's other uses of `derived_rng`.
 const NOISE_STREAM: u64 = 0x6e6f_6973;
@@ -76,6 +76,17 @@ pub struct StepSettings {
     pub encode_all_experts: bool,
 }
 
+/// What the optimiser step advances, carried with the model (a value, not shared state) so that
+/// every device's copy of a step sees the same: the steps taken, which seed the router noise, and
+/// the dynamic loss scale of f16 training.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepState {
+    /// Optimiser steps taken (a resumed run starts from its checkpoint's).
+    pub steps: u64,
+    /// The factor the loss is multiplied by before the backward pass, when scaling is on.
+    pub loss_scale: Option<LossScale>,
+}
+
 /// What one forward pass produces.
 #[derive(Debug, Clone)]
 pub struct StepTerms<B: Backend> {
@@ -116,9 +127,9 @@ pub struct MocoopModel<B: Backend> {
     /// Settings.
     #[module(skip)]
     pub settings: StepSettings,
-    /// Shared training state (step counter, statistics, checkpoints, NaN stop).
+    /// Where training stands.
     #[module(skip)]
-    pub monitor: Monitor,
+    pub state: StepState,
 }
 
 /// Sets `require_grad` of a LayerNorm's parameters.
@@ -274,7 +285,7 @@ impl<B: Backend> MocoopModel<B> {
                 cached_features: false,
                 encode_all_experts: false,
             },
-            monitor: Monitor::default(),
+            state: StepState::default(),
         })
     }
 

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::checkpoint::{self, Checkpoint};
+use crate::journal::EpochSums;
 use crate::loss_scale::LossScale;
 use crate::model::{MocoopModel, visual_ln_params};
-use crate::monitor::EpochSums;
 
 /// Name of the byte tensor holding the optimiser state.
 pub const OPTIMIZER_BLOB: &str = "state.optimizer";
@@ -80,18 +80,6 @@ pub fn param_ids<B: Backend>(model: &MocoopModel<B>, ln_tuning: bool) -> Vec<(St
         );
     }
     ids
-}
-
-/// The optimiser's state as bytes (MessagePack of its record at full precision).
-pub fn optimizer_bytes<M, B, O>(optim: &O) -> Result<Vec<u8>, String>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-    O: Optimizer<M, B>,
-{
-    NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-        .record(optim.to_record(), ())
-        .map_err(|e| format!("saving the optimiser state: {e}"))
 }
 
 /// Loads saved optimiser state into `optim`, moving each parameter's state from the id it had when

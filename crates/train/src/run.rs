@@ -102,7 +102,7 @@ pub fn create(run: &Path, config: &TrainConfig, overwrite: bool) -> Result<(), T
 
 /// Removes what a run writes while it trains (checkpoints, logs, results), keeping `config.json`.
 pub fn clear_outputs(run: &Path) {
-    for name in [CHECKPOINT_FILE, RESULTS_FILE, crate::monitor::METRICS_FILE] {
+    for name in [CHECKPOINT_FILE, RESULTS_FILE, crate::journal::METRICS_FILE] {
         let _ = std::fs::remove_file(run.join(name));
     }
     for dir in [crate::resume::CHECKPOINT_DIR, "train", "valid"] {

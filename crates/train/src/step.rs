@@ -12,8 +12,7 @@ use mocoop_model::clip::{cpu_parts, l2_normalize, tracks_gradients};
 
 use crate::image_parts::ImageParts;
 use crate::losses;
-use crate::model::{MocoopModel, StepTerms};
-use crate::resume;
+use crate::model::{MocoopModel, StepState, StepTerms};
 
 /// What a step reports, already on the host (one small read-back per step).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +30,11 @@ impl MocoopOutput {
     /// A reported value by key.
     pub fn value(&self, key: &str) -> Option<f64> {
         self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// Whether the step's loss is finite (a step whose loss is not stops training unapplied).
+    pub fn loss_is_finite(&self) -> bool {
+        self.value("loss").is_some_and(f64::is_finite)
     }
 }
 
@@ -198,21 +202,20 @@ fn unscale<B: Backend>(
 
 impl<B: AutodiffBackend> MocoopModel<B> {
     /// Forward, read-back and backward of one training step; `None` gradients when the loss is
-    /// not finite (the step is then skipped and training stops).
+    /// not finite (the training loop then stops without applying the step).
     ///
     /// The loss is weighted by the batch's [`ImageBatch::share`] before the backward pass, so that
     /// the gradients of a step split across devices sum to those of the whole batch.
     pub fn train_step(&self, batch: ImageBatch<B>) -> (MocoopOutput, Option<GradientsParams>) {
-        let step = self.monitor.steps() as u64;
-        let noise = self.router_noise(step, &batch.indices, &batch.images.device());
+        let noise = self.router_noise(self.state.steps, &batch.indices, &batch.images.device());
         let (features, parts) = self.step_features(batch.images);
         let terms = self.forward_features(features, batch.labels.clone(), noise, true);
         let mut output = host_output(&terms, batch.labels, self.mixture.config().top_k);
-        let loss_scale = self.monitor.loss_scale();
+        let loss_scale = self.state.loss_scale;
         if let Some(s) = loss_scale {
             output.values.push(("loss_scale", f64::from(s.scale)));
         }
-        if !self.monitor.record_train(&output) {
+        if !output.loss_is_finite() {
             return (output, None);
         }
         let factor = batch.share * loss_scale.map_or(1.0, |s| s.scale);
@@ -251,30 +254,29 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     /// Applies gradients: unscaling (f16 runs: a step whose gradients are not finite is skipped
     /// and the loss scale lowered), global-norm clipping over every trainable gradient, then SGD on the
     /// prompts/router/bias at `lr` and on the image LayerNorms at `lr × ln_lr_scale` (the same
-    /// optimiser, stepped twice with disjoint gradients; its state is kept per parameter), then
-    /// the monitor's end-of-step bookkeeping (epoch checkpoints with the optimiser state).
+    /// optimiser, stepped twice with disjoint gradients; its state is kept per parameter). Counts
+    /// the step in [`MocoopModel::state`].
     ///
     /// `BB` is the optimiser's backend: burn-train's [`TrainStep::optimize`] names it separately
     /// from `B`, though they are the same.
-    pub fn apply_grads<BB, O>(self, optim: &mut O, lr: f64, mut grads: GradientsParams) -> Self
+    pub fn apply_grads<BB, O>(mut self, optim: &mut O, lr: f64, mut grads: GradientsParams) -> Self
     where
         BB: AutodiffBackend,
         O: Optimizer<Self, BB>,
         Self: AutodiffModule<BB>,
     {
-        let monitor = self.monitor.clone();
-        if monitor.failed() {
-            // Another device's share of this step had a non-finite loss: apply nothing.
-            grads = GradientsParams::new();
-        }
         let (one, two) = self.trainable_ids();
-        if let Some(s) = monitor.loss_scale()
+        if let Some(scale) = &mut self.state.loss_scale
             && !grads.is_empty()
         {
-            let finite = unscale::<B::InnerBackend>(&mut grads, &one, &two, s.scale);
-            monitor.update_loss_scale(finite);
+            let finite = unscale::<B::InnerBackend>(&mut grads, &one, &two, scale.scale);
+            scale.update(finite);
         }
-        let model = if grads.is_empty() {
+        let state = StepState {
+            steps: self.state.steps + 1,
+            ..self.state
+        };
+        let mut model = if grads.is_empty() {
             self
         } else {
             if let Some(max_norm) = self.settings.clip_norm {
@@ -293,7 +295,7 @@ impl<B: AutodiffBackend> MocoopModel<B> {
             }
             model
         };
-        monitor.after_update(&model, lr, || resume::optimizer_bytes(optim));
+        model.state = state;
         model
     }
 }

@@ -8,29 +8,33 @@ use std::sync::atomic::AtomicBool;
 use burn::data::dataloader::DataLoader;
 use burn::module::AutodiffModule;
 use burn::optim::SgdConfig;
+use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::momentum::MomentumConfig;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::{ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining};
+use burn::train::{Learner, LearningComponentsMarker, SupervisedTraining, TrainingStrategy};
 
-use mocoop_data::{ImageBatch, LoaderConfig};
+use mocoop_data::{Dataset, ImageBatch, LoaderConfig};
 use mocoop_model::Clip;
 use mocoop_model::prompt::TextShard;
+use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 
 use crate::config::{Method, OptimConfig, TrainConfig, epoch_lr};
-use crate::data::{EpochCursor, EpochLoader};
+use crate::data::{DataErrors, EpochCursor, EpochLoader, SkippedImages};
 use crate::eval::{EvalTarget, TrainedRun, evaluate_run, template_groups, training_data};
 use crate::features::{FeatureCache, FeatureLoader};
+use crate::journal::{self, EpochRecord, Journal};
 use crate::loss_scale::LossScale;
 use crate::metrics::{ExpertLoadMetric, LrMetric, ValueMetric};
-use crate::model::{ClassSetup, MocoopModel};
-use crate::monitor::{EpochRecord, METRICS_FILE, Monitor, RunSink};
+use crate::model::{ClassSetup, MocoopModel, StepState};
 use crate::renderer::BarRenderer;
 use crate::resume::{self, ResumePoint};
 use crate::run::{self, RunResults};
+use crate::run_loop::{Outcome, RunLoop, RunState};
+use crate::saver::CheckpointSaver;
 use crate::{TrainError, checkpoint};
 
 /// The epoch-wise schedule as a burn `LrScheduler` (stepped once per iteration by the learner;
@@ -217,7 +221,9 @@ pub fn resume<B: AutodiffBackend>(
     fit(config, clip, tokenizer, run, options, devices, true)
 }
 
-/// [`train`] (a new run) or [`resume`] (`resuming`).
+/// [`train`] (a new run) or [`resume`] (`resuming`), in stages: checks, the model, the device
+/// split, the loaders, the optimiser, the resume point, the loop, the final checkpoint and the
+/// evaluation.
 fn fit<B: AutodiffBackend>(
     config: TrainConfig,
     clip: Clip<B>,
@@ -237,6 +243,104 @@ fn fit<B: AutodiffBackend>(
     let clip = clip.with_precision(config.precision);
     let (dataset, note) = training_data(&config.data)?;
     let mut notes: Vec<String> = note.into_iter().collect();
+    let groups = checked_groups(&config)?;
+    if !resuming {
+        run::create(out, &config, options.overwrite)?;
+    }
+    if config.method == Method::ZeroShot {
+        return zero_shot(config, clip.valid(), tokenizer, out, options, device, notes);
+    }
+    let mut model = build_model(&config, clip, tokenizer, &groups, &dataset, options, device)?;
+    let iters = iterations(&config, &dataset)?;
+    let parts = split_devices(&mut model, options.split, devices, &mut notes);
+    if parts > config.data.batch_size.min(dataset.train.len()) {
+        return Err(TrainError::Config(format!(
+            "{parts} devices need a batch size and a training set of at least {parts} images \
+             each (batch size {}, {} training images)",
+            config.data.batch_size,
+            dataset.train.len()
+        )));
+    }
+    let errors = DataErrors::default();
+    let loaders = build_loaders(
+        &config, &dataset, &mut model, parts, options, device, &errors,
+    )?;
+    let start = Start {
+        model,
+        optim: optimiser::<B>(&config.optim),
+        schedule: EpochSchedule::new(config.optim.clone(), iters),
+        journal: Journal::new(iters),
+        saved: Vec::new(),
+    };
+    let start = if resuming {
+        resume_point(
+            start,
+            &config,
+            out,
+            &loaders.train,
+            options.quiet,
+            &mut notes,
+            device,
+        )?
+    } else {
+        start
+    };
+    let loop_devices = if parts > 1 {
+        devices.to_vec()
+    } else {
+        vec![device.clone()]
+    };
+    let skipped = loaders.skipped.clone();
+    let (model, state) = run_epochs(&config, out, options, start, loaders, loop_devices, errors);
+    let state = stopped(state, out)?;
+
+    let tensors = checkpoint::trainable_tensors(&model.clip, &model.mixture, config.ln_tuning);
+    let mut metadata = checkpoint_metadata(&config);
+    metadata.insert("epoch".into(), config.optim.epochs.to_string());
+    checkpoint::write(&run::checkpoint_path(out), &tensors, &[], metadata)?;
+
+    let results = if options.evaluate {
+        let trained = TrainedRun {
+            config: config.clone(),
+            clip: model.clip,
+            mixture: Some(model.mixture),
+            dir: out.to_path_buf(),
+        };
+        let results = evaluate_run(&trained, tokenizer, &eval_target(&config, options), device)?;
+        run::write_json(&out.join(run::RESULTS_FILE), &results)?;
+        Some(results)
+    } else {
+        None
+    };
+    notes.extend(skipped_note(&skipped));
+    if let Some(scale) = model.state.loss_scale.filter(|s| s.skipped > 0) {
+        notes.push(format!(
+            "f16: {} step(s) skipped for overflowing gradients while the loss scale came down \
+             (now {})",
+            scale.skipped, scale.scale
+        ));
+    }
+    Ok(TrainReport {
+        run: out.to_path_buf(),
+        steps: state.journal.step,
+        epochs: state.journal.epochs,
+        results,
+        notes,
+    })
+}
+
+/// What to evaluate a finished run on: its own test split(s).
+fn eval_target(config: &TrainConfig, options: &TrainOptions) -> EvalTarget {
+    EvalTarget {
+        dataset: None,
+        split: None,
+        batch_size: options.eval_batch_size,
+        workers: config.data.workers,
+    }
+}
+
+/// The run's template groups, one per expert for MoCoOp.
+fn checked_groups(config: &TrainConfig) -> Result<TemplateGroups, TrainError> {
     let groups = template_groups(config.data.groups_file.as_deref(), &config.data.dataset)?;
     if config.method == Method::Mocoop && groups.groups().len() != config.mixture.num_experts() {
         return Err(TrainError::Config(format!(
@@ -246,40 +350,52 @@ fn fit<B: AutodiffBackend>(
             groups.groups().len()
         )));
     }
-    if !resuming {
-        run::create(out, &config, options.overwrite)?;
-    }
-    let target = EvalTarget {
-        dataset: None,
-        split: None,
-        batch_size: options.eval_batch_size,
-        workers: config.data.workers,
+    Ok(groups)
+}
+
+/// A zero-shot "run": nothing trains; it is evaluated when asked.
+fn zero_shot<B: Backend>(
+    config: TrainConfig,
+    clip: Clip<B>,
+    tokenizer: &ClipTokenizer,
+    out: &Path,
+    options: &TrainOptions,
+    device: &B::Device,
+    notes: Vec<String>,
+) -> Result<TrainReport, TrainError> {
+    let target = eval_target(&config, options);
+    let trained = TrainedRun {
+        config,
+        clip,
+        mixture: None,
+        dir: out.to_path_buf(),
     };
+    let results = if options.evaluate {
+        let results = evaluate_run(&trained, tokenizer, &target, device)?;
+        run::write_json(&out.join(run::RESULTS_FILE), &results)?;
+        Some(results)
+    } else {
+        None
+    };
+    Ok(TrainReport {
+        run: out.to_path_buf(),
+        steps: 0,
+        epochs: Vec::new(),
+        results,
+        notes,
+    })
+}
 
-    if config.method == Method::ZeroShot {
-        let trained = TrainedRun {
-            config: config.clone(),
-            clip: clip.valid(),
-            mixture: None,
-            dir: out.to_path_buf(),
-        };
-        let results = if options.evaluate {
-            let results = evaluate_run(&trained, tokenizer, &target, device)?;
-            run::write_json(&out.join(run::RESULTS_FILE), &results)?;
-            Some(results)
-        } else {
-            None
-        };
-        return Ok(TrainReport {
-            run: out.to_path_buf(),
-            steps: 0,
-            epochs: Vec::new(),
-            results,
-            notes,
-        });
-    }
-
-    let size = clip.config().vision.image_size as u32;
+/// The model to train, with the run's step settings.
+fn build_model<B: AutodiffBackend>(
+    config: &TrainConfig,
+    clip: Clip<B>,
+    tokenizer: &ClipTokenizer,
+    groups: &TemplateGroups,
+    dataset: &Dataset,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<MocoopModel<B>, TrainError> {
     let classes = ClassSetup {
         train: dataset.classnames.clone(),
         reference: dataset.all_classnames.clone(),
@@ -300,67 +416,81 @@ fn fit<B: AutodiffBackend>(
     model.settings.ln_lr_scale = config.optim.ln_lr_scale;
     model.settings.noise_seed = config.data.seed;
     model.settings.encode_all_experts = options.encode_all_experts;
+    if config.precision.needs_loss_scaling() {
+        model.state.loss_scale = Some(LossScale::default());
+    }
+    Ok(model)
+}
 
+/// Steps per epoch.
+fn iterations(config: &TrainConfig, dataset: &Dataset) -> Result<usize, TrainError> {
+    let iters = dataset.train.len().div_ceil(config.data.batch_size);
+    if iters == 0 {
+        return Err(TrainError::Config(format!(
+            "dataset '{}' has no training images",
+            config.data.dataset
+        )));
+    }
+    Ok(iters)
+}
+
+/// Shares the steps between `devices`: returns how many parts each batch is cut into (1 when
+/// the prompts, not the batches, are split by class).
+fn split_devices<B: AutodiffBackend>(
+    model: &mut MocoopModel<B>,
+    split: DeviceSplit,
+    devices: &[B::Device],
+    notes: &mut Vec<String>,
+) -> usize {
+    if split == DeviceSplit::Batch {
+        return devices.len();
+    }
+    model.split_text(devices);
+    let rows = model.prompts.rows();
+    let shards = &model.text_shards;
+    let shares: Vec<String> = std::iter::once(TextShard::first_device_rows(shards, rows))
+        .chain(shards.iter().map(TextShard::rows))
+        .map(|n| n.to_string())
+        .collect();
+    notes.push(if shares.len() > 1 {
+        format!(
+            "each step's {rows} prompts were encoded on {} devices, in shares of {} prompts \
+             (about equal in tokens)",
+            shares.len(),
+            shares.join(", ")
+        )
+    } else {
+        "the prompts were not split by class: there was one device".to_string()
+    });
+    1
+}
+
+/// The loaders of a run.
+struct Loaders<B: AutodiffBackend> {
+    train: TrainLoader<B>,
+    valid: EpochLoader<B::InnerBackend>,
+    skipped: SkippedImages,
+}
+
+/// The training loader (images, or cached features, which are computed here) cut into `parts`
+/// per batch, and the validation loader (empty unless the run validates).
+fn build_loaders<B: AutodiffBackend>(
+    config: &TrainConfig,
+    dataset: &Dataset,
+    model: &mut MocoopModel<B>,
+    parts: usize,
+    options: &TrainOptions,
+    device: &B::Device,
+    errors: &DataErrors,
+) -> Result<Loaders<B>, TrainError> {
     let data = &config.data;
+    let size = model.clip.config().vision.image_size as u32;
     let train_config = LoaderConfig {
         workers: data.workers,
         skip_bad_images: data.skip_bad_images,
         ..LoaderConfig::train(size, data.batch_size, data.seed)
     };
-    let iters = dataset.train.len().div_ceil(data.batch_size);
-    if iters == 0 {
-        return Err(TrainError::Config(format!(
-            "dataset '{}' has no training images",
-            data.dataset
-        )));
-    }
-    let parts = match options.split {
-        DeviceSplit::Batch => devices.len(),
-        DeviceSplit::Classes => {
-            model.split_text(devices);
-            let rows = model.prompts.rows();
-            let shards = &model.text_shards;
-            let shares: Vec<String> = std::iter::once(TextShard::first_device_rows(shards, rows))
-                .chain(shards.iter().map(TextShard::rows))
-                .map(|n| n.to_string())
-                .collect();
-            notes.push(if shares.len() > 1 {
-                format!(
-                    "each step's {rows} prompts were encoded on {} devices, in shares of {} \
-                     prompts (about equal in tokens)",
-                    shares.len(),
-                    shares.join(", ")
-                )
-            } else {
-                "the prompts were not split by class: there was one device".to_string()
-            });
-            1
-        }
-    };
-    if parts > data.batch_size.min(dataset.train.len()) {
-        return Err(TrainError::Config(format!(
-            "{parts} devices need a batch size and a training set of at least {parts} images \
-             each (batch size {}, {} training images)",
-            data.batch_size,
-            dataset.train.len()
-        )));
-    }
-    let interrupter = Interrupter::new();
-    let sink = RunSink {
-        dir: out.to_path_buf(),
-        ln_tuning: config.ln_tuning,
-        metadata: checkpoint_metadata(&config),
-        keep: options.keep_checkpoints,
-    };
-    let monitor = Monitor::new(iters, Some(interrupter.clone()), Some(sink));
-    if config.precision.needs_loss_scaling() {
-        monitor.scale_loss(LossScale::default());
-    }
-    if let Some(stop) = &options.stop {
-        monitor.stop_when(stop.clone());
-    }
-    model.monitor = monitor.clone();
-    let (train_loader, skipped) = if config.cached_views > 0 {
+    let (train, skipped) = if config.cached_views > 0 {
         let (cache, skipped) = FeatureCache::compute(
             &model.clip.valid(),
             &data.dataset,
@@ -376,22 +506,17 @@ fn fit<B: AutodiffBackend>(
             views: cache.views,
         };
         model.settings.cached_features = true;
-        let loader = FeatureLoader::new(
-            &data.dataset,
-            dataset.train.clone(),
-            train_config,
-            cache,
-            device.clone(),
-        )
-        .split_across(parts);
-        (TrainLoader::Features(loader), skipped)
+        let items = dataset.train.clone();
+        let loader = FeatureLoader::new(&data.dataset, items, train_config, cache, device.clone());
+        (TrainLoader::Features(loader.split_across(parts)), skipped)
     } else {
+        let items = dataset.train.clone();
         let loader = EpochLoader::<B>::new(
             &data.dataset,
-            dataset.train.clone(),
+            items,
             train_config,
             device.clone(),
-            Some(monitor.clone()),
+            errors.clone(),
         )
         .split_across(parts);
         let skipped = loader.skipped();
@@ -406,71 +531,164 @@ fn fit<B: AutodiffBackend>(
         workers: data.workers,
         ..LoaderConfig::test(size, options.eval_batch_size.max(1))
     };
-    let valid_loader = EpochLoader::<B::InnerBackend>::new(
+    let valid = EpochLoader::new(
         &data.dataset,
         valid_items,
         valid_config,
         device.clone(),
-        Some(monitor.clone()),
+        errors.clone(),
     );
+    Ok(Loaders {
+        train,
+        valid,
+        skipped,
+    })
+}
 
-    let mut optim = SgdConfig::new()
+/// burn's SGD over the model, as the run's optimiser.
+type Sgd<B> =
+    OptimizerAdaptor<burn::optim::Sgd<<B as AutodiffBackend>::InnerBackend>, MocoopModel<B>, B>;
+
+/// SGD with PyTorch's momentum (no dampening) and L2 weight decay.
+fn optimiser<B: AutodiffBackend>(optim: &OptimConfig) -> Sgd<B> {
+    SgdConfig::new()
         .with_momentum(Some(MomentumConfig {
-            momentum: config.optim.momentum,
+            momentum: optim.momentum,
             dampening: 0.0,
             nesterov: false,
         }))
         .with_weight_decay(Some(WeightDecayConfig {
-            penalty: config.optim.weight_decay,
+            penalty: optim.weight_decay,
         }))
-        .init::<B, MocoopModel<B>>();
-    let mut schedule = EpochSchedule::new(config.optim.clone(), iters);
-    let mut epochs_done = 0;
-    if resuming {
-        let scan = resume::scan(out)?;
-        for damaged in &scan.damaged {
-            eprintln!("warning: {damaged}");
-        }
-        match scan.latest {
-            Some(point) => {
-                let state = point.state.clone();
-                if state.iters_per_epoch != iters {
-                    return Err(TrainError::Checkpoint(format!(
-                        "{}: the run had {} steps per epoch, the data now gives {iters} (did the \
-                         dataset change?)",
-                        point.path.display(),
-                        state.iters_per_epoch
-                    )));
-                }
-                if !options.quiet {
-                    eprintln!(
-                        "resuming from {} (step {})",
-                        point.path.display(),
-                        state.step
-                    );
-                }
-                let ln_tuning = config.ln_tuning;
-                (model, optim) = restore(model, optim, point, ln_tuning, device)?;
-                schedule = schedule.after(state.step);
-                epochs_done = state.epochs_done();
-                let records = kept_epochs(out, epochs_done)?;
-                monitor.resume_from(&state, records, scan.intact);
-                train_loader
-                    .cursor()
-                    .start_at(epochs_done as u64, state.steps_into_epoch());
-            }
-            None => {
-                notes.push("no checkpoint to resume from: the run starts at step 1".into());
-                run::clear_outputs(out);
-            }
-        }
-    }
+        .init::<B, MocoopModel<B>>()
+}
 
-    let mut training = SupervisedTraining::new(out, train_loader.shared(), Arc::new(valid_loader))
-        .with_application_logger(None)
-        .with_interrupter(interrupter)
-        .num_epochs(config.optim.epochs)
-        .renderer(BarRenderer::new(options.quiet))
+/// Where the loop starts: the model, optimiser and schedule, the journal, and the checkpoints
+/// already on disk.
+struct Start<B: AutodiffBackend> {
+    model: MocoopModel<B>,
+    optim: Sgd<B>,
+    schedule: EpochSchedule,
+    journal: Journal,
+    saved: Vec<PathBuf>,
+}
+
+/// `start` moved to the run's newest intact checkpoint (none: the run starts over, its outputs
+/// cleared).
+fn resume_point<B: AutodiffBackend>(
+    start: Start<B>,
+    config: &TrainConfig,
+    out: &Path,
+    train: &TrainLoader<B>,
+    quiet: bool,
+    notes: &mut Vec<String>,
+    device: &B::Device,
+) -> Result<Start<B>, TrainError> {
+    let scan = resume::scan(out)?;
+    for damaged in &scan.damaged {
+        eprintln!("warning: {damaged}");
+    }
+    let Some(point) = scan.latest else {
+        notes.push("no checkpoint to resume from: the run starts at step 1".into());
+        run::clear_outputs(out);
+        return Ok(start);
+    };
+    let state = point.state.clone();
+    let iters = start.journal.iters_per_epoch;
+    if state.iters_per_epoch != iters {
+        return Err(TrainError::Checkpoint(format!(
+            "{}: the run had {} steps per epoch, the data now gives {iters} (did the dataset \
+             change?)",
+            point.path.display(),
+            state.iters_per_epoch
+        )));
+    }
+    if !quiet {
+        eprintln!(
+            "resuming from {} (step {})",
+            point.path.display(),
+            state.step
+        );
+    }
+    let (mut model, optim) = restore(start.model, start.optim, point, config.ln_tuning, device)?;
+    model.state = StepState {
+        steps: state.step as u64,
+        loss_scale: state.loss_scale.or(model.state.loss_scale),
+    };
+    let epochs_done = state.epochs_done();
+    train
+        .cursor()
+        .start_at(epochs_done as u64, state.steps_into_epoch());
+    let journal = Journal {
+        iters_per_epoch: iters,
+        step: state.step,
+        sums: state.partial,
+        epochs: journal::kept_epochs(out, epochs_done)?,
+    };
+    Ok(Start {
+        model,
+        optim,
+        schedule: start.schedule.after(state.step),
+        journal,
+        saved: scan.intact,
+    })
+}
+
+/// Runs the epochs left through burn-train (its learner, metrics and display) with this crate's
+/// loop; returns the trained model and the loop's state.
+fn run_epochs<B: AutodiffBackend>(
+    config: &TrainConfig,
+    out: &Path,
+    options: &TrainOptions,
+    start: Start<B>,
+    loaders: Loaders<B>,
+    devices: Vec<B::Device>,
+    errors: DataErrors,
+) -> (MocoopModel<B::InnerBackend>, RunState) {
+    let epochs_done = start.journal.epochs_done();
+    let saver = CheckpointSaver::new(
+        out,
+        config.ln_tuning,
+        checkpoint_metadata(config),
+        options.keep_checkpoints,
+        start.saved,
+    );
+    let run_loop = Arc::new(RunLoop::new(
+        devices,
+        start.journal,
+        saver,
+        options.stop.clone(),
+        errors,
+    ));
+    if epochs_done >= config.optim.epochs {
+        return (start.model.valid(), run_loop.finish());
+    }
+    let mut training = metrics(
+        SupervisedTraining::new(out, loaders.train.shared(), Arc::new(loaders.valid)),
+        config,
+    )
+    .with_application_logger(None)
+    .num_epochs(config.optim.epochs)
+    .renderer(BarRenderer::new(options.quiet))
+    .with_training_strategy(TrainingStrategy::Custom(run_loop.clone()));
+    if epochs_done > 0 {
+        training = training.checkpoint(epochs_done);
+    }
+    let result = training.launch(Learner::new(start.model, start.optim, start.schedule));
+    drop(result.renderer);
+    (result.model, run_loop.finish())
+}
+
+/// The learning components of a run.
+type Components<B> = LearningComponentsMarker<B, EpochSchedule, MocoopModel<B>, Sgd<B>>;
+
+/// Registers the metrics burn-train shows: the loss and each weighted term, accuracy, the
+/// learning rate, the router's entropy and loads, and the validation loss and accuracy.
+fn metrics<B: AutodiffBackend>(
+    training: SupervisedTraining<Components<B>>,
+    config: &TrainConfig,
+) -> SupervisedTraining<Components<B>> {
+    let mut training = training
         .metric_train_numeric(ValueMetric::new("Loss", "loss"))
         .metric_train_numeric(ValueMetric::new("CE", "ce"))
         .metric_train_numeric(ValueMetric::accuracy())
@@ -496,100 +714,60 @@ fn fit<B: AutodiffBackend>(
             .metric_valid_numeric(ValueMetric::new("Loss", "loss"))
             .metric_valid_numeric(ValueMetric::accuracy());
     }
-    if epochs_done > 0 {
-        training = training.checkpoint(epochs_done);
-    }
-    if parts > 1 {
-        let strategy =
-            ExecutionStrategy::multi(devices.to_vec(), MultiDeviceOptim::OptimMainDevice);
-        training = training.with_training_strategy(strategy.into());
-    }
-    let model = if epochs_done >= config.optim.epochs {
-        model.valid()
-    } else {
-        let result = training.launch(Learner::new(model, optim, schedule));
-        drop(result.renderer);
-        result.model
-    };
+    training
+}
 
-    if let Some(bad) = monitor.non_finite() {
-        let kept = match monitor.last_checkpoint() {
-            Some(path) => {
-                let _ = std::fs::copy(&path, run::checkpoint_path(out));
-                format!("the last good checkpoint is {}", path.display())
-            }
-            None => "no epoch finished, so there is no checkpoint".to_string(),
-        };
-        let terms = bad
-            .values
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(TrainError::NonFinite {
-            step: bad.step,
-            epoch: bad.epoch,
-            terms,
-            kept,
-        });
-    }
-    if let Some(error) = monitor.error() {
-        return Err(TrainError::Run(format!("training stopped: {error}")));
-    }
-    if let Some(stopped) = monitor.interrupted() {
-        return Err(TrainError::Interrupted {
-            step: stopped.step,
-            checkpoint: stopped
-                .checkpoint
+/// The loop's state if it trained every epoch; otherwise the error saying why it stopped (after
+/// a non-finite loss, the last good checkpoint becomes the run's final one).
+fn stopped(state: RunState, out: &Path) -> Result<RunState, TrainError> {
+    match state.outcome {
+        Outcome::Finished => Ok(state),
+        Outcome::NonFinite(bad) => {
+            let kept = match state.saver.last() {
+                Some(path) => {
+                    let _ = std::fs::copy(path, run::checkpoint_path(out));
+                    format!("the last good checkpoint is {}", path.display())
+                }
+                None => "no epoch finished, so there is no checkpoint".to_string(),
+            };
+            let terms = bad
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Err(TrainError::NonFinite {
+                step: bad.step,
+                epoch: bad.epoch,
+                terms,
+                kept,
+            })
+        }
+        Outcome::Failed(error) => Err(TrainError::Run(format!("training stopped: {error}"))),
+        Outcome::Interrupted { step, checkpoint } => Err(TrainError::Interrupted {
+            step,
+            checkpoint: checkpoint
                 .map_or_else(|| "no checkpoint".into(), |p| p.display().to_string()),
             run: out.display().to_string(),
-        });
+        }),
     }
+}
 
-    let tensors = checkpoint::trainable_tensors(&model.clip, &model.mixture, config.ln_tuning);
-    let mut metadata = checkpoint_metadata(&config);
-    metadata.insert("epoch".into(), config.optim.epochs.to_string());
-    checkpoint::write(&run::checkpoint_path(out), &tensors, &[], metadata)?;
-
-    let results = if options.evaluate {
-        let trained = TrainedRun {
-            config: config.clone(),
-            clip: model.clip,
-            mixture: Some(model.mixture),
-            dir: out.to_path_buf(),
-        };
-        let results = evaluate_run(&trained, tokenizer, &target, device)?;
-        run::write_json(&out.join(run::RESULTS_FILE), &results)?;
-        Some(results)
-    } else {
-        None
-    };
+/// The note listing the training images left out as unreadable, if any.
+fn skipped_note(skipped: &SkippedImages) -> Option<String> {
     let skipped = skipped.list();
-    if !skipped.is_empty() {
-        let listed: Vec<String> = skipped
-            .iter()
-            .map(|(path, why)| format!("  {}: {why}", path.display()))
-            .collect();
-        notes.push(format!(
-            "skipped {} unreadable training image(s) (--skip-bad-images):\n{}",
-            skipped.len(),
-            listed.join("\n")
-        ));
+    if skipped.is_empty() {
+        return None;
     }
-    if let Some(scale) = monitor.loss_scale().filter(|s| s.skipped > 0) {
-        notes.push(format!(
-            "f16: {} step(s) skipped for overflowing gradients while the loss scale came down \
-             (now {})",
-            scale.skipped, scale.scale
-        ));
-    }
-    Ok(TrainReport {
-        run: out.to_path_buf(),
-        steps: monitor.steps(),
-        epochs: monitor.epochs(),
-        results,
-        notes,
-    })
+    let listed: Vec<String> = skipped
+        .iter()
+        .map(|(path, why)| format!("  {}: {why}", path.display()))
+        .collect();
+    Some(format!(
+        "skipped {} unreadable training image(s) (--skip-bad-images):\n{}",
+        skipped.len(),
+        listed.join("\n")
+    ))
 }
 
 /// The report of a run that already finished (intact final checkpoint and results), or `None`.
@@ -614,7 +792,7 @@ fn finished(
     } else {
         None
     };
-    let epochs = kept_epochs(run, config.optim.epochs)?;
+    let epochs = journal::kept_epochs(run, config.optim.epochs)?;
     Ok(Some(TrainReport {
         run: run.to_path_buf(),
         steps: 0,
@@ -659,32 +837,4 @@ where
     let optim = resume::restore_optimizer(optim, bytes, &point.state.param_ids, &ids, device)
         .map_err(|e| TrainError::Checkpoint(format!("{path}: {e}")))?;
     Ok((model, optim))
-}
-
-/// The records of epochs `1..=epochs` in `metrics.jsonl`; the file is rewritten without later (or
-/// unreadable, e.g. half-written) lines, so that a resumed run appends to a clean log.
-fn kept_epochs(run: &Path, epochs: usize) -> Result<Vec<EpochRecord>, TrainError> {
-    let path = run.join(METRICS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(TrainError::io(&path, e)),
-    };
-    let mut by_epoch = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        if let Ok(record) = serde_json::from_str::<EpochRecord>(line)
-            && record.epoch <= epochs
-        {
-            by_epoch.insert(record.epoch, (line.to_string(), record));
-        }
-    }
-    let kept: String = by_epoch
-        .values()
-        .map(|(line, _)| format!("{line}\n"))
-        .collect();
-    if kept != text {
-        mocoop_model::atomic::write_atomic(&path, kept.as_bytes())
-            .map_err(|e| TrainError::io(&path, e))?;
-    }
-    Ok(by_epoch.into_values().map(|(_, r)| r).collect())
 }

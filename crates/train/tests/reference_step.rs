@@ -46,13 +46,13 @@ fn coop_step_in_bf16_stays_near_pytorch() {
 
 #[test]
 fn an_overflowing_f16_step_is_skipped_and_the_loss_scale_lowered() {
-    let (model, _, batch) = setup::<B>("mocoop", Precision::F16, &Default::default());
+    let (mut model, _, batch) = setup::<B>("mocoop", Precision::F16, &Default::default());
     // A scale that overflows f32: the scaled loss and its gradients are infinite.
     let huge = LossScale {
         scale: 2f32.powi(127),
         ..LossScale::default()
     };
-    model.monitor.scale_loss(huge);
+    model.state.loss_scale = Some(huge);
     let before = named_params(&model);
     let mut optim = SgdConfig::new().init::<B, MocoopModel<B>>();
     let (output, grads) = model.train_step(batch());
@@ -60,7 +60,7 @@ fn an_overflowing_f16_step_is_skipped_and_the_loss_scale_lowered() {
         output.value("loss").unwrap().is_finite(),
         "the loss itself is finite"
     );
-    let model = model.apply_grads(
+    let mut model = model.apply_grads(
         &mut optim,
         0.1,
         grads.expect("a finite loss gives gradients"),
@@ -69,10 +69,10 @@ fn an_overflowing_f16_step_is_skipped_and_the_loss_scale_lowered() {
     for ((name, _, a, _), (_, _, b, _)) in before.iter().zip(&after) {
         assert_eq!(a, b, "{name} changed in a skipped step");
     }
-    let state = model.monitor.loss_scale().unwrap();
+    let state = model.state.loss_scale.unwrap();
     assert_eq!((state.scale, state.skipped), (2f32.powi(126), 1));
     // Once the scale is back in range, the next step trains.
-    model.monitor.scale_loss(IN_RANGE);
+    model.state.loss_scale = Some(IN_RANGE);
     let (_, grads) = model.train_step(batch());
     let model = model.apply_grads(&mut optim, 0.1, grads.unwrap());
     assert_ne!(
@@ -80,5 +80,9 @@ fn an_overflowing_f16_step_is_skipped_and_the_loss_scale_lowered() {
         before[0].2,
         "a finite step updates"
     );
-    assert_eq!(model.monitor.loss_scale().unwrap().good_steps, 1);
+    assert_eq!(model.state.loss_scale.unwrap().good_steps, 1);
+    assert_eq!(
+        model.state.steps, 2,
+        "both steps are counted, the skipped one too"
+    );
 }

@@ -187,7 +187,7 @@ fn training<B: AutodiffBackend>(
         device,
     )?;
     if schedule.precision.needs_loss_scaling() {
-        model.monitor.scale_loss(LossScale::default());
+        model.state.loss_scale = Some(LossScale::default());
     }
     let step_devices = match schedule.split {
         DeviceSplit::Batch => devices,

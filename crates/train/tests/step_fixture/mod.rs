@@ -244,7 +244,7 @@ pub fn setup<B: AutodiffBackend>(
     model.settings.clip_norm = Some(f("clip_norm"));
     model.settings.ln_lr_scale = cfg["ln_lr_scale"].as_f64().unwrap();
     if precision.needs_loss_scaling() {
-        model.monitor.scale_loss(IN_RANGE);
+        model.state.loss_scale = Some(IN_RANGE);
     }
 
     // The contexts start from the templates' token embeddings, as in the reference.
@@ -305,7 +305,7 @@ pub fn run_case<B: AutodiffBackend>(name: &str, precision: Precision, device: &B
     let router = cfg["router"].as_bool().unwrap();
     let ln_tuning = cfg["ln_tuning"].as_bool().unwrap();
     // Gradients come out of a step multiplied by the loss scale (the update divides it out).
-    let grad_scale = model.monitor.loss_scale().map_or(1.0, |s| s.scale);
+    let grad_scale = model.state.loss_scale.map_or(1.0, |s| s.scale);
 
     // Forward: logits, router, gates and every loss term.
     let b = batch();

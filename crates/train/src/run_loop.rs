@@ -1,0 +1,399 @@
+//! The training loop, which owns the run's I/O: burn-train's `Learner` stepped through the epochs
+//! by a [`SupervisedLearningStrategy`] of this crate (burn-train's extension point for the loop).
+//!
+//! burn-train's built-in strategies give no hook between steps, where this loop needs one: it
+//! stops on a non-finite loss before the step is applied (on every device's share), counts the
+//! steps and epoch averages ([`Journal`], `metrics.jsonl`), writes the resumable checkpoints
+//! ([`CheckpointSaver`]) at epoch ends and when the user stops the run (Ctrl-C), and stops on a
+//! data error. Metrics and the progress display still go through burn-train's event processor,
+//! data-parallel steps through its `MultiDevicesTrainStep`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use burn::data::dataloader::split::split_dataloader;
+use burn::data::dataloader::{DataLoaderIterator, Progress};
+use burn::module::AutodiffModule;
+use burn::optim::lr_scheduler::LrScheduler;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::store::EventStoreClient;
+use burn::train::train::MultiDevicesTrainStep;
+use burn::train::{
+    EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent,
+    LearningComponentsMarker, SupervisedLearningStrategy, SupervisedTrainingEventProcessor,
+    TrainLoader, TrainOutput, TrainingComponents, TrainingItem, ValidLoader,
+};
+
+use mocoop_data::ImageBatch;
+
+use crate::data::DataErrors;
+use crate::journal::{self, Journal, NonFinite};
+use crate::model::MocoopModel;
+use crate::saver::{self, CheckpointSaver};
+use crate::step::MocoopOutput;
+
+/// The learning components of a run.
+type Components<B, LR, O> = LearningComponentsMarker<B, LR, MocoopModel<B>, O>;
+/// The event processor of a run.
+type Processor<B, LR, O> = SupervisedTrainingEventProcessor<Components<B, LR, O>>;
+
+/// How a run's loop ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every epoch was trained.
+    Finished,
+    /// A step's loss was not finite; it was not applied.
+    NonFinite(NonFinite),
+    /// The user stopped the run after `step` steps; `checkpoint` continues it.
+    Interrupted {
+        /// Steps taken.
+        step: usize,
+        /// The checkpoint written after the last step (none when nothing was saved).
+        checkpoint: Option<PathBuf>,
+    },
+    /// Saving, logging or the data failed.
+    Failed(String),
+}
+
+/// What the loop keeps and hands back: the journal, the checkpoints and how it ended.
+#[derive(Debug)]
+pub struct RunState {
+    /// Steps and epoch records.
+    pub journal: Journal,
+    /// The run's checkpoints.
+    pub saver: CheckpointSaver,
+    /// How the loop ended.
+    pub outcome: Outcome,
+}
+
+/// The loop of one run (a burn-train strategy); [`RunLoop::finish`] hands its state back.
+pub struct RunLoop<B: AutodiffBackend> {
+    devices: Vec<B::Device>,
+    stop: Option<Arc<AtomicBool>>,
+    data_errors: DataErrors,
+    state: Mutex<Option<RunState>>,
+}
+
+impl<B: AutodiffBackend> RunLoop<B> {
+    /// A loop over `devices` (data parallel when several; the first holds the model) continuing
+    /// `journal`, saving through `saver`, stopping cleanly once `stop` is set and at the first
+    /// error in `data_errors`.
+    pub fn new(
+        devices: Vec<B::Device>,
+        journal: Journal,
+        saver: CheckpointSaver,
+        stop: Option<Arc<AtomicBool>>,
+        data_errors: DataErrors,
+    ) -> Self {
+        let state = RunState {
+            journal,
+            saver,
+            outcome: Outcome::Finished,
+        };
+        Self {
+            devices,
+            stop,
+            data_errors,
+            state: Mutex::new(Some(state)),
+        }
+    }
+
+    /// The loop's state once it has run.
+    pub fn finish(&self) -> RunState {
+        self.lock()
+            .take()
+            .expect("the loop's state is handed back once")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<RunState>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+}
+
+/// The training steps of one epoch: one device's batches, or every device's part of each batch.
+enum EpochSteps<'a, B, LR, O>
+where
+    B: AutodiffBackend,
+    LR: LrScheduler + 'static,
+    O: Optimizer<MocoopModel<B>, B> + 'static,
+{
+    One(Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a>),
+    Many {
+        iterators: Vec<Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a>>,
+        step: &'a MultiDevicesTrainStep<Components<B, LR, O>>,
+    },
+}
+
+impl<B, LR, O> EpochSteps<'_, B, LR, O>
+where
+    B: AutodiffBackend,
+    LR: LrScheduler + 'static,
+    O: Optimizer<MocoopModel<B>, B> + 'static,
+{
+    /// The outputs of the next step (one per device share) and the epoch's progress, or `None`
+    /// at the epoch's end.
+    fn next(
+        &mut self,
+        learner: &Learner<Components<B, LR, O>>,
+    ) -> Option<(Vec<TrainOutput<MocoopOutput>>, Progress)> {
+        match self {
+            Self::One(iterator) => {
+                let batch = iterator.next()?;
+                Some((vec![learner.train_step(batch)], iterator.progress()))
+            }
+            Self::Many { iterators, step } => {
+                let (items, progress) = step.step(iterators.as_mut_slice(), &learner.model());
+                if items.is_empty() {
+                    return None;
+                }
+                Some((
+                    items.into_iter().map(|item| item.output).collect(),
+                    progress,
+                ))
+            }
+        }
+    }
+}
+
+/// The sum of the device shares' gradients, on the model's device.
+fn summed_grads<B: AutodiffBackend>(
+    outputs: Vec<TrainOutput<MocoopOutput>>,
+    model: &MocoopModel<B>,
+    device: &B::Device,
+) -> GradientsParams {
+    if outputs.len() == 1 {
+        return outputs.into_iter().next().expect("one output").grads;
+    }
+    let mut accumulator = GradientsAccumulator::new();
+    for output in outputs {
+        accumulator.accumulate(model, output.grads.to_device(device, model));
+    }
+    accumulator.grads()
+}
+
+impl<B, LR, O> SupervisedLearningStrategy<Components<B, LR, O>> for RunLoop<B>
+where
+    B: AutodiffBackend,
+    LR: LrScheduler + 'static,
+    O: Optimizer<MocoopModel<B>, B> + 'static,
+{
+    fn fit(
+        &self,
+        components: TrainingComponents<Components<B, LR, O>>,
+        mut learner: Learner<Components<B, LR, O>>,
+        train: TrainLoader<Components<B, LR, O>>,
+        valid: ValidLoader<Components<B, LR, O>>,
+        starting_epoch: usize,
+    ) -> (MocoopModel<B>, Processor<B, LR, O>) {
+        let main = self.devices[0].clone();
+        learner.fork(&main);
+        let loaders = if self.devices.len() > 1 {
+            split_dataloader(train, &self.devices)
+        } else {
+            vec![train.to_device(&main)]
+        };
+        let valid = valid.to_device(&main);
+        let multi = (self.devices.len() > 1)
+            .then(|| MultiDevicesTrainStep::<Components<B, LR, O>>::new(&self.devices));
+        let mut processor = components.event_processor;
+        let mut state = self.finish();
+        let epochs = components.num_epochs;
+        for epoch in starting_epoch..=epochs {
+            let global = Progress {
+                items_processed: epoch,
+                items_total: epochs,
+            };
+            let steps = match &multi {
+                Some(step) => EpochSteps::Many {
+                    iterators: loaders.iter().map(|l| l.iter()).collect(),
+                    step,
+                },
+                None => EpochSteps::One(loaders[0].iter()),
+            };
+            let context = EpochContext {
+                global: &global,
+                interrupter: &components.interrupter,
+                store: &components.event_store,
+                device: &main,
+            };
+            let trained =
+                self.train_epoch(&mut learner, steps, &mut processor, &mut state, &context);
+            if !trained {
+                break;
+            }
+            validate(&learner, &valid, &mut processor, &context);
+            if let Some(error) = self.data_errors.first() {
+                state.outcome = Outcome::Failed(error);
+                break;
+            }
+        }
+        *self.lock() = Some(state);
+        (learner.model(), processor)
+    }
+}
+
+/// What every step of an epoch needs besides the learner.
+struct EpochContext<'a, B: AutodiffBackend> {
+    global: &'a Progress,
+    interrupter: &'a Interrupter,
+    store: &'a EventStoreClient,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> RunLoop<B> {
+    /// Trains one epoch; `false` when the run stops (its [`Outcome`] is then set).
+    fn train_epoch<LR, O>(
+        &self,
+        learner: &mut Learner<Components<B, LR, O>>,
+        mut steps: EpochSteps<'_, B, LR, O>,
+        processor: &mut Processor<B, LR, O>,
+        state: &mut RunState,
+        context: &EpochContext<'_, B>,
+    ) -> bool
+    where
+        LR: LrScheduler + 'static,
+        O: Optimizer<MocoopModel<B>, B> + 'static,
+    {
+        let mut iteration = 0;
+        while let Some((outputs, progress)) = steps.next(learner) {
+            learner.lr_step();
+            let items: Vec<MocoopOutput> = outputs.iter().map(|o| o.item.clone()).collect();
+            if let Some(bad) = items.iter().find(|o| !o.loss_is_finite()) {
+                state.outcome = Outcome::NonFinite(state.journal.non_finite(bad));
+                context.interrupter.stop(Some("non-finite loss"));
+                return false;
+            }
+            let grads = summed_grads(outputs, &learner.model(), context.device);
+            learner.optimizer_step(grads);
+            state.journal.count_step(&items);
+            for item in items {
+                iteration += 1;
+                let item = TrainingItem::new(
+                    item,
+                    progress.clone(),
+                    context.global.clone(),
+                    Some(iteration),
+                    Some(learner.lr_current()),
+                );
+                processor.process_train(LearnerEvent::ProcessedItem(item));
+            }
+            if let Some(error) = self.data_errors.first() {
+                return self.fail(state, error, context);
+            }
+            if self.stop_requested() && !state.journal.at_epoch_end() {
+                let name = format!("step-{:07}.safetensors", state.journal.step);
+                return self.interrupt(learner, state, &name, context);
+            }
+        }
+        processor.process_train(LearnerEvent::EndEpoch(context.global.items_processed));
+        if let Some(error) = self.data_errors.first() {
+            return self.fail(state, error, context);
+        }
+        if let Err(error) = close_epoch(learner, state, context.store) {
+            return self.fail(state, error.to_string(), context);
+        }
+        if self.stop_requested() {
+            state.outcome = Outcome::Interrupted {
+                step: state.journal.step,
+                checkpoint: state.saver.last().map(PathBuf::from),
+            };
+            return false;
+        }
+        true
+    }
+
+    /// Saves the checkpoint `name` of a run the user stopped mid-epoch.
+    fn interrupt<LR, O>(
+        &self,
+        learner: &Learner<Components<B, LR, O>>,
+        state: &mut RunState,
+        name: &str,
+        context: &EpochContext<'_, B>,
+    ) -> bool
+    where
+        LR: LrScheduler + 'static,
+        O: Optimizer<MocoopModel<B>, B> + 'static,
+    {
+        let saved = saver::optimizer_bytes(learner, context.store).and_then(|optimizer| {
+            state
+                .saver
+                .save(name, &learner.model(), &state.journal, optimizer)
+        });
+        if let Err(error) = saved {
+            return self.fail(state, error.to_string(), context);
+        }
+        state.outcome = Outcome::Interrupted {
+            step: state.journal.step,
+            checkpoint: state.saver.last().map(PathBuf::from),
+        };
+        context.interrupter.stop(Some("interrupted"));
+        false
+    }
+
+    /// Stops the run on `error`.
+    fn fail(&self, state: &mut RunState, error: String, context: &EpochContext<'_, B>) -> bool {
+        context.interrupter.stop(Some("error"));
+        state.outcome = Outcome::Failed(error);
+        false
+    }
+}
+
+/// Ends the epoch the last step finished: its checkpoint and its line in `metrics.jsonl`.
+fn close_epoch<B, LR, O>(
+    learner: &Learner<Components<B, LR, O>>,
+    state: &mut RunState,
+    store: &EventStoreClient,
+) -> Result<(), crate::TrainError>
+where
+    B: AutodiffBackend,
+    LR: LrScheduler + 'static,
+    O: Optimizer<MocoopModel<B>, B> + 'static,
+{
+    let mut record = state.journal.close_epoch(learner.lr_current());
+    let name = format!("epoch-{:03}.safetensors", record.epoch);
+    let optimizer = saver::optimizer_bytes(learner, store)?;
+    let checkpoint = state
+        .saver
+        .save(&name, &learner.model(), &state.journal, optimizer)?;
+    record.checkpoint = Some(checkpoint);
+    journal::append_record(state.saver.dir(), &record)?;
+    state.journal.epochs.push(record);
+    Ok(())
+}
+
+/// One validation epoch through burn-train's event processor (its metrics and display).
+fn validate<B, LR, O>(
+    learner: &Learner<Components<B, LR, O>>,
+    valid: &ValidLoader<Components<B, LR, O>>,
+    processor: &mut Processor<B, LR, O>,
+    context: &EpochContext<'_, B>,
+) where
+    B: AutodiffBackend,
+    LR: LrScheduler + 'static,
+    O: Optimizer<MocoopModel<B>, B> + 'static,
+{
+    let model = learner.model().valid();
+    let mut iterator = valid.iter();
+    let mut iteration = 0;
+    while let Some(batch) = iterator.next() {
+        iteration += 1;
+        let item = TrainingItem::new(
+            model.step(batch),
+            iterator.progress(),
+            context.global.clone(),
+            Some(iteration),
+            None,
+        );
+        processor.process_valid(LearnerEvent::ProcessedItem(item));
+        if context.interrupter.should_stop() {
+            break;
+        }
+    }
+    processor.process_valid(LearnerEvent::EndEpoch(context.global.items_processed));
+}

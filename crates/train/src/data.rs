@@ -145,11 +145,6 @@ impl<B: Backend> EpochLoader<B> {
     pub fn cursor(&self) -> &EpochCursor {
         &self.cursor
     }
-
-    /// Batches per epoch.
-    pub fn num_batches(&self) -> usize {
-        self.loader.num_batches()
-    }
 }
 
 struct EpochIterator<B: Backend> {

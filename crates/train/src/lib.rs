@@ -5,29 +5,30 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod data;
+pub(crate) mod data;
 pub mod eval;
-pub mod features;
+pub(crate) mod features;
 pub mod image_parts;
-pub mod journal;
+pub(crate) mod journal;
 pub mod loss_scale;
-pub mod losses;
-pub mod metrics;
+pub(crate) mod losses;
+pub(crate) mod metrics;
 pub mod model;
 pub mod pretrain;
 pub mod protocol;
-pub mod renderer;
-pub mod resume;
+pub(crate) mod renderer;
+pub(crate) mod resume;
 pub mod run;
-pub mod run_loop;
-pub mod saver;
-pub mod step;
-pub mod trainer;
+pub(crate) mod run_loop;
+pub(crate) mod saver;
+pub(crate) mod step;
+pub(crate) mod trainer;
 
 use std::path::Path;
 
 pub use config::{LossConfig, Method, OptimConfig, TrainConfig, epoch_lr};
 pub use eval::{EvalSplit, EvalTarget, TrainedRun, evaluate_run};
+pub use journal::EpochRecord;
 pub use model::{ClassSetup, MocoopModel, StepTerms};
 pub use run::{RunResults, SplitResult};
 pub use step::MocoopOutput;

@@ -21,6 +21,7 @@ pub(crate) mod resume;
 pub mod run;
 pub(crate) mod run_loop;
 pub(crate) mod saver;
+pub(crate) mod schedule;
 pub(crate) mod step;
 pub(crate) mod trainer;
 

@@ -147,9 +147,12 @@ impl CheckpointingStrategy for SaveNow {
 /// A checkpointer that throws its records away.
 struct Discard;
 
+/// The bytes of a captured record, or why it could not be serialised; `None` until one came.
+type Captured = Option<Result<Vec<u8>, String>>;
+
 /// A checkpointer that keeps the bytes of the last record it was given.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Option<Result<Vec<u8>, String>>>>);
+struct Capture(Arc<Mutex<Captured>>);
 
 impl<R: Record<B>, B: Backend> Checkpointer<R, B> for Discard {
     fn save(&self, _: usize, _: R) -> Result<(), CheckpointerError> {

@@ -1,9 +1,11 @@
 //! The CLIP model: image encoder, text encoder and the learned temperature.
 
-mod cpu_autodiff;
-mod cpu_kernels;
-mod cpu_linear;
+mod attention;
+#[cfg(all(test, feature = "cpu"))]
+mod cpu_tests;
 mod export;
+mod linear;
+mod parts;
 pub mod text;
 pub mod transformer;
 pub mod vision;
@@ -17,9 +19,8 @@ use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use crate::config::ClipConfig;
 use crate::precision::{CastWeights, Precision};
 use crate::weights::{self, LoadOptions, LoadedWeights, WeightsError};
-pub(crate) use cpu_kernels::layer_norm;
+pub use parts::{cpu_parts, on_threads, tracks_gradients};
 pub use text::{TextEncoder, eot_positions};
-pub use transformer::{cpu_parts, on_threads, tracks_gradients};
 pub use vision::VisionEncoder;
 
 /// CLIP, built from any supported checkpoint, on any Burn backend.

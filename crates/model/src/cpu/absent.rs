@@ -45,12 +45,15 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(
     Err(x)
 }
 
+/// The inputs of a linear layer handed back: x and the residual (as in `dispatch`).
+type Unfolded<B> = (Tensor<B, 3>, Option<Tensor<B, 3>>);
+
 /// `x` and the residual back: Burn's linear layer, activation and add run.
 pub(crate) fn linear<B: Backend>(
     _layer: &Linear<B>,
     x: Tensor<B, 3>,
     residual: Option<Tensor<B, 3>>,
     _curve: Option<Activation>,
-) -> Result<Tensor<B, 3>, (Tensor<B, 3>, Option<Tensor<B, 3>>)> {
+) -> Result<Tensor<B, 3>, Unfolded<B>> {
     Err((x, residual))
 }

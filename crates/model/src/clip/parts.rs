@@ -12,7 +12,7 @@ use crate::cpu;
 /// backend, whose elementwise operations (activations, copies, residual adds) run on one core
 /// each, so that one sequence of them per thread keeps every core busy; only its matmuls, softmax
 /// and LayerNorm spread over the cores on their own. A GPU backend queues work asynchronously and
-/// gets one part.
+/// gets one part, as every backend does without the crate's `cpu` feature.
 pub fn cpu_parts<B: Backend>(device: &B::Device, batch: usize) -> usize {
     cpu::threads::<B>(device).map_or(1, |threads| threads.min(batch).max(1))
 }

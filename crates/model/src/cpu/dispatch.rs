@@ -5,7 +5,7 @@
 //! tensor read the backend's name. Asking it here alone keeps the layers below free of generics
 //! (they take the CPU backend's own types) and the model free of backend checks: each function
 //! here either runs its fast path and gives `Ok`, or hands its inputs back for the caller to run
-//! Burn's operations, the same numbers on any backend.
+//! Burn's operations, which give the same results up to rounding on any backend.
 
 use std::any::Any;
 
@@ -23,9 +23,8 @@ fn on_cpu<B: Backend>(device: &B::Device) -> bool {
     B::name(device).contains("flex")
 }
 
-/// On Burn's CPU backend, the number of CPU threads to spread independent work over (rayon's
-/// count, so `RAYON_NUM_THREADS` applies): its elementwise operations run on one core each, so
-/// that only one sequence of them per thread keeps every core busy. `None` elsewhere.
+/// On Burn's CPU backend, the number of CPU threads to spread independent work over, rayon's
+/// (`clip::cpu_parts` says why); `None` elsewhere.
 pub(crate) fn threads<B: Backend>(device: &B::Device) -> Option<usize> {
     on_cpu::<B>(device).then(rayon::current_num_threads)
 }

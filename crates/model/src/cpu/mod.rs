@@ -17,8 +17,8 @@
 //!
 //! All of it is behind the crate's `cpu` feature (on by default). Without it, `absent` takes the
 //! dispatch point's place and hands every input back: the crate then does not depend on
-//! burn-flex, and the model runs Burn's operations on every backend, the same numbers, slower on
-//! the CPU.
+//! burn-flex, and the model runs Burn's operations on every backend: the same results up to
+//! rounding, slower on the CPU.
 
 #[cfg(feature = "cpu")]
 mod autodiff;

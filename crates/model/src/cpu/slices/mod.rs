@@ -7,7 +7,8 @@
 //! forward pass (`perf record` on `mocoop bench --cases encode-image`). Here each of those is one
 //! pass over the buffer with an exponential the compiler vectorises ([`curves`], run eight lanes
 //! wide by [`wide`]), attention reads q, k and v where they lie ([`attention`]), and a linear
-//! layer's product takes its bias, residual and activation with it ([`products`]).
+//! layer's products run its activation on each chunk of rows right after computing it
+//! ([`products`]).
 
 mod attention;
 mod curves;

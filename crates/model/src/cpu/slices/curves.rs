@@ -1,6 +1,6 @@
 //! The curves of the host loops, one value (or one softmax row) at a time: a branch-free
 //! exponential, QuickGELU and GELU with their derivatives, and softmax with its gradient. All are
-//! `#[inline(always)]` so that they compile into the AVX2 code `super::wide` builds around them.
+//! `#[inline(always)]` so that they compile into the AVX2 code that `wide` builds around them.
 
 use super::lanes::lanes_fold;
 use crate::config::QUICK_GELU_SLOPE as SLOPE;

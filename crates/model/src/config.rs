@@ -17,6 +17,10 @@ pub enum Activation {
     Gelu,
 }
 
+/// QuickGELU's slope, the 1.702 of `x · σ(1.702 x)`: one constant for Burn's operations
+/// (`clip::linear`) and the CPU host loops (`cpu::slices`).
+pub(crate) const QUICK_GELU_SLOPE: f32 = 1.702;
+
 impl std::str::FromStr for Activation {
     type Err = String;
 

@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod clip;
 pub mod config;
+mod cpu;
 pub mod precision;
 pub mod preprocess;
 pub mod prompt;

@@ -22,7 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::clip::layer_norm;
+use crate::cpu;
 
 /// The float type of the encoders' compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -84,8 +84,10 @@ pub fn dtype_of<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> Floa
     param.val().dtype().into()
 }
 
-/// Applies a LayerNorm in f32 (its parameters are f32) and returns the result in `x`'s type;
-/// `eps` is the LayerNorm's own (Burn keeps it private), for the CPU autodiff operation.
+/// Applies a LayerNorm in f32 (its parameters are f32) and returns the result in `x`'s type: for
+/// f32 values as one operation of `crate::cpu` where it has one (on the CPU under autodiff),
+/// Burn's LayerNorm elsewhere. `eps` is the LayerNorm's own (Burn keeps it private), for that
+/// operation.
 pub fn norm<B: Backend, const D: usize>(
     ln: &LayerNorm<B>,
     eps: f64,
@@ -95,7 +97,7 @@ pub fn norm<B: Backend, const D: usize>(
         half @ (FloatDType::F16 | FloatDType::BF16) => {
             ln.forward(x.cast(FloatDType::F32)).cast(half)
         }
-        _ => layer_norm(ln, eps, x),
+        _ => cpu::layer_norm(ln, eps, x).unwrap_or_else(|x| ln.forward(x)),
     }
 }
 

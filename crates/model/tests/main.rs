@@ -3,6 +3,8 @@
 //! the test build several times slower than the tests themselves.
 
 mod common;
+// The CPU fast path's thread parts; without the `cpu` feature every batch runs whole.
+#[cfg(feature = "cpu")]
 mod cpu_threads;
 mod export;
 mod hostile_inputs;

@@ -1,9 +1,12 @@
 //! The CLIP model: image encoder, text encoder and the learned temperature.
 
-mod cpu_autodiff;
-mod cpu_kernels;
-mod cpu_linear;
+mod attention;
+#[cfg(all(test, feature = "cpu"))]
+mod cpu_tests;
 mod export;
+mod linear;
+mod parts;
+mod sequences;
 pub mod text;
 pub mod transformer;
 pub mod vision;
@@ -12,14 +15,14 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 
 use crate::config::ClipConfig;
 use crate::precision::{CastWeights, Precision};
 use crate::weights::{self, LoadOptions, LoadedWeights, WeightsError};
-pub(crate) use cpu_kernels::layer_norm;
+pub use parts::{cpu_parts, on_threads, tracks_gradients};
+pub use sequences::index_tensor;
 pub use text::{TextEncoder, eot_positions};
-pub use transformer::{cpu_parts, on_threads, tracks_gradients};
 pub use vision::VisionEncoder;
 
 /// CLIP, built from any supported checkpoint, on any Burn backend.
@@ -122,22 +125,6 @@ fn take_scalar(state: &mut weights::StateDict, name: &str) -> Result<f32, Weight
         .to_vec::<f32>()
         .map(|v| v[0])
         .map_err(|e| WeightsError::Config(format!("cannot read '{name}': {e:?}")))
-}
-
-/// `x + positions` for every sequence of `x` (`[batch, seq, width]` plus `[seq, width]`), added
-/// as one broadcast row of `seq · width` values: Burn's CPU backend vectorises that broadcast,
-/// while a `[1, seq, width]` one goes through its per-element strided walk. The same sums either
-/// way.
-pub(crate) fn add_positions<B: Backend>(x: Tensor<B, 3>, positions: Tensor<B, 2>) -> Tensor<B, 3> {
-    let [batch, seq, width] = x.dims();
-    let row = positions.reshape([1, seq * width]);
-    (x.reshape([batch, seq * width]) + row).reshape([batch, seq, width])
-}
-
-/// An index tensor (for `select`) from host positions.
-pub fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
 }
 
 /// Divides each row by its L2 norm (rows of all zeros stay finite).

@@ -5,8 +5,8 @@ use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
+use super::sequences::{add_positions, index_tensor};
 use super::transformer::{StackSpec, Transformer, layer_norm, param};
-use super::{add_positions, index_tensor};
 use crate::config::ClipConfig;
 use crate::precision::{dtype_of, norm};
 use crate::weights::{StateDict, WeightsError};

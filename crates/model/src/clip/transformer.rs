@@ -1,14 +1,13 @@
 //! The pre-LayerNorm residual transformer shared by CLIP's image and text encoders.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d, conv::Conv2d};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation};
+use burn::tensor::{Tensor, TensorData};
 
-use super::cpu_kernels::packed_attention;
-use super::cpu_linear::{Then, linear as fused_linear};
+use super::attention::attention;
+use super::linear::{Then, linear as fused_linear};
+use super::parts::{cpu_parts, on_threads, tracks_gradients};
 use crate::config::Activation;
 use crate::precision::norm;
 use crate::weights::{StateDict, WeightsError};
@@ -96,67 +95,6 @@ pub struct SelfAttention<B: Backend> {
     causal: bool,
 }
 
-/// Whether `B` is Burn's CPU backend (burn-flex, with or without autodiff), which the CPU-specific
-/// paths below are for.
-pub(crate) fn cpu_backend<B: Backend>(device: &B::Device) -> bool {
-    B::name(device).contains("flex")
-}
-
-/// Into how many parts a batch of `batch` independent items is cut so that each runs on a thread
-/// of its own: one per CPU thread (rayon's count, so `RAYON_NUM_THREADS` applies) on Burn's CPU
-/// backend, whose elementwise operations (activations, copies, residual adds) run on one core
-/// each, so that one sequence of them per thread keeps every core busy; only its matmuls, softmax
-/// and LayerNorm spread over the cores on their own. A GPU backend queues work asynchronously and
-/// gets one part.
-pub fn cpu_parts<B: Backend>(device: &B::Device, batch: usize) -> usize {
-    if !cpu_backend::<B>(device) {
-        return 1;
-    }
-    rayon::current_num_threads().min(batch).max(1)
-}
-
-/// Whether attention through Burn's operations (autodiff on the CPU) runs as batched matmuls and
-/// a softmax rather than Burn's fused attention: on Burn's CPU backend the fused kernel works
-/// through the heads one after the other, on one core, after copying q, k and v into head-major
-/// order, while its matmuls and softmax use every core and read q, k and v where they lie. GPU
-/// backends keep the fused (flash) kernel.
-fn unfused_attention<B: Backend>(device: &B::Device) -> bool {
-    cpu_backend::<B>(device)
-}
-
-/// Runs `job` on each item on a thread of its own and returns the results in order (a panic in a
-/// job is re-raised here): how a batch cut by [`cpu_parts`] runs.
-pub fn on_threads<T: Send, R: Send>(items: Vec<T>, job: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let job = &job;
-    std::thread::scope(|scope| {
-        let running: Vec<_> = items
-            .into_iter()
-            .map(|item| scope.spawn(move || job(item)))
-            .collect();
-        running
-            .into_iter()
-            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
-}
-
-/// Whether autodiff tracks any float parameter of `module` (visual LN tuning trains the image
-/// encoder's LayerNorms).
-pub fn tracks_gradients<B: Backend, M: Module<B>>(module: &M) -> bool {
-    let mut tracked = TracksGradients(false);
-    module.visit(&mut tracked);
-    tracked.0
-}
-
-/// Finds whether any float parameter of a module is tracked by autodiff.
-struct TracksGradients(bool);
-
-impl<B: Backend> ModuleVisitor<B> for TracksGradients {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.0 |= param.val().is_require_grad();
-    }
-}
-
 impl<B: Backend> SelfAttention<B> {
     fn load(
         state: &mut StateDict,
@@ -183,69 +121,9 @@ impl<B: Backend> SelfAttention<B> {
     /// `residual + attention(x)`, `x` and `residual` being `[batch, seq, width]`.
     fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
         let qkv = fused_linear(&self.in_proj, x, Then::Nothing);
-        let out = packed_attention(qkv, self.heads, self.causal)
-            .unwrap_or_else(|qkv| attention_by_operations(qkv, self.heads, self.causal));
+        let out = attention(qkv, self.heads, self.causal);
         fused_linear(&self.out_proj, out, Then::Add(residual))
     }
-}
-
-/// Multi-head attention through Burn's operations, from the packed projections `qkv`
-/// (`[batch, seq, 3·width]`) to `[batch, seq, width]`, as [`packed_attention`] computes it on the
-/// host: under autodiff, for other precisions and on GPU backends.
-pub(crate) fn attention_by_operations<B: Backend>(
-    qkv: Tensor<B, 3>,
-    heads: usize,
-    causal: bool,
-) -> Tensor<B, 3> {
-    let [batch, seq, packed] = qkv.dims();
-    let width = packed / 3;
-    let head_dim = width / heads;
-    let out = if unfused_attention::<B>(&qkv.device()) {
-        unfused(qkv, [batch, seq, heads, head_dim], causal)
-    } else {
-        let split = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * width, width)
-                .reshape([batch, seq, heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let options = AttentionModuleOptions {
-            is_causal: causal,
-            ..Default::default()
-        };
-        attention(split(0), split(1), split(2), None, None, options)
-    };
-    out.swap_dims(1, 2).reshape([batch, seq, width])
-}
-
-/// `softmax(q kᵀ / √d) v` per head from the packed projections `qkv` (`[batch, seq, 3·width]`), as
-/// `[batch, heads, seq, head_dim]`, through batched matmuls and a softmax. q, k and v stay views
-/// into `qkv`; the softmax runs in f32, as in the fused kernel.
-fn unfused<B: Backend>(
-    qkv: Tensor<B, 3>,
-    [batch, seq, heads, head_dim]: [usize; 4],
-    causal: bool,
-) -> Tensor<B, 4> {
-    let dtype = qkv.dtype();
-    let device = qkv.device();
-    // [batch, seq, 3, heads, head_dim] seen as [3, batch, heads, seq, head_dim].
-    let qkv = qkv
-        .reshape([batch, seq, 3, heads, head_dim])
-        .permute([2, 0, 3, 1, 4]);
-    let part = |i: usize| qkv.clone().narrow(0, i, 1);
-    let mut scores = part(0)
-        .matmul(part(1).swap_dims(3, 4))
-        .cast(FloatDType::F32)
-        .mul_scalar((head_dim as f32).powf(-0.5));
-    if causal {
-        let future = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, &device);
-        let bias = Tensor::<B, 2>::zeros([seq, seq], &device).mask_fill(future, f32::NEG_INFINITY);
-        scores = scores + bias.unsqueeze::<5>();
-    }
-    activation::softmax(scores, 4)
-        .cast(dtype)
-        .matmul(part(2))
-        .reshape([batch, heads, seq, head_dim])
 }
 
 /// One pre-LN residual block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.

@@ -6,7 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
 
-use super::add_positions;
+use super::sequences::add_positions;
 use super::transformer::{StackSpec, Transformer, layer_norm, param, patch_embedding};
 use crate::config::ClipConfig;
 use crate::precision::{dtype_of, norm};

@@ -1,21 +1,19 @@
-//! The host loops of `cpu_kernels` as operations of Burn's autodiff on its CPU backend, each with
-//! a backward pass of its own, so that training gets them too: the image encoder under visual LN
-//! tuning and the prompts' way through the text encoder.
+//! Layer 3 of the CPU fast paths: the kernels as operations of Burn's autodiff on its CPU backend
+//! (`Autodiff<Flex>`, what `mocoop` trains with on the CPU), each with a backward pass of its own,
+//! so that training gets them too: the image encoder under visual LN tuning and the prompts' way
+//! through the text encoder.
 //!
 //! Burn's autodiff records a linear layer as a product and a bias add (and the residual add
 //! after it as one more), an activation as several operations (QuickGELU: a scaling, a sigmoid
 //! and a product, each with its own pass and buffer forward and backward), attention as head
 //! copies, products and a softmax, and LayerNorm as its generic decomposition, all of them
 //! computed again or walked element by element in the backward pass. Here each is one operation
-//! whose backward pass is one host loop (activations; LayerNorm, one pass per row) or, per
-//! sequence and head, a softmax computed again and four strided products (attention).
+//! whose backward pass is one kernel: an activation's derivative, LayerNorm's (one pass per row),
+//! attention's (per sequence and head, a softmax computed again and four strided products) or a
+//! frozen linear layer's (one product with the weight's transpose).
 //!
-//! The model is generic over its backend; these operations apply when that backend is
-//! `Autodiff<Flex>` (what `mocoop` trains with on the CPU), which [`into_cpu_autodiff`] finds
-//! out at run time.
-
-use std::any::Any;
-use std::borrow::Cow;
+//! Everything here takes and gives tensors of `Autodiff<Flex>` itself: finding out whether the
+//! model's backend is that one is the dispatch point's business.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -23,69 +21,18 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::backend::Backend;
 use burn::tensor::ops::ModuleOps;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 
-use super::cpu_kernels::{
-    activated, activation_grads, attention_grads, attention_values, layer_norm_grads,
-};
-use super::cpu_linear::{fused, input_grad};
+use super::kernels;
 use crate::config::Activation;
 
 /// Burn's CPU backend under autodiff.
-type CpuAutodiff = Autodiff<Flex>;
-
-/// `value` as a `To`, if it is one.
-pub(super) fn cast<From: 'static, To: 'static>(value: From) -> Result<To, From> {
-    let mut slot = Some(value);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<To>>() {
-        Some(to) => Ok(to.take().expect("the slot was just filled")),
-        None => Err(slot.expect("a failed downcast leaves the slot as it was")),
-    }
-}
-
-/// `x` as a tensor of the CPU backend under autodiff holding f32 values, or `x` back.
-pub(super) fn into_cpu_autodiff<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-) -> Result<Tensor<CpuAutodiff, D>, Tensor<B, D>> {
-    if x.dtype() != DType::F32 {
-        return Err(x);
-    }
-    match x.into_primitive() {
-        TensorPrimitive::Float(p) => cast(p)
-            .map(|p| Tensor::from_primitive(TensorPrimitive::Float(p)))
-            .map_err(|p| Tensor::from_primitive(TensorPrimitive::Float(p))),
-        quantized => Err(Tensor::from_primitive(quantized)),
-    }
-}
-
-/// A result of the operations here back in the caller's backend, which is the CPU backend under
-/// autodiff (its input came from [`into_cpu_autodiff`]).
-pub(super) fn from_cpu_autodiff<B: Backend, const D: usize>(
-    x: Tensor<CpuAutodiff, D>,
-) -> Tensor<B, D> {
-    let p = x.into_primitive().tensor();
-    let p = cast(p).unwrap_or_else(|_| unreachable!("the input was of the CPU autodiff backend"));
-    Tensor::from_primitive(TensorPrimitive::Float(p))
-}
-
-/// `t`, or a copy of it with its f32 values in one contiguous run if they are not.
-pub(super) fn contiguous(t: &FlexTensor) -> Cow<'_, FlexTensor> {
-    match t.as_slice::<f32>() {
-        Some(_) => Cow::Borrowed(t),
-        None => Cow::Owned(t.to_contiguous()),
-    }
-}
-
-/// The f32 values of a tensor made [`contiguous`].
-pub(super) fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("a contiguous f32 tensor has an f32 slice")
-}
+pub(super) type CpuAutodiff = Autodiff<Flex>;
 
 /// The autodiff primitive of a tensor.
-type Primitive = <CpuAutodiff as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+pub(super) type Primitive =
+    <CpuAutodiff as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
 /// Records `op` with inputs `inputs`, whose values `compute` turns into the output's values and
 /// the state the backward pass reads (kept where autodiff tracks one of the inputs).
@@ -128,12 +75,7 @@ impl Backward<Flex, 1> for ActivationOp {
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let input = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let mut grad = grad.into_data();
-            let grad_values = grad
-                .as_mut_slice::<f32>()
-                .expect("an f32 gradient holds f32 values");
-            activation_grads(self.0, values(&contiguous(&input)), grad_values);
-            FlexTensor::from_data(grad)
+            kernels::activation_grads(self.0, &input, grad)
         });
     }
 }
@@ -143,19 +85,13 @@ pub(super) fn activate<const D: usize>(
     x: Tensor<CpuAutodiff, D>,
     curve: Activation,
 ) -> Tensor<CpuAutodiff, D> {
-    let shape = x.shape();
-    record_unary(ActivationOp(curve), x, |x| {
-        let out = activated(curve, values(&contiguous(x)));
-        FlexTensor::from_data(TensorData::new(out, shape))
-    })
+    record_unary(ActivationOp(curve), x, |x| kernels::activated(x, curve))
 }
 
 /// Multi-head attention from the packed projections as one autodiff operation (see
-/// `cpu_kernels::packed_attention`).
+/// [`kernels::attention`]).
 #[derive(Debug)]
 struct Attention {
-    /// The input's `[batch, seq, 3·width]`.
-    dims: [usize; 3],
     heads: usize,
     causal: bool,
 }
@@ -165,15 +101,9 @@ impl Backward<Flex, 1> for Attention {
 
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let qkv = ops.state;
-        let Self {
-            dims,
-            heads,
-            causal,
-        } = self;
+        let Self { heads, causal } = self;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let (qkv, grad) = (contiguous(&qkv), contiguous(&grad));
-            let qkv_grads = attention_grads(values(&qkv), values(&grad), dims, heads, causal);
-            FlexTensor::from_data(TensorData::new(qkv_grads, dims))
+            kernels::attention_grads(&qkv, &grad, heads, causal)
         });
     }
 }
@@ -185,24 +115,14 @@ pub(super) fn attention(
     heads: usize,
     causal: bool,
 ) -> Tensor<CpuAutodiff, 3> {
-    let dims = qkv.dims();
-    let [batch, seq, packed] = dims;
-    let op = Attention {
-        dims,
-        heads,
-        causal,
-    };
-    record_unary(op, qkv, |qkv| {
-        let out = attention_values(values(&contiguous(qkv)), dims, heads, causal);
-        FlexTensor::from_data(TensorData::new(out, [batch, seq, packed / 3]))
+    record_unary(Attention { heads, causal }, qkv, |qkv| {
+        kernels::attention(qkv, heads, causal)
     })
 }
 
 /// LayerNorm as one autodiff operation with inputs x, gamma and beta.
 #[derive(Debug)]
 struct Norm {
-    /// x's shape.
-    shape: Vec<usize>,
     eps: f32,
 }
 
@@ -213,19 +133,10 @@ impl Backward<Flex, 3> for Norm {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x, gamma] = ops.state;
         let grad = grads.consume::<Flex>(&ops.node);
-        let [x, gamma, grad] = [&x, &gamma, &grad].map(contiguous);
-        let all = layer_norm_grads(values(&x), values(&gamma), values(&grad), self.eps);
-        let width = all.gamma.len();
-        let [x_node, gamma_node, beta_node] = ops.parents;
-        let parts = [
-            (x_node, all.x, self.shape),
-            (gamma_node, all.gamma, vec![width]),
-            (beta_node, all.beta, vec![width]),
-        ];
-        for (node, values, shape) in parts {
+        let all = kernels::layer_norm_grads(&x, &gamma, &grad, self.eps);
+        for (node, grad) in ops.parents.into_iter().zip(all) {
             if let Some(node) = node {
-                let values = FlexTensor::from_data(TensorData::new(values, shape));
-                grads.register::<Flex>(node.id, values);
+                grads.register::<Flex>(node.id, grad);
             }
         }
     }
@@ -239,16 +150,12 @@ pub(super) fn layer_norm<const D: usize>(
     beta: Tensor<CpuAutodiff, 1>,
     eps: f64,
 ) -> Tensor<CpuAutodiff, D> {
-    let shape = x.dims().to_vec();
     let inputs = [
         x.into_primitive().tensor(),
         gamma.into_primitive().tensor(),
         beta.into_primitive().tensor(),
     ];
-    let op = Norm {
-        shape,
-        eps: eps as f32,
-    };
+    let op = Norm { eps: eps as f32 };
     record(op, inputs, |[x, gamma, beta]| {
         let out = Flex::layer_norm(x.clone(), gamma.clone(), Some(beta), eps);
         (out, [x, gamma])
@@ -269,7 +176,7 @@ impl Backward<Flex, 1> for FrozenLinear {
 
     fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            input_grad(&grad, &self.weight)
+            kernels::linear_input_grad(&grad, &self.weight)
         });
     }
 }
@@ -282,7 +189,7 @@ impl Backward<Flex, 2> for FrozenLinear {
             ops.parents,
             ops.node,
             grads,
-            |grad| input_grad(&grad, &self.weight),
+            |grad| kernels::linear_input_grad(&grad, &self.weight),
             |grad| grad,
         );
     }
@@ -290,7 +197,7 @@ impl Backward<Flex, 2> for FrozenLinear {
 
 /// `residual + x · weight + bias` (`x`: `[batch, seq, d_in]`, `weight`: `[d_in, d_out]`, `bias`:
 /// `[1, d_out]`) as one autodiff operation, the weight and bias being frozen: forward,
-/// `cpu_linear`'s fused product.
+/// [`kernels::linear`].
 pub(super) fn frozen_linear(
     x: Tensor<CpuAutodiff, 3>,
     weight: FlexTensor,
@@ -301,7 +208,8 @@ pub(super) fn frozen_linear(
     let op = FrozenLinear {
         weight: weight.clone(),
     };
-    let product = |x: FlexTensor, residual| (fused(&x, &weight, bias, residual, None), ());
+    let product =
+        |x: FlexTensor, residual| (kernels::linear(&x, &weight, bias, residual, None), ());
     match residual {
         None => record(op, [x], |[x]| product(x, None)),
         // The residual's buffer may become the output (where nothing else holds it).

@@ -231,7 +231,7 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     /// when the image side is split ([`ImageParts`]: LN tuning on Burn's CPU backend). A frozen
     /// encoder runs on the inner backend: it records no graph either way, and outside autodiff its
     /// activations and attention run as the fused loops of Burn's CPU backend
-    /// (`mocoop_model`'s `clip::cpu_kernels`). Public so that `mocoop bench --breakdown` times the
+    /// (`mocoop_model`'s `cpu` module). Public so that `mocoop bench --breakdown` times the
     /// image side the way a step runs it.
     pub fn step_features(&self, images: Tensor<B, 4>) -> (Tensor<B, 2>, Option<ImageParts<B>>) {
         let vision = &self.clip.vision;

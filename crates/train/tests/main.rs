@@ -4,6 +4,5 @@
 
 mod checkpoint;
 mod image_parts;
-mod pretrain;
 mod reference_step;
 mod step_fixture;

@@ -4,7 +4,7 @@ use burn::backend::{Autodiff, Flex};
 use mocoop_model::Clip;
 use mocoop_model::config::{TextConfig, VisionConfig};
 use mocoop_model::weights::LoadOptions;
-use mocoop_train::pretrain::{
+use mocoop_pretrain::{
     PretrainConfig, PretrainEvent, harmonic_mean, init_clip, pretrain, save_pretrained, world_loss,
     zero_shot_base_new,
 };

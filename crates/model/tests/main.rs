@@ -2,7 +2,6 @@
 //! each separate binary compiled Burn's generic code for itself and linked it again, which made
 //! the test build several times slower than the tests themselves.
 
-mod common;
 mod cpu_threads;
 mod export;
 mod hostile_inputs;

@@ -11,11 +11,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::common::*;
 use burn::backend::Flex;
 use burn::tensor::DType;
 use mocoop_model::weights::native::{self, StoredPrecision};
 use mocoop_model::weights::{self, LoadOptions, WeightLayout, WeightsError};
+use mocoop_test_support::reference::*;
 
 const MODEL: &str = "openclip_quickgelu";
 

@@ -16,6 +16,7 @@ use mocoop_model::prompt::MixtureConfig;
 use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
+use mocoop_test_support::reference::fixtures;
 use mocoop_train::checkpoint::{read, trainable_tensors, write};
 use mocoop_train::config::{
     DataConfig, LossConfig, Method, OptimConfig, Setting, TrainConfig, ZeroShotPrompts,
@@ -24,10 +25,6 @@ use mocoop_train::model::visual_ln_params;
 use mocoop_train::{ClassSetup, MocoopModel, TrainedRun, run};
 
 type B = Autodiff<Flex>;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
 fn values<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().unwrap()

@@ -5,4 +5,3 @@
 mod checkpoint;
 mod image_parts;
 mod reference_step;
-mod step_fixture;

@@ -8,7 +8,7 @@
 pub mod atomic;
 pub mod clip;
 pub mod config;
-pub mod precision;
+pub(crate) mod precision;
 pub mod preprocess;
 pub mod prompt;
 pub mod templates;

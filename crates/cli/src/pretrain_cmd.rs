@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mocoop_model::config::{ClipConfig, TextConfig, VisionConfig};
 use mocoop_model::templates::TemplateTable;
 use mocoop_model::tokenizer::CONTEXT_LENGTH;
-use mocoop_train::pretrain::{
+use mocoop_pretrain::{
     PretrainConfig, PretrainEvent, ZeroShotAccuracy, pretrain, save_pretrained, small_clip,
     zero_shot_base_new,
 };

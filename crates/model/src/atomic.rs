@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
-/// Writes `contents` to `path` atomically: a temporary file in the same folder, then a rename,
-/// so that concurrent runs never read a half-written file and a killed process never leaves a
-/// truncated one under the final name. Used for every file the project writes for later reading:
-/// weights, checkpoints, few-shot subsets, run configurations and results.
+/// Writes `contents` to `path` atomically: a temporary file in the same folder (named after the
+/// target, so that one a killed process leaves behind says whose it is), synced, then renamed over
+/// `path`, so that concurrent runs never read a half-written file and a killed process never leaves
+/// a truncated one under the final name. Creates the missing parent folders; on any error the
+/// temporary file is removed. Used for every file the project writes for later reading: weights,
+/// checkpoints, few-shot subsets, run configurations and results.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -14,20 +16,19 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{unique}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let prefix = format!(".{name}.tmp-");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    // The mode `File::create` gives (0o666 less the umask), not tempfile's owner-only 0o600: the
+    // files are shared results, not secrets.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    // Dropped on every early return, which deletes the temporary file.
+    let mut file = builder.tempfile_in(dir)?;
+    file.write_all(contents)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -47,6 +48,15 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.json")]);
+        // Permissions as a plain `File::create` gives them.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.join("plain");
+            std::fs::File::create(&plain).unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(mode(&path), mode(&plain));
+        }
         // A target that cannot be written is an error, not a panic.
         assert!(write_atomic(&dir.join("nested/out.json/child"), b"x").is_err());
     }

@@ -9,7 +9,7 @@ pub mod atomic;
 pub mod clip;
 pub mod config;
 mod cpu;
-pub mod precision;
+pub(crate) mod precision;
 pub mod preprocess;
 pub mod prompt;
 pub mod templates;

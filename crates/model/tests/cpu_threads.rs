@@ -3,8 +3,8 @@
 //! one thread (one part) and of three (parts of uneven sizes) and requires the same embeddings;
 //! `parity.rs` checks the embeddings themselves against open_clip.
 
-use crate::common::*;
 use burn::backend::Flex;
+use mocoop_test_support::reference::*;
 
 /// Runs `f` where `rayon::current_num_threads()` is `threads`.
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {

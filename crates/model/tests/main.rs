@@ -2,7 +2,6 @@
 //! each separate binary compiled Burn's generic code for itself and linked it again, which made
 //! the test build several times slower than the tests themselves.
 
-mod common;
 // The CPU fast path's thread parts; without the `cpu` feature every batch runs whole.
 #[cfg(feature = "cpu")]
 mod cpu_threads;

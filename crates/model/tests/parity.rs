@@ -5,10 +5,10 @@
 //! and GELU models and a transformers `CLIPModel`, fp16-exact weights, fp32 compute). Embeddings must
 //! agree to 1e-4 absolute, as the issue requires.
 
-use crate::common::*;
 use burn::backend::Flex;
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, clip::l2_normalize};
+use mocoop_test_support::reference::*;
 
 #[test]
 fn matches_reference_on_cpu() {

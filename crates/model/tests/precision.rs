@@ -6,12 +6,12 @@
 //! embeddings: the work really ran in half precision. f16 on WGPU is checked in the CLI package's
 //! tests (`crates/cli/tests/wgpu.rs` says why).
 
-use crate::common::*;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use mocoop_model::Precision;
+use mocoop_test_support::reference::*;
 
 #[test]
 fn f16_embeddings_match_the_reference_to_half_precision() {

@@ -6,8 +6,8 @@
 //! uses fixed-point filter weights, while we filter in floating point, so single pixels may differ by
 //! a few levels (and JPEG decoders by a level or two).
 
-use crate::common::*;
 use mocoop_model::preprocess::{load_rgb, preprocess};
+use mocoop_test_support::reference::*;
 
 #[test]
 fn matches_open_clip_preprocessing() {

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::*;
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use mocoop_model::config::ClipConfig;
 use mocoop_model::weights::native::{self, StoredPrecision};
 use mocoop_model::weights::{self, LoadOptions, LoadedWeights, StateDict, WeightLayout};
 use mocoop_model::{Activation, Clip};
+use mocoop_test_support::reference::*;
 
 /// The fixture's tensors, as a plain map to tamper with.
 fn fixture_tensors() -> BTreeMap<String, TensorData> {

@@ -15,6 +15,7 @@ use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::Dtype;
+use safetensors::tensor::TensorInfo;
 use sha2::{Digest, Sha256};
 
 use mocoop_model::Clip;
@@ -119,17 +120,72 @@ pub fn write(
         &metadata,
     );
     metadata.insert(DIGEST_KEY.into(), digest);
-    let views = entries
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| TrainError::Checkpoint(format!("tensor '{name}': {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))
+    let bytes = serialize(entries, &metadata)
         .map_err(|e| TrainError::Checkpoint(format!("serialising {}: {e}", path.display())))?;
     mocoop_model::atomic::write_atomic(path, &bytes).map_err(io)
+}
+
+/// The safetensors header: the metadata first, then the tensors in the order of their data.
+struct Header<'a> {
+    metadata: BTreeMap<&'a str, &'a str>,
+    tensors: Vec<(&'a str, TensorInfo)>,
+}
+
+impl serde::Serialize for Header<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1 + self.tensors.len()))?;
+        map.serialize_entry("__metadata__", &self.metadata)?;
+        for (name, info) in &self.tensors {
+            map.serialize_entry(name, info)?;
+        }
+        map.end()
+    }
+}
+
+/// The safetensors file of `entries` and `metadata`, laid out as `safetensors::serialize` lays it
+/// out (tensors by descending dtype alignment, then name; the header's JSON padded with spaces to
+/// 8 bytes) but with the metadata keys sorted: `serialize` writes them in the order of its
+/// `HashMap`, which differs from run to run, so that identical checkpoints got different bytes.
+fn serialize(
+    mut entries: Vec<Entry>,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut offset = 0;
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (name, dtype, shape, bytes) in &entries {
+        let bits = shape.iter().product::<usize>() * dtype.bitsize();
+        if bytes.len() * 8 != bits {
+            return Err(format!(
+                "tensor '{name}' has {} bytes, its shape {shape:?} needs {bits} bits",
+                bytes.len()
+            ));
+        }
+        let info = TensorInfo {
+            dtype: *dtype,
+            shape: shape.clone(),
+            data_offsets: (offset, offset + bytes.len()),
+        };
+        offset += bytes.len();
+        tensors.push((name.as_str(), info));
+    }
+    let header = Header {
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        tensors,
+    };
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, _, bytes) in &entries {
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
 }
 
 /// Reads a checkpoint written by [`write()`], checking its format and content digest.

@@ -14,7 +14,6 @@ pub mod loss_scale;
 pub(crate) mod losses;
 pub(crate) mod metrics;
 pub mod model;
-pub mod pretrain;
 pub mod protocol;
 pub(crate) mod renderer;
 pub(crate) mod resume;

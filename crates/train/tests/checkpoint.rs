@@ -2,6 +2,7 @@
 //! away from their initial values) saved to a run directory and loaded back onto a fresh CLIP gives
 //! the same logits as the in-memory model.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex};
@@ -16,6 +17,7 @@ use mocoop_model::prompt::MixtureConfig;
 use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
+use mocoop_test_support::reference::fixtures;
 use mocoop_train::checkpoint::{read, trainable_tensors, write};
 use mocoop_train::config::{
     DataConfig, LossConfig, Method, OptimConfig, Setting, TrainConfig, ZeroShotPrompts,
@@ -24,10 +26,6 @@ use mocoop_train::model::visual_ln_params;
 use mocoop_train::{ClassSetup, MocoopModel, TrainedRun, run};
 
 type B = Autodiff<Flex>;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
 fn values<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().unwrap()
@@ -210,5 +208,66 @@ fn damaged_checkpoints_are_detected() {
         std::fs::write(&path, &good[..cut]).unwrap();
         let err = read(&path).unwrap_err().to_string();
         assert!(err.contains("damaged"), "cut at {cut}: {err}");
+    }
+}
+
+#[test]
+fn identical_content_gives_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = vec![
+        (
+            "ctx.0".to_string(),
+            TensorData::new(vec![0.5f32, -1.0], [1, 2]),
+        ),
+        (
+            "router.bias".to_string(),
+            TensorData::new(vec![3.0f32], [1]),
+        ),
+        (
+            "text_bias".to_string(),
+            TensorData::new(vec![7.0f32; 4], [2, 2]),
+        ),
+    ];
+    let blobs = vec![
+        ("state.optimizer".to_string(), vec![1u8, 2, 3]),
+        ("state.loss".to_string(), vec![9u8]),
+    ];
+    let pairs: Vec<(String, String)> = (0..16)
+        .map(|i| (format!("key{i:02}"), format!("value {i}")))
+        .collect();
+    // Two maps of the same pairs, filled in opposite orders (each with its own random hasher).
+    let forward: HashMap<String, String> = pairs.iter().cloned().collect();
+    let backward: HashMap<String, String> = pairs.iter().rev().cloned().collect();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    write(&a, &tensors, &blobs, forward).unwrap();
+    let reversed: Vec<_> = tensors.iter().rev().cloned().collect();
+    write(&b, &reversed, &blobs, backward).unwrap();
+    let bytes = std::fs::read(&a).unwrap();
+    assert_eq!(bytes, std::fs::read(&b).unwrap());
+
+    // A standard safetensors file: the safetensors crate reads it, and writing its content with
+    // `safetensors::serialize` (how earlier versions wrote checkpoints) lays out the same bytes
+    // but for the order of the metadata keys, which `read` accepts.
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let metadata = header.metadata().clone().unwrap();
+    for (key, value) in &pairs {
+        assert_eq!(metadata.get(key), Some(value));
+    }
+    let old = safetensors::serialize(file.tensors(), Some(metadata)).unwrap();
+    assert_eq!(old.len(), bytes.len());
+    let data_start = bytes.len() - (4 * (2 + 1 + 4) + 3 + 1);
+    assert_eq!(old[data_start..], bytes[data_start..]);
+    let old_path = dir.path().join("old");
+    std::fs::write(&old_path, &old).unwrap();
+    let (new, old) = (read(&a).unwrap(), read(&old_path).unwrap());
+    assert_eq!(new.metadata, old.metadata);
+    assert_eq!(new.blobs, old.blobs);
+    assert_eq!(
+        new.tensors.keys().collect::<Vec<_>>(),
+        ["ctx.0", "router.bias", "text_bias"]
+    );
+    for (name, data) in &new.tensors {
+        assert_eq!(data, &old.tensors[name], "{name}");
     }
 }

@@ -4,6 +4,4 @@
 
 mod checkpoint;
 mod image_parts;
-mod pretrain;
 mod reference_step;
-mod step_fixture;

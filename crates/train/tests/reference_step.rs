@@ -2,7 +2,7 @@
 //! `tests/fixtures/train_step.json` (written by `tests/fixtures/make_reference.py`): logits, router
 //! logits, gates, every loss term, the gradients of the contexts, router, text bias and image
 //! LayerNorms, and the parameters after two SGD steps (momentum, weight decay, global-norm
-//! clipping, LayerNorms at 0.1× lr). The checks are in `step_fixture`.
+//! clipping, LayerNorms at 0.1× lr). The checks are in `mocoop_test_support::train_step`.
 //!
 //! The same steps with the encoders in f16 (with dynamic loss scaling) and bf16 must stay within
 //! the rounding of those types of the f32 reference, with the trainable tensors and their
@@ -15,7 +15,7 @@ use mocoop_model::Precision;
 use mocoop_train::MocoopModel;
 use mocoop_train::loss_scale::LossScale;
 
-use crate::step_fixture::{IN_RANGE, named_params, run_case, setup};
+use mocoop_test_support::train_step::{IN_RANGE, named_params, run_case, setup};
 
 type B = Autodiff<Flex>;
 

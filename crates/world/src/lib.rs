@@ -2,11 +2,11 @@
 //! A world to measure in: a procedurally generated, seed-deterministic image-text world for
 //! training and testing CLIP prompt learning without any download.
 //!
-//! - Objects are defined by composable [attributes](attributes) with ordinary English names:
+//! - Objects are defined by composable attributes with ordinary English names:
 //!   [`Shape`], [`Colour`], [`Pattern`], [`Size`]; each image is drawn in one of several
 //!   [`Style`]s (photo-like, line sketch, pixelated, noisy, texture).
 //! - [`World`] draws scenes (holding out some colour-shape pairs), [renders](render) them to small
-//!   RGB images and [captions](caption) them in varied natural phrasing; it is what contrastive
+//!   RGB images and [captions](fn@caption) them in varied natural phrasing; it is what contrastive
 //!   pretraining of a small CLIP consumes.
 //! - [`write_benchmark`] writes a classification benchmark over colour-shape classes in CoOp's
 //!   folder layout with a base/new class split; its template groups are the `shapeworld` section
@@ -14,9 +14,9 @@
 //!
 //! Everything is deterministic from a seed (an explicitly specified generator, [`rng::Rng`]).
 
-pub mod attributes;
-pub mod benchmark;
-pub mod caption;
+pub(crate) mod attributes;
+pub(crate) mod benchmark;
+pub(crate) mod caption;
 pub mod render;
 pub mod rng;
 mod world;

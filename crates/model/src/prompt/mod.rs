@@ -1,6 +1,6 @@
 //! The mixture of soft prompts (MoCoOp), with CoOp and zero-shot CLIP as special cases.
 //!
-//! - [`layout`]: how each expert's prompt is laid out in tokens (host side).
+//! - [`ExpertLayout`] (`layout`): how each expert's prompt is laid out in tokens (host side).
 //! - [`MixtureOfPrompts`]: the learnable part — one context per expert ([`PromptPool`]), the
 //!   shared text bias `w` and the router — and the forward computations: the text features
 //!   `z[g,c] = normalize(TextEncoder(P_g(c)) + w)`, the router's top-K gates and the mixture
@@ -19,7 +19,7 @@
 mod buckets;
 mod classifier;
 mod hard;
-pub mod layout;
+pub(crate) mod layout;
 mod mixture;
 mod pool;
 mod shard;

@@ -1,11 +1,10 @@
 //! The training-step fixture, generic over the autodiff backend: the PyTorch reference's steps in
 //! `tests/fixtures/train_step.json` (written by `tests/fixtures/make_reference.py
-//! --train-step-only`), and a check of one MoCoOp or CoOp step against them. Used by this package's
-//! `reference_step` tests on the CPU and by the CLI package's WGPU tests, which include this file
-//! by path (they build Burn's WGPU backend, which this package's tests do not).
+//! --train-step-only`), and a check of one MoCoOp or CoOp step against them. Used by the train
+//! package's `reference_step` tests on the CPU and by the CLI package's WGPU tests (they build
+//! Burn's WGPU backend, which the train package's tests do not).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use burn::module::{Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
@@ -26,10 +25,7 @@ use mocoop_train::loss_scale::LossScale;
 use mocoop_train::model::visual_ln_params;
 use mocoop_train::{ClassSetup, MocoopModel};
 
-/// The repository's committed reference fixtures.
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+use crate::reference::fixtures;
 
 fn flat(v: &Value) -> Vec<f32> {
     match v {

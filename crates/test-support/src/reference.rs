@@ -2,8 +2,8 @@
 //!
 //! The fixtures are produced by `tests/fixtures/make_reference.py` from random-weight open_clip and
 //! transformers models (regenerate with `tests/fixtures/setup_reference_env.sh` then
-//! `.venv-ref/bin/python tests/fixtures/make_reference.py`); CI only reads them.
-#![allow(dead_code)]
+//! `.venv-ref/bin/python tests/fixtures/make_reference.py`); CI only reads them. Used by the model
+//! package's tests on the CPU and by the CLI package's tests on WGPU.
 
 use std::path::{Path, PathBuf};
 

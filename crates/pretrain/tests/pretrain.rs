@@ -4,7 +4,7 @@ use burn::backend::{Autodiff, Flex};
 use mocoop_model::Clip;
 use mocoop_model::config::{TextConfig, VisionConfig};
 use mocoop_model::weights::LoadOptions;
-use mocoop_train::pretrain::{
+use mocoop_pretrain::{
     PretrainConfig, PretrainEvent, harmonic_mean, init_clip, pretrain, save_pretrained, world_loss,
     zero_shot_base_new,
 };
@@ -104,7 +104,31 @@ fn zero_shot_evaluation_covers_both_halves_and_every_style() {
     );
     assert!((0.0..=1.0).contains(&acc.base) && (0.0..=1.0).contains(&acc.new));
     assert_eq!(acc.per_style.len(), 5);
-    assert!((acc.hm - harmonic_mean(acc.base, acc.new)).abs() < 1e-6);
+    // Each half's accuracy counts its classes' 5 images each.
+    let classes = bench.classnames().len();
+    let num_base = bench.base.len();
+    for (accuracy, images) in [
+        (acc.base, num_base * 5),
+        (acc.new, (classes - num_base) * 5),
+    ] {
+        let correct = accuracy * images as f32;
+        assert!(
+            (correct - correct.round()).abs() < 1e-3,
+            "{accuracy} of {images}"
+        );
+    }
+    // A harmonic mean lies between the smaller value and the arithmetic mean.
+    let (low, mean) = (acc.base.min(acc.new), (acc.base + acc.new) / 2.0);
+    assert!(acc.hm >= low - 1e-6 && acc.hm <= mean + 1e-6, "{acc:?}");
+}
+
+#[test]
+fn harmonic_mean_of_hand_computed_cases() {
+    assert!((harmonic_mean(0.5, 1.0) - 2.0 / 3.0).abs() < 1e-6);
+    assert!((harmonic_mean(0.25, 0.75) - 0.375).abs() < 1e-6);
+    assert!((harmonic_mean(0.4, 0.4) - 0.4).abs() < 1e-6);
+    assert_eq!(harmonic_mean(0.0, 0.9), 0.0);
+    assert_eq!(harmonic_mean(0.0, 0.0), 0.0);
 }
 
 #[test]

@@ -40,8 +40,8 @@ pub struct TrainArgs {
     /// run's config.json names it).
     #[arg(long, value_name = "PATH", required_unless_present = "resume")]
     weights: Option<PathBuf>,
-    /// MLP activation, for state dicts that do not record it (quick_gelu or gelu).
-    #[arg(long, value_name = "quick_gelu|gelu")]
+    /// MLP activation, for state dicts that do not record it.
+    #[arg(long, ignore_case = true)]
     activation: Option<Activation>,
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N; or several of one kind,
     /// comma-separated (cuda:0,cuda:1), to share every step between them (see --split).
@@ -49,7 +49,7 @@ pub struct TrainArgs {
     device: DeviceList,
     /// Precision of the frozen encoders' compute: f32, or f16/bf16 on GPUs that support them.
     /// Prompts, router and LayerNorms train in f32; f16 adds dynamic loss scaling.
-    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    #[arg(long, default_value = "f32", ignore_case = true)]
     precision: Precision,
     /// Dataset name (caltech101, dtd, eurosat, …, imagefolder, list).
     #[arg(long, required_unless_present = "resume")]
@@ -57,8 +57,8 @@ pub struct TrainArgs {
     /// Data root (the folder holding the dataset's folder, or the dataset folder itself).
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     root: Option<PathBuf>,
-    /// base2new: train on the base half of the classes; fewshot: all classes.
-    #[arg(long, default_value = "base2new", value_name = "base2new|fewshot")]
+    /// Which classes to train on.
+    #[arg(long, default_value = "base2new", ignore_case = true)]
     setting: Setting,
     /// Training images per class (0: all).
     #[arg(long, default_value_t = 16)]
@@ -102,8 +102,8 @@ const RESUME_COMPATIBLE: [&str; 8] = [
 /// The method and every hyper-parameter of a run (shared by `train` and `protocol`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainFlags {
-    /// mocoop, coop or zero-shot.
-    #[arg(long, default_value = "mocoop", value_name = "mocoop|coop|zero-shot")]
+    /// The method to train.
+    #[arg(long, default_value = "mocoop", ignore_case = true)]
     pub method: Method,
     /// Template groups file (TOML, same format as assets/template-groups.toml) for a custom dataset.
     #[arg(long, value_name = "FILE")]
@@ -155,13 +155,13 @@ pub struct TrainFlags {
     #[arg(long, default_value_t = 1.0)]
     text_tau: f32,
     /// Classes contrasted by the text-level loss (decision): all class names, or the training ones.
-    #[arg(long, default_value = "all", value_parser = parse_text_classes)]
+    #[arg(long, default_value = "all")]
     text_classes: TextClasses,
     /// Prototypes of the gating target (decision): per-class or class-agnostic.
-    #[arg(long, default_value = "per-class", value_parser = parse_gate_prototypes)]
+    #[arg(long, default_value = "per-class")]
     gate_prototypes: GatePrototypes,
     /// Form of the gating target (decision): top-k (uniform) or softmax (published code's form).
-    #[arg(long, default_value = "top-k", value_parser = parse_gate_target)]
+    #[arg(long, default_value = "top-k")]
     gate_target: GateTarget,
     /// Let gradients flow through the gating target (decision; default: detached).
     #[arg(long)]
@@ -250,30 +250,6 @@ pub(crate) fn parse_split(s: &str) -> Result<DeviceSplit, String> {
         "batch" => Ok(DeviceSplit::Batch),
         "classes" => Ok(DeviceSplit::Classes),
         other => Err(format!("'{other}': expected batch or classes")),
-    }
-}
-
-fn parse_text_classes(s: &str) -> Result<TextClasses, String> {
-    match s {
-        "all" => Ok(TextClasses::All),
-        "train" => Ok(TextClasses::Train),
-        other => Err(format!("'{other}': expected all or train")),
-    }
-}
-
-fn parse_gate_prototypes(s: &str) -> Result<GatePrototypes, String> {
-    match s {
-        "per-class" | "per_class" => Ok(GatePrototypes::PerClass),
-        "class-agnostic" | "class_agnostic" => Ok(GatePrototypes::ClassAgnostic),
-        other => Err(format!("'{other}': expected per-class or class-agnostic")),
-    }
-}
-
-fn parse_gate_target(s: &str) -> Result<GateTarget, String> {
-    match s {
-        "top-k" | "topk" => Ok(GateTarget::TopKUniform),
-        "softmax" => Ok(GateTarget::SoftmaxBoost),
-        other => Err(format!("'{other}': expected top-k or softmax")),
     }
 }
 

@@ -7,27 +7,25 @@ use serde::{Deserialize, Serialize};
 /// OpenAI's released weights were trained with QuickGELU; open_clip's non-"quickgelu" configs and
 /// some transformers configs use exact (erf) GELU. Using the wrong one changes every feature, so it is
 /// part of the configuration and never guessed silently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// `x * sigmoid(1.702 x)`, as in OpenAI's CLIP.
     #[default]
+    #[value(name = "quick_gelu", alias = "quickgelu", alias = "quick-gelu")]
     QuickGelu,
     /// Exact GELU, `x * Φ(x)`.
     Gelu,
 }
 
+/// The spellings of the command line, any case: transformers' `config.json` names the activation
+/// too (`hidden_act`).
 impl std::str::FromStr for Activation {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().replace('-', "_").as_str() {
-            "quick_gelu" | "quickgelu" => Ok(Self::QuickGelu),
-            "gelu" => Ok(Self::Gelu),
-            other => Err(format!(
-                "unknown activation '{other}': expected 'quick_gelu' or 'gelu'"
-            )),
-        }
+        <Self as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("unknown activation '{s}': expected 'quick_gelu' or 'gelu'"))
     }
 }
 
@@ -257,5 +255,23 @@ mod tests {
         json.as_object_mut().unwrap().remove("layer_norm_eps");
         let config: ClipConfig = serde_json::from_value(json).unwrap();
         assert_eq!(config, ClipConfig::shapeworld());
+    }
+
+    #[test]
+    fn activations_parse_in_the_spellings_of_configs_and_the_command_line() {
+        for text in ["quick_gelu", "quickgelu", "quick-gelu", "QuickGELU"] {
+            assert_eq!(text.parse(), Ok(Activation::QuickGelu), "{text}");
+        }
+        assert_eq!("GELU".parse(), Ok(Activation::Gelu));
+        let err = "gelu_new".parse::<Activation>().unwrap_err();
+        assert!(
+            err.contains("'gelu_new'") && err.contains("'quick_gelu'"),
+            "{err}"
+        );
+        // serde keeps its own names (config.json and native files).
+        assert_eq!(
+            serde_json::to_string(&Activation::QuickGelu).unwrap(),
+            "\"quick_gelu\""
+        );
     }
 }

@@ -138,21 +138,6 @@ pub struct OptimConfig {
     pub warmup_lr: f64,
 }
 
-impl Default for OptimConfig {
-    fn default() -> Self {
-        Self {
-            lr: 0.032,
-            ln_lr_scale: 0.1,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            clip_norm: Some(1.0),
-            epochs: 50,
-            warmup_epochs: 5,
-            warmup_lr: 1e-5,
-        }
-    }
-}
-
 /// How a dataset is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -322,9 +307,13 @@ mod tests {
     fn schedule_is_constant_warmup_then_cosine_per_epoch() {
         let optim = OptimConfig {
             lr: 0.002,
+            ln_lr_scale: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_norm: Some(1.0),
             epochs: 10,
             warmup_epochs: 1,
-            ..OptimConfig::default()
+            warmup_lr: 1e-5,
         };
         assert_eq!(epoch_lr(&optim, 0), 1e-5);
         assert!((epoch_lr(&optim, 1) - 0.002).abs() < 1e-12);

@@ -52,7 +52,7 @@ LR, LN_LR_SCALE, MOMENTUM, WEIGHT_DECAY, CLIP_NORM = 0.032, 0.1, 0.9, 5e-4, 1.0
 LAMBDA_TEXT, LAMBDA_GATE, TAU = 5.0, 1.0, 1.0
 
 # (embed_dim, vision (width, layers, heads, patch, image), text (width, layers, heads)):
-# the same sizes as crates/cli/src/bench_cmd/geometry.rs.
+# the same sizes as ClipConfig::vit_b_16, small and tiny (crates/model/src/config.rs).
 GEOMETRIES = {
     "vit-b-16": (512, (768, 12, 12, 16, 224), (512, 12, 8)),
     "small": (128, (192, 4, 3, 16, 224), (128, 4, 2)),

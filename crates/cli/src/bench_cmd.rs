@@ -72,7 +72,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Precision of the encoders' compute (f16 adds dynamic loss scaling in training).
-    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    #[arg(long, default_value = "f32", ignore_case = true)]
     precision: Precision,
     /// Write the records as JSON to this file.
     #[arg(long, value_name = "PATH")]

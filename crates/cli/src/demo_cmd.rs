@@ -15,7 +15,7 @@ use mocoop_data::{Loader, LoaderConfig, load_dataset};
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::{Clip, Precision};
 use mocoop_train::config::Setting;
-use mocoop_train::{Method, RunResults, TrainReport, TrainedRun, train};
+use mocoop_train::{Method, Recipe, RunResults, TrainReport, TrainedRun, train};
 use mocoop_world::{BenchmarkConfig, Style, style_from_path, write_benchmark};
 use serde_json::json;
 
@@ -44,9 +44,9 @@ pub struct DemoArgs {
     /// Training images per base class.
     #[arg(long, default_value_t = 16)]
     shots: usize,
-    /// Training epochs of CoOp and MoCoOp (the spec's base-to-new recipe: 50, a tenth of them
-    /// warm-up).
-    #[arg(long, default_value_t = 50)]
+    /// Training epochs of CoOp and MoCoOp (the base-to-new recipe's; fewer warm up for their
+    /// share of the recipe's warm-up).
+    #[arg(long, default_value_t = Recipe::for_run(Method::Mocoop, DATASET).epochs)]
     epochs: usize,
     /// Test images per class.
     #[arg(long, default_value_t = 30)]
@@ -66,16 +66,7 @@ impl DemoArgs {
             flags: TrainFlags,
         }
         let epochs = self.epochs.to_string();
-        let warmup = (self.epochs / 10).max(1).min(self.epochs - 1).to_string();
-        let args = [
-            "demo",
-            "--method",
-            method,
-            "--epochs",
-            &epochs,
-            "--warmup-epochs",
-            &warmup,
-        ];
+        let args = ["demo", "--method", method, "--epochs", &epochs];
         Ok(Flags::try_parse_from(args)
             .context("demo training flags")?
             .flags)

@@ -22,7 +22,7 @@ pub struct EvalArgs {
     run: PathBuf,
     /// base, new or all classes (default: base and new for a base-to-new run on its own dataset,
     /// all otherwise).
-    #[arg(long, value_name = "base|new|all")]
+    #[arg(long, ignore_case = true)]
     split: Option<EvalSplit>,
     /// Evaluate on another dataset (cross-dataset or domain-shift targets); needs --root.
     #[arg(long, requires = "root")]
@@ -31,13 +31,13 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
     /// Only accept a run of this method.
-    #[arg(long, value_name = "mocoop|coop|zero-shot")]
+    #[arg(long, ignore_case = true)]
     method: Option<Method>,
     /// CLIP checkpoint (default: the one the run was trained with).
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
     /// MLP activation of the checkpoint (default: as recorded in the run).
-    #[arg(long, value_name = "quick_gelu|gelu")]
+    #[arg(long, ignore_case = true)]
     activation: Option<Activation>,
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]

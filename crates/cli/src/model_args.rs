@@ -28,11 +28,11 @@ pub struct CheckpointArgs {
     pub weights: PathBuf,
     /// MLP activation, for state dicts that do not record it (OpenAI layout defaults to quick_gelu;
     /// open_clip models without "quickgelu" in their name need `gelu`).
-    #[arg(long, value_name = "quick_gelu|gelu")]
+    #[arg(long, ignore_case = true)]
     pub activation: Option<Activation>,
     /// Precision of the encoders' compute: f32, or f16/bf16 on GPUs that support them (what
     /// trains keeps f32 master copies; LayerNorms run in f32).
-    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    #[arg(long, default_value = "f32", ignore_case = true)]
     pub precision: Precision,
 }
 

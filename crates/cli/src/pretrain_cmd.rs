@@ -10,10 +10,8 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use mocoop_model::config::{ClipConfig, TextConfig, VisionConfig};
 use mocoop_model::templates::TemplateTable;
-use mocoop_model::tokenizer::CONTEXT_LENGTH;
 use mocoop_pretrain::{
-    PretrainConfig, PretrainEvent, ZeroShotAccuracy, pretrain, save_pretrained, small_clip,
-    zero_shot_base_new,
+    PretrainConfig, PretrainEvent, ZeroShotAccuracy, pretrain, save_pretrained, zero_shot_base_new,
 };
 use mocoop_world::{BenchSplit, BenchmarkConfig, TEMPLATE_SECTION, WorldConfig};
 use serde_json::json;
@@ -44,32 +42,33 @@ pub struct PretrainArgs {
     /// AdamW weight decay.
     #[arg(long, default_value_t = 0.05)]
     weight_decay: f32,
+    // The model's sizes default to the `shapeworld` preset, the shipped checkpoint's.
     /// Image side, pixels.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().vision.image_size)]
     image_size: usize,
     /// ViT patch side, pixels.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().vision.patch_size)]
     patch_size: usize,
     /// Image encoder width.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().vision.width)]
     vision_width: usize,
     /// Image encoder blocks.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().vision.layers)]
     vision_layers: usize,
     /// Image encoder attention heads.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().vision.heads)]
     vision_heads: usize,
     /// Text encoder width (the token embedding, 49,408 rows, dominates the file size).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().text.width)]
     text_width: usize,
     /// Text encoder blocks.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().text.layers)]
     text_layers: usize,
     /// Text encoder attention heads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().text.heads)]
     text_heads: usize,
     /// Width of the joint embedding space.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = ClipConfig::shapeworld().embed_dim)]
     embed_dim: usize,
     /// Evaluate zero-shot accuracy (validation images) every N steps; 0: only at the end.
     #[arg(long, default_value_t = 0)]
@@ -100,7 +99,7 @@ impl PretrainArgs {
             image_size: self.image_size as u32,
             ..WorldConfig::default()
         };
-        let defaults = small_clip(self.image_size);
+        let preset = ClipConfig::shapeworld();
         let clip = ClipConfig {
             embed_dim: self.embed_dim,
             vision: VisionConfig {
@@ -114,10 +113,9 @@ impl PretrainArgs {
                 width: self.text_width,
                 layers: self.text_layers,
                 heads: self.text_heads,
-                context_length: CONTEXT_LENGTH,
-                vocab_size: defaults.text.vocab_size,
+                ..preset.text
             },
-            ..defaults
+            ..preset
         };
         let mut config = PretrainConfig::new(self.seed, self.steps);
         config.clip = clip;

@@ -1,9 +1,9 @@
 //! `mocoop train`: trains MoCoOp or CoOp (or evaluates zero-shot CLIP) on a dataset into a run
 //! directory, then evaluates it on the test split(s).
 //!
-//! Defaults follow the method description: 50 epochs with 5 warm-up epochs at batch size 32 and lr
-//! 0.032 (scaled linearly with the batch size); for ImageNet 10 epochs, 1 warm-up epoch, batch size
-//! 1 and lr 0.002. Every explicit flag overrides these.
+//! Defaults are the method's recipe for the dataset ([`Recipe::for_run`]: 50 epochs with 5 warm-up
+//! epochs at batch size 32 and lr 0.032, scaled linearly with the batch size; for ImageNet 10
+//! epochs, 1 warm-up epoch, batch size 1 and lr 0.002). Every explicit flag overrides these.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,7 @@ use mocoop_train::config::{
     TrainConfig, ZeroShotPrompts,
 };
 use mocoop_train::eval::template_groups;
+use mocoop_train::recipe::{LrScaling, Recipe};
 use mocoop_train::run;
 use mocoop_train::{DeviceSplit, TrainOptions, TrainReport, resume, train};
 
@@ -40,8 +41,8 @@ pub struct TrainArgs {
     /// run's config.json names it).
     #[arg(long, value_name = "PATH", required_unless_present = "resume")]
     weights: Option<PathBuf>,
-    /// MLP activation, for state dicts that do not record it (quick_gelu or gelu).
-    #[arg(long, value_name = "quick_gelu|gelu")]
+    /// MLP activation, for state dicts that do not record it.
+    #[arg(long, ignore_case = true)]
     activation: Option<Activation>,
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N; or several of one kind,
     /// comma-separated (cuda:0,cuda:1), to share every step between them (see --split).
@@ -49,7 +50,7 @@ pub struct TrainArgs {
     device: DeviceList,
     /// Precision of the frozen encoders' compute: f32, or f16/bf16 on GPUs that support them.
     /// Prompts, router and LayerNorms train in f32; f16 adds dynamic loss scaling.
-    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    #[arg(long, default_value = "f32", ignore_case = true)]
     precision: Precision,
     /// Dataset name (caltech101, dtd, eurosat, …, imagefolder, list).
     #[arg(long, required_unless_present = "resume")]
@@ -57,8 +58,8 @@ pub struct TrainArgs {
     /// Data root (the folder holding the dataset's folder, or the dataset folder itself).
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     root: Option<PathBuf>,
-    /// base2new: train on the base half of the classes; fewshot: all classes.
-    #[arg(long, default_value = "base2new", value_name = "base2new|fewshot")]
+    /// Which classes to train on.
+    #[arg(long, default_value = "base2new", ignore_case = true)]
     setting: Setting,
     /// Training images per class (0: all).
     #[arg(long, default_value_t = 16)]
@@ -102,8 +103,8 @@ const RESUME_COMPATIBLE: [&str; 8] = [
 /// The method and every hyper-parameter of a run (shared by `train` and `protocol`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainFlags {
-    /// mocoop, coop or zero-shot.
-    #[arg(long, default_value = "mocoop", value_name = "mocoop|coop|zero-shot")]
+    /// The method to train (its recipe gives the defaults below).
+    #[arg(long, default_value = "mocoop", ignore_case = true)]
     pub method: Method,
     /// Template groups file (TOML, same format as assets/template-groups.toml) for a custom dataset.
     #[arg(long, value_name = "FILE")]
@@ -155,55 +156,56 @@ pub struct TrainFlags {
     #[arg(long, default_value_t = 1.0)]
     text_tau: f32,
     /// Classes contrasted by the text-level loss (decision): all class names, or the training ones.
-    #[arg(long, default_value = "all", value_parser = parse_text_classes)]
+    #[arg(long, default_value = "all")]
     text_classes: TextClasses,
     /// Prototypes of the gating target (decision): per-class or class-agnostic.
-    #[arg(long, default_value = "per-class", value_parser = parse_gate_prototypes)]
+    #[arg(long, default_value = "per-class")]
     gate_prototypes: GatePrototypes,
     /// Form of the gating target (decision): top-k (uniform) or softmax (published code's form).
-    #[arg(long, default_value = "top-k", value_parser = parse_gate_target)]
+    #[arg(long, default_value = "top-k")]
     gate_target: GateTarget,
     /// Let gradients flow through the gating target (decision; default: detached).
     #[arg(long)]
     gate_target_grad: bool,
 
-    // ---- optimisation
-    /// Training epochs (default 50; ImageNet 10).
+    // ---- optimisation (defaults: the recipe of the method and dataset, `mocoop_train::recipe`)
+    /// Training epochs (recipe: 50; ImageNet 10).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Epochs at the constant warm-up rate (default 5; ImageNet 1).
+    /// Epochs at the constant warm-up rate (recipe: 5 of 50, ImageNet 1 of 10; a shorter run
+    /// warms up for its share of them, always short of the whole run).
     #[arg(long)]
     warmup_epochs: Option<usize>,
-    /// The constant warm-up learning rate.
-    #[arg(long, default_value_t = 1e-5)]
-    warmup_lr: f64,
-    /// Images per step (default 32; ImageNet 1).
+    /// The constant warm-up learning rate (recipe: 1e-5).
+    #[arg(long)]
+    warmup_lr: Option<f64>,
+    /// Images per step (recipe: 32; ImageNet 1).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Learning rate, used as given (default: --base-lr scaled by --lr-scaling).
     #[arg(long)]
     lr: Option<f64>,
-    /// Learning rate at batch size 32 (ImageNet default: 0.002, not scaled).
+    /// Learning rate at the recipe's batch size (recipe: 0.032 at 32; ImageNet 0.002 at 1).
     #[arg(long)]
     base_lr: Option<f64>,
-    /// Scale --base-lr linearly with the batch size (linear) or not (none).
-    #[arg(long, default_value = "linear", value_name = "linear|none")]
-    lr_scaling: String,
-    /// SGD momentum (no dampening).
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    /// Weight decay.
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f32,
-    /// Global gradient-norm clipping threshold (0: off).
-    #[arg(long, default_value_t = 1.0)]
-    clip_norm: f32,
-    /// Tune the image encoder's ln_1/ln_2 LayerNorms (default: on for mocoop, off for coop).
+    /// How --base-lr follows --batch-size (recipe: linear; ImageNet none).
+    #[arg(long)]
+    lr_scaling: Option<LrScaling>,
+    /// SGD momentum, no dampening (recipe: 0.9).
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay (recipe: 5e-4).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Global gradient-norm clipping threshold, 0: off (recipe: 1).
+    #[arg(long)]
+    clip_norm: Option<f32>,
+    /// Tune the image encoder's ln_1/ln_2 LayerNorms (recipe: on for mocoop, off for coop).
     #[arg(long, value_name = "BOOL")]
     ln_tuning: Option<bool>,
-    /// Learning-rate multiplier of the image LayerNorms.
-    #[arg(long, default_value_t = 0.1)]
-    ln_lr_scale: f64,
+    /// Learning-rate multiplier of the image LayerNorms (recipe: 0.1).
+    #[arg(long)]
+    ln_lr_scale: Option<f64>,
     /// Encode N augmented views of every training image once, before training, and train on
     /// those features (epoch e uses view e mod N): steps then cost only the text side. Needs
     /// --ln-tuning false (the CoOp default); N >= --epochs sees the same views as uncached training.
@@ -253,30 +255,6 @@ pub(crate) fn parse_split(s: &str) -> Result<DeviceSplit, String> {
     }
 }
 
-fn parse_text_classes(s: &str) -> Result<TextClasses, String> {
-    match s {
-        "all" => Ok(TextClasses::All),
-        "train" => Ok(TextClasses::Train),
-        other => Err(format!("'{other}': expected all or train")),
-    }
-}
-
-fn parse_gate_prototypes(s: &str) -> Result<GatePrototypes, String> {
-    match s {
-        "per-class" | "per_class" => Ok(GatePrototypes::PerClass),
-        "class-agnostic" | "class_agnostic" => Ok(GatePrototypes::ClassAgnostic),
-        other => Err(format!("'{other}': expected per-class or class-agnostic")),
-    }
-}
-
-fn parse_gate_target(s: &str) -> Result<GateTarget, String> {
-    match s {
-        "top-k" | "topk" => Ok(GateTarget::TopKUniform),
-        "softmax" => Ok(GateTarget::SoftmaxBoost),
-        other => Err(format!("'{other}': expected top-k or softmax")),
-    }
-}
-
 /// Which data one run trains on.
 #[derive(Debug, Clone)]
 pub struct RunData {
@@ -317,34 +295,58 @@ impl TrainFlags {
         }
     }
 
-    /// The run configuration these flags describe for one dataset and seed.
-    pub fn config(&self, checkpoint: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
-        let imagenet = run.dataset == "imagenet";
-        let batch_size = self.batch_size.unwrap_or(if imagenet { 1 } else { 32 });
-        let lr = match (self.lr, imagenet) {
-            (Some(lr), _) => lr,
-            (None, true) => self.base_lr.unwrap_or(0.002),
-            (None, false) => {
-                let base = self.base_lr.unwrap_or(0.032);
-                match self.lr_scaling.as_str() {
-                    "linear" => base * batch_size as f64 / 32.0,
-                    "none" => base,
-                    other => anyhow::bail!("--lr-scaling '{other}': expected linear or none"),
-                }
+    /// The method's recipe for `dataset` with the flags that change it applied.
+    fn recipe(&self, dataset: &str) -> Recipe {
+        let recipe = Recipe::for_run(self.method, dataset);
+        Recipe {
+            warmup_lr: self.warmup_lr.unwrap_or(recipe.warmup_lr),
+            base_lr: self.base_lr.unwrap_or(recipe.base_lr),
+            lr_scaling: self.lr_scaling.unwrap_or(recipe.lr_scaling),
+            momentum: self.momentum.unwrap_or(recipe.momentum),
+            weight_decay: self.weight_decay.unwrap_or(recipe.weight_decay),
+            clip_norm: self
+                .clip_norm
+                .map_or(recipe.clip_norm, |c| (c > 0.0).then_some(c)),
+            ln_lr_scale: self.ln_lr_scale.unwrap_or(recipe.ln_lr_scale),
+            ln_tuning: self.ln_tuning.unwrap_or(recipe.ln_tuning),
+            loss: LossConfig {
+                lambda_text: self.lambda_text.unwrap_or(recipe.loss.lambda_text),
+                lambda_gate: self.lambda_gate.unwrap_or(recipe.loss.lambda_gate),
+                lambda_lb: self.lambda_lb,
+                lambda_kd: self.lambda_kd,
+                text_tau: self.text_tau,
+                text_classes: self.text_classes,
+                gate_prototypes: self.gate_prototypes,
+                gate_target: self.gate_target,
+                gate_target_detached: !self.gate_target_grad,
+            },
+            ..recipe
+        }
+    }
+
+    /// The schedule of `recipe` for the run's batch size, with the epochs and rates given on the
+    /// command line; warns when an explicit warm-up leaves no epoch at the real rate.
+    fn optim(&self, recipe: &Recipe, batch_size: usize) -> OptimConfig {
+        let epochs = self.epochs.unwrap_or(recipe.epochs);
+        let mut optim = recipe.optim(batch_size, epochs);
+        if let Some(lr) = self.lr {
+            optim.lr = lr;
+        }
+        if let Some(warmup) = self.warmup_epochs {
+            if warmup >= epochs {
+                eprintln!(
+                    "warning: --warmup-epochs {warmup} covers all {epochs} epochs: the run never \
+                     leaves the warm-up learning rate {}",
+                    optim.warmup_lr
+                );
             }
-        };
-        let mocoop = self.method == Method::Mocoop;
-        let data = DataConfig {
-            dataset: run.dataset.clone(),
-            root: run.root.clone(),
-            setting: run.setting,
-            shots: run.shots,
-            seed: run.seed,
-            batch_size,
-            workers: self.workers,
-            groups_file: self.groups.clone(),
-            skip_bad_images: self.skip_bad_images,
-        };
+            optim.warmup_epochs = warmup;
+        }
+        optim
+    }
+
+    /// The prompts of the method on `run`'s dataset.
+    fn mixture(&self, run: &RunData) -> Result<MixtureConfig> {
         let mut mixture = match self.method {
             Method::Mocoop | Method::ZeroShot => {
                 let groups = template_groups(self.groups.as_deref(), &run.dataset)?;
@@ -367,31 +369,23 @@ impl TrainFlags {
         if let Some(bias) = self.text_bias {
             mixture.text_bias = bias;
         }
-        let defaults = if mocoop {
-            LossConfig::mocoop()
-        } else {
-            LossConfig::coop()
-        };
-        let loss = LossConfig {
-            lambda_text: self.lambda_text.unwrap_or(defaults.lambda_text),
-            lambda_gate: self.lambda_gate.unwrap_or(defaults.lambda_gate),
-            lambda_lb: self.lambda_lb,
-            lambda_kd: self.lambda_kd,
-            text_tau: self.text_tau,
-            text_classes: self.text_classes,
-            gate_prototypes: self.gate_prototypes,
-            gate_target: self.gate_target,
-            gate_target_detached: !self.gate_target_grad,
-        };
-        let optim = OptimConfig {
-            lr,
-            ln_lr_scale: self.ln_lr_scale,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            clip_norm: (self.clip_norm > 0.0).then_some(self.clip_norm),
-            epochs: self.epochs.unwrap_or(if imagenet { 10 } else { 50 }),
-            warmup_epochs: self.warmup_epochs.unwrap_or(if imagenet { 1 } else { 5 }),
-            warmup_lr: self.warmup_lr,
+        Ok(mixture)
+    }
+
+    /// The run configuration these flags describe for one dataset and seed.
+    pub fn config(&self, checkpoint: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
+        let recipe = self.recipe(&run.dataset);
+        let batch_size = self.batch_size.unwrap_or(recipe.batch_size);
+        let data = DataConfig {
+            dataset: run.dataset.clone(),
+            root: run.root.clone(),
+            setting: run.setting,
+            shots: run.shots,
+            seed: run.seed,
+            batch_size,
+            workers: self.workers,
+            groups_file: self.groups.clone(),
+            skip_bad_images: self.skip_bad_images,
         };
         let config = TrainConfig {
             method: self.method,
@@ -399,10 +393,10 @@ impl TrainFlags {
             activation: checkpoint.activation,
             precision: checkpoint.precision,
             data,
-            mixture,
-            loss,
-            optim,
-            ln_tuning: self.ln_tuning.unwrap_or(mocoop),
+            mixture: self.mixture(run)?,
+            optim: self.optim(&recipe, batch_size),
+            loss: recipe.loss,
+            ln_tuning: recipe.ln_tuning,
             router_noise: self.router_noise,
             validate: self.validate,
             zero_shot: match &self.zero_shot_template {
@@ -512,5 +506,115 @@ impl OnDevices for TrainArgs {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        flags: TrainFlags,
+    }
+
+    /// The configuration `mocoop train` builds for `dataset` with `args`.
+    fn config(dataset: &str, args: &[&str]) -> TrainConfig {
+        let flags = Flags::try_parse_from([&["train"], args].concat())
+            .unwrap()
+            .flags;
+        let checkpoint = CheckpointArgs {
+            weights: "clip.safetensors".into(),
+            activation: None,
+            precision: Precision::F32,
+        };
+        let run = RunData {
+            dataset: dataset.into(),
+            root: "data".into(),
+            setting: Setting::Base2new,
+            shots: 16,
+            seed: 1,
+        };
+        flags.config(&checkpoint, &run).unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn defaults_are_the_recipe_of_method_and_dataset() {
+        let c = config("dtd", &[]);
+        assert_eq!(c.data.batch_size, 32);
+        assert!(close(c.optim.lr, 0.032));
+        assert_eq!((c.optim.epochs, c.optim.warmup_epochs), (50, 5));
+        assert_eq!((c.optim.momentum, c.optim.weight_decay), (0.9, 5e-4));
+        assert_eq!((c.optim.clip_norm, c.optim.warmup_lr), (Some(1.0), 1e-5));
+        assert!(c.ln_tuning);
+        assert_eq!(c.loss, LossConfig::mocoop());
+
+        let c = config("imagenet", &[]);
+        assert_eq!(c.data.batch_size, 1);
+        assert!(close(c.optim.lr, 0.002));
+        assert_eq!((c.optim.epochs, c.optim.warmup_epochs), (10, 1));
+
+        let c = config("dtd", &["--method", "coop"]);
+        assert!(!c.ln_tuning);
+        assert_eq!(c.loss, LossConfig::coop());
+    }
+
+    #[test]
+    fn the_learning_rate_follows_the_batch_size_as_the_recipe_says() {
+        let lr = |dataset, args: &[&str]| config(dataset, args).optim.lr;
+        assert!(close(lr("dtd", &["--batch-size", "8"]), 0.008));
+        let unscaled = ["--batch-size", "8", "--lr-scaling", "none"];
+        assert!(close(lr("dtd", &unscaled), 0.032));
+        let base = ["--batch-size", "64", "--base-lr", "0.01"];
+        assert!(close(lr("dtd", &base), 0.02));
+        assert!(close(lr("dtd", &["--lr", "0.5", "--batch-size", "8"]), 0.5));
+        assert!(close(lr("imagenet", &["--batch-size", "4"]), 0.002));
+        assert!(close(lr("imagenet", &["--base-lr", "0.01"]), 0.01));
+    }
+
+    #[test]
+    fn a_short_run_warms_up_for_less_unless_told() {
+        let warmup = |args: &[&str]| config("dtd", args).optim.warmup_epochs;
+        assert_eq!(warmup(&["--epochs", "2"]), 1);
+        assert_eq!(warmup(&["--epochs", "1"]), 0);
+        assert_eq!(warmup(&["--epochs", "20"]), 2);
+        // An explicit warm-up is kept, even one as long as the run (with a warning on stderr).
+        assert_eq!(warmup(&["--epochs", "2", "--warmup-epochs", "2"]), 2);
+        assert_eq!(warmup(&["--epochs", "4", "--warmup-epochs", "0"]), 0);
+    }
+
+    #[test]
+    fn flags_override_the_recipe_and_keep_their_spellings() {
+        let c = config(
+            "dtd",
+            &[
+                "--method",
+                "ZS",
+                "--clip-norm",
+                "0",
+                "--momentum",
+                "0.5",
+                "--text-classes",
+                "train",
+                "--gate-prototypes",
+                "class_agnostic",
+                "--gate-target",
+                "topk",
+            ],
+        );
+        assert_eq!(c.method, Method::ZeroShot);
+        assert_eq!((c.optim.clip_norm, c.optim.momentum), (None, 0.5));
+        assert_eq!(c.loss.text_classes, TextClasses::Train);
+        assert_eq!(c.loss.gate_prototypes, GatePrototypes::ClassAgnostic);
+        assert_eq!(c.loss.gate_target, GateTarget::TopKUniform);
+        let bad = Flags::try_parse_from(["train", "--lr-scaling", "square"]);
+        assert!(bad.is_err());
     }
 }

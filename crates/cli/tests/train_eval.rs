@@ -536,3 +536,38 @@ fn half_precision_training_learns_and_is_recorded() {
     // bf16 training stays close to f32 training.
     same_prompts_with_and_without_within("bf16", &[], &["--precision", "bf16"], 2e-3);
 }
+
+#[test]
+fn a_short_run_leaves_the_warm_up_and_a_warm_up_as_long_as_the_run_is_warned_about() {
+    let dir = scratch("short-run");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+    // Two epochs of the 50-epoch recipe (5 of warm-up): one at the warm-up rate, one at the rate.
+    let run = dir.join("run");
+    let args = ["--method", "coop", "--epochs", "2", "--no-eval"];
+    let output = mocoop(&train_args(root_s, run.to_str().unwrap(), &args));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    ok(output);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let lr: Vec<f64> = metrics(&run)
+        .iter()
+        .map(|e| e["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lr.len(), 2);
+    assert_eq!(lr[0], 1e-5);
+    assert!((lr[1] - 0.032 * 8.0 / 32.0).abs() < 1e-9, "{lr:?}");
+
+    // Asked for explicitly, the warm-up is kept and warned about (this run then finds no data).
+    let out = dir.join("all-warm-up");
+    let args = ["--epochs", "2", "--warmup-epochs", "2"];
+    let err = failure(mocoop(&train_args(
+        dir.join("nothing").to_str().unwrap(),
+        out.to_str().unwrap(),
+        &args,
+    )));
+    assert!(
+        err.contains("warning: --warmup-epochs 2 covers all 2 epochs"),
+        "{err}"
+    );
+}

@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 /// OpenAI's released weights were trained with QuickGELU; open_clip's non-"quickgelu" configs and
 /// some transformers configs use exact (erf) GELU. Using the wrong one changes every feature, so it is
 /// part of the configuration and never guessed silently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// `x * sigmoid(1.702 x)`, as in OpenAI's CLIP.
     #[default]
+    #[value(name = "quick_gelu", alias = "quickgelu", alias = "quick-gelu")]
     QuickGelu,
     /// Exact GELU, `x * Φ(x)`.
     Gelu,
@@ -21,17 +22,14 @@ pub enum Activation {
 /// (`clip::linear`) and the CPU host loops (`cpu::slices`).
 pub(crate) const QUICK_GELU_SLOPE: f32 = 1.702;
 
+/// The spellings of the command line, any case: transformers' `config.json` names the activation
+/// too (`hidden_act`).
 impl std::str::FromStr for Activation {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().replace('-', "_").as_str() {
-            "quick_gelu" | "quickgelu" => Ok(Self::QuickGelu),
-            "gelu" => Ok(Self::Gelu),
-            other => Err(format!(
-                "unknown activation '{other}': expected 'quick_gelu' or 'gelu'"
-            )),
-        }
+        <Self as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("unknown activation '{s}': expected 'quick_gelu' or 'gelu'"))
     }
 }
 
@@ -98,8 +96,18 @@ pub fn default_heads(width: usize) -> usize {
     (width / 64).max(1)
 }
 
+/// Named geometries, in one place (as candle-transformers' CLIP keeps its configurations beside
+/// the model). Every preset is OpenAI's CLIP at other sizes: a 77-token context over the
+/// 49,408-token BPE vocabulary, QuickGELU and LayerNorm epsilon 1e-5; the derived presets say only
+/// what differs from [`ClipConfig::vit_b_16`].
+///
+/// Why not burn's `#[derive(Config)]`: it writes its own serde impls through a generated copy of
+/// the struct that drops field attributes, so `#[serde(default)]` on
+/// [`layer_norm_eps`](ClipConfig::layer_norm_eps) would be lost and a native weight file or run
+/// whose embedded configuration predates that field would stop loading; its builders also cover
+/// only fields with a default, not the nested sizes the callers vary.
 impl ClipConfig {
-    /// ViT-B/16 geometry (the reference size of the benchmarks), with OpenAI's QuickGELU.
+    /// OpenAI's ViT-B/16 (the reference size of the GPU benchmarks).
     pub fn vit_b_16() -> Self {
         Self {
             embed_dim: 512,
@@ -120,5 +128,154 @@ impl ClipConfig {
             activation: Activation::QuickGelu,
             layer_norm_eps: default_layer_norm_eps(),
         }
+    }
+
+    /// OpenAI's ViT-B/32: ViT-B/16 in 32 px patches (49 image tokens instead of 196).
+    pub fn vit_b_32() -> Self {
+        let b16 = Self::vit_b_16();
+        Self {
+            vision: VisionConfig {
+                patch_size: 32,
+                ..b16.vision
+            },
+            ..b16
+        }
+    }
+
+    /// OpenAI's ViT-L/14 (224 px).
+    pub fn vit_l_14() -> Self {
+        let b16 = Self::vit_b_16();
+        Self {
+            embed_dim: 768,
+            vision: VisionConfig {
+                width: 1024,
+                layers: 24,
+                heads: 16,
+                patch_size: 14,
+                image_size: 224,
+            },
+            text: TextConfig {
+                width: 768,
+                layers: 12,
+                heads: 12,
+                ..b16.text
+            },
+            ..b16
+        }
+    }
+
+    /// ViT-B/16's token counts (224 px images in 16 px patches, 77-token context) on narrow,
+    /// shallow encoders: the CPU size of `mocoop bench` (minutes on two cores), which the PyTorch
+    /// reference builds too.
+    pub fn small() -> Self {
+        let b16 = Self::vit_b_16();
+        Self {
+            embed_dim: 128,
+            vision: VisionConfig {
+                width: 192,
+                layers: 4,
+                heads: 3,
+                ..b16.vision
+            },
+            text: TextConfig {
+                width: 128,
+                layers: 4,
+                heads: 2,
+                ..b16.text
+            },
+            ..b16
+        }
+    }
+
+    /// A toy model for tests (seconds in the dev profile): one block per encoder, 32 px images in
+    /// 8 px patches, 16-dimensional joint space.
+    pub fn tiny() -> Self {
+        let b16 = Self::vit_b_16();
+        Self {
+            embed_dim: 16,
+            vision: VisionConfig {
+                width: 32,
+                layers: 1,
+                heads: 2,
+                patch_size: 8,
+                image_size: 32,
+            },
+            text: TextConfig {
+                width: 32,
+                layers: 1,
+                heads: 2,
+                ..b16.text
+            },
+            ..b16
+        }
+    }
+
+    /// The model pretrained on the generated shape world (`mocoop pretrain`, the checkpoint that
+    /// `mocoop demo` ships): a ViT of width 128 (4 blocks, 32 px images in 8 px patches) and a
+    /// text transformer of width 64 (4 blocks) joined in a 64-dimensional space. The token
+    /// embedding dominates its size.
+    pub fn shapeworld() -> Self {
+        let b16 = Self::vit_b_16();
+        Self {
+            embed_dim: 64,
+            vision: VisionConfig {
+                width: 128,
+                layers: 4,
+                heads: 4,
+                patch_size: 8,
+                image_size: 32,
+            },
+            text: TextConfig {
+                width: 64,
+                layers: 4,
+                heads: 2,
+                ..b16.text
+            },
+            ..b16
+        }
+    }
+
+    /// The same model for `image_size` px images (the position embedding follows the grid).
+    pub fn with_image_size(mut self, image_size: usize) -> Self {
+        self.vision.image_size = image_size;
+        self
+    }
+
+    /// The same model with another MLP activation.
+    pub fn with_activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_without_layer_norm_eps_still_loads() {
+        // What native files and runs embed; `layer_norm_eps` came later and defaults to 1e-5.
+        let mut json = serde_json::to_value(ClipConfig::shapeworld()).unwrap();
+        json.as_object_mut().unwrap().remove("layer_norm_eps");
+        let config: ClipConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(config, ClipConfig::shapeworld());
+    }
+
+    #[test]
+    fn activations_parse_in_the_spellings_of_configs_and_the_command_line() {
+        for text in ["quick_gelu", "quickgelu", "quick-gelu", "QuickGELU"] {
+            assert_eq!(text.parse(), Ok(Activation::QuickGelu), "{text}");
+        }
+        assert_eq!("GELU".parse(), Ok(Activation::Gelu));
+        let err = "gelu_new".parse::<Activation>().unwrap_err();
+        assert!(
+            err.contains("'gelu_new'") && err.contains("'quick_gelu'"),
+            "{err}"
+        );
+        // serde keeps its own names (config.json and native files).
+        assert_eq!(
+            serde_json::to_string(&Activation::QuickGelu).unwrap(),
+            "\"quick_gelu\""
+        );
     }
 }

@@ -14,7 +14,6 @@
 //!   cast to the compute type where they enter the text encoder, so their gradients arrive in f32.
 
 use std::fmt;
-use std::str::FromStr;
 
 use burn::module::{ModuleMapper, Param};
 use burn::nn::LayerNorm;
@@ -25,15 +24,18 @@ use serde::{Deserialize, Serialize};
 use crate::cpu;
 
 /// The float type of the encoders' compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Full precision (the default; bit-for-bit reproducible on the CPU).
     #[default]
+    #[value(alias = "fp32", alias = "float32")]
     F32,
     /// IEEE half: the usual choice on GPUs without bf16; training needs loss scaling.
+    #[value(alias = "fp16", alias = "float16", alias = "half")]
     F16,
     /// bfloat16: f32's range with 8 bits of mantissa; no loss scaling needed.
+    #[value(alias = "bfloat16")]
     Bf16,
 }
 
@@ -51,21 +53,6 @@ impl Precision {
     /// the loss (f16's smallest normal number is 6e-5).
     pub fn needs_loss_scaling(self) -> bool {
         self == Self::F16
-    }
-}
-
-impl FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(Self::F32),
-            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
-            "bf16" | "bfloat16" => Ok(Self::Bf16),
-            other => Err(format!(
-                "unknown precision '{other}': expected f32, f16 or bf16"
-            )),
-        }
     }
 }
 
@@ -159,6 +146,9 @@ mod tests {
 
     #[test]
     fn parses_and_prints_precisions() {
+        use clap::ValueEnum;
+        // As the command line reads them (`ignore_case` on every `--precision`).
+        let parse = |text: &str| Precision::from_str(text, true);
         for (text, p) in [
             ("f32", Precision::F32),
             ("FP16", Precision::F16),
@@ -166,16 +156,17 @@ mod tests {
             ("bf16", Precision::Bf16),
             ("bfloat16", Precision::Bf16),
         ] {
-            assert_eq!(text.parse::<Precision>(), Ok(p));
+            assert_eq!(parse(text), Ok(p));
         }
         for p in [Precision::F32, Precision::F16, Precision::Bf16] {
-            assert_eq!(p.to_string().parse::<Precision>(), Ok(p));
+            assert_eq!(parse(&p.to_string()), Ok(p));
         }
-        assert!(
-            "f8".parse::<Precision>()
-                .unwrap_err()
-                .contains("expected f32, f16 or bf16")
-        );
+        assert!(parse("f8").is_err());
+        let names: Vec<String> = Precision::value_variants()
+            .iter()
+            .map(|p| p.to_possible_value().unwrap().get_name().to_string())
+            .collect();
+        assert_eq!(names, ["f32", "f16", "bf16"]);
         assert!(Precision::F16.needs_loss_scaling());
         assert!(!Precision::Bf16.needs_loss_scaling());
     }

@@ -10,5 +10,6 @@ mod hostile_inputs;
 mod parity;
 mod precision;
 mod preprocess;
+mod presets;
 mod torchscript;
 mod weights;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use burn::backend::Flex;
+use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use mocoop_model::config::ClipConfig;
 use mocoop_model::weights::native::{self, StoredPrecision};
@@ -188,4 +189,6 @@ fn full_size_vit_b16_geometry_runs() {
         assert!(embeds[0].iter().all(|x| x.is_finite()));
     }
     assert_eq!(clip.config(), &config);
+    // The preset's count from its fields (checked against OpenAI's) is what the model holds.
+    assert_eq!(clip.num_params(), crate::presets::parameter_count(&config));
 }

@@ -26,7 +26,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use mocoop_model::Clip;
 use mocoop_model::clip::l2_normalize;
-use mocoop_model::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use mocoop_model::config::ClipConfig;
 use mocoop_model::preprocess::{batch_tensor, normalize_chw};
 use mocoop_model::tokenizer::{CONTEXT_LENGTH, ClipTokenizer, EOT_TOKEN, SOT_TOKEN};
 use mocoop_model::weights::native::{StoredPrecision, save};
@@ -37,25 +37,7 @@ use mocoop_world::{BenchSplit, BenchmarkConfig, World, WorldConfig};
 /// patches) and a text transformer of width 64 (4 blocks) over CLIP's full 49,408-token vocabulary,
 /// joined in a 64-dimensional space. The token embedding dominates the size (about 6 MB in fp16).
 pub fn small_clip(image_size: usize) -> ClipConfig {
-    ClipConfig {
-        embed_dim: 64,
-        vision: VisionConfig {
-            width: 128,
-            layers: 4,
-            heads: 4,
-            patch_size: 8,
-            image_size,
-        },
-        text: TextConfig {
-            width: 64,
-            layers: 4,
-            heads: 2,
-            context_length: CONTEXT_LENGTH,
-            vocab_size: 49408,
-        },
-        activation: Activation::QuickGelu,
-        layer_norm_eps: 1e-5,
-    }
+    ClipConfig::shapeworld().with_image_size(image_size)
 }
 
 /// Everything that determines a pretraining run.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use mocoop_model::prompt::MixtureConfig;
 
 /// Which method a run trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Mixture of soft prompts with a router.
@@ -16,22 +16,8 @@ pub enum Method {
     /// One soft prompt (Zhou et al.'s CoOp).
     Coop,
     /// No training: CLIP with hand-written prompts.
+    #[value(alias = "zero_shot", alias = "zeroshot", alias = "zs")]
     ZeroShot,
-}
-
-impl std::str::FromStr for Method {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().replace('-', "_").as_str() {
-            "mocoop" => Ok(Self::Mocoop),
-            "coop" => Ok(Self::Coop),
-            "zero_shot" | "zeroshot" | "zs" => Ok(Self::ZeroShot),
-            other => Err(format!(
-                "unknown method '{other}' (mocoop, coop or zero-shot)"
-            )),
-        }
-    }
 }
 
 impl std::fmt::Display for Method {
@@ -45,29 +31,33 @@ impl std::fmt::Display for Method {
 }
 
 /// Which prototypes the gating target compares the image with (decision).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum GatePrototypes {
     /// `a_g = <f, p[g, y]>`, the true class's prototype of each group (default).
     #[default]
+    #[value(alias = "per_class")]
     PerClass,
     /// `a_g = <f, p̄[g]>` with `p̄[g] = normalize(mean_c p[g, c])` (the earliest published variant).
+    #[value(alias = "class_agnostic")]
     ClassAgnostic,
 }
 
 /// The form of the gating target `q` (decision).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum GateTarget {
     /// Equal mass on the K groups with the largest `a_g`, none elsewhere (default).
     #[default]
+    #[value(name = "top-k", alias = "topk")]
     TopKUniform,
     /// The published code's `softmax(a + 10·[g ∈ top-K])` (equal to the above up to ~1e-4).
+    #[value(name = "softmax")]
     SoftmaxBoost,
 }
 
 /// Which classes the grouped text-level loss contrasts (decision).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TextClasses {
     /// Every class name of the dataset, base and new alike (default; no new-class image is used).
@@ -148,41 +138,26 @@ pub struct OptimConfig {
     pub warmup_lr: f64,
 }
 
-impl Default for OptimConfig {
-    fn default() -> Self {
-        Self {
-            lr: 0.032,
-            ln_lr_scale: 0.1,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            clip_norm: Some(1.0),
-            epochs: 50,
-            warmup_epochs: 5,
-            warmup_lr: 1e-5,
-        }
-    }
-}
-
 /// How a dataset is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Setting {
     /// Train on the base half of the classes, test on base and new.
+    #[value(
+        name = "base2new",
+        alias = "b2n",
+        alias = "base-2-new",
+        alias = "base_2_new"
+    )]
     Base2new,
     /// Train and test on all classes.
+    #[value(
+        name = "fewshot",
+        alias = "few-shot",
+        alias = "few_shot",
+        alias = "all"
+    )]
     Fewshot,
-}
-
-impl std::str::FromStr for Setting {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
-            "base2new" | "b2n" => Ok(Self::Base2new),
-            "fewshot" | "all" => Ok(Self::Fewshot),
-            other => Err(format!("unknown setting '{other}' (base2new or fewshot)")),
-        }
-    }
 }
 
 /// Where the data comes from.
@@ -332,9 +307,13 @@ mod tests {
     fn schedule_is_constant_warmup_then_cosine_per_epoch() {
         let optim = OptimConfig {
             lr: 0.002,
+            ln_lr_scale: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_norm: Some(1.0),
             epochs: 10,
             warmup_epochs: 1,
-            ..OptimConfig::default()
+            warmup_lr: 1e-5,
         };
         assert_eq!(epoch_lr(&optim, 0), 1e-5);
         assert!((epoch_lr(&optim, 1) - 0.002).abs() < 1e-12);
@@ -349,11 +328,39 @@ mod tests {
     }
 
     #[test]
-    fn names_parse() {
-        assert_eq!("MoCoOp".parse(), Ok(Method::Mocoop));
-        assert_eq!("zero-shot".parse(), Ok(Method::ZeroShot));
-        assert_eq!("base2new".parse(), Ok(Setting::Base2new));
-        assert_eq!("few-shot".parse(), Ok(Setting::Fewshot));
-        assert!("x".parse::<Method>().is_err());
+    fn names_parse_as_the_command_line_reads_them() {
+        use clap::ValueEnum;
+        // `ignore_case` on --method and --setting, as their parsers had before.
+        assert_eq!(Method::from_str("MoCoOp", true), Ok(Method::Mocoop));
+        assert_eq!(Method::from_str("zero-shot", true), Ok(Method::ZeroShot));
+        assert_eq!(Method::from_str("zero_shot", true), Ok(Method::ZeroShot));
+        assert_eq!(Setting::from_str("base2new", true), Ok(Setting::Base2new));
+        assert_eq!(Setting::from_str("few-shot", true), Ok(Setting::Fewshot));
+        assert!(Method::from_str("x", true).is_err());
+        assert_eq!(
+            GatePrototypes::from_str("class_agnostic", false),
+            Ok(GatePrototypes::ClassAgnostic)
+        );
+        assert_eq!(
+            GateTarget::from_str("topk", false),
+            Ok(GateTarget::TopKUniform)
+        );
+        assert_eq!(
+            GateTarget::from_str("softmax", false),
+            Ok(GateTarget::SoftmaxBoost)
+        );
+        assert_eq!(
+            TextClasses::from_str("train", false),
+            Ok(TextClasses::Train)
+        );
+        // The command line's names are not serde's: config.json keeps snake_case.
+        assert_eq!(
+            serde_json::to_string(&Method::ZeroShot).unwrap(),
+            "\"zero_shot\""
+        );
+        assert_eq!(
+            serde_json::to_string(&GateTarget::TopKUniform).unwrap(),
+            "\"top_k_uniform\""
+        );
     }
 }

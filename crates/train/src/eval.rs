@@ -192,7 +192,7 @@ pub fn accuracy<B: Backend>(
 }
 
 /// Which classes of a dataset to evaluate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EvalSplit {
     /// The base half.
     Base,
@@ -217,19 +217,6 @@ impl EvalSplit {
             Self::Base => Subsample::Base,
             Self::New => Subsample::New,
             Self::All => Subsample::All,
-        }
-    }
-}
-
-impl std::str::FromStr for EvalSplit {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "base" => Ok(Self::Base),
-            "new" => Ok(Self::New),
-            "all" => Ok(Self::All),
-            other => Err(format!("unknown split '{other}' (base, new or all)")),
         }
     }
 }

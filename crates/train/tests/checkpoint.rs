@@ -19,11 +19,9 @@ use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
 use mocoop_test_support::reference::fixtures;
 use mocoop_train::checkpoint::{read, trainable_tensors, write};
-use mocoop_train::config::{
-    DataConfig, LossConfig, Method, OptimConfig, Setting, TrainConfig, ZeroShotPrompts,
-};
+use mocoop_train::config::{DataConfig, LossConfig, Method, Setting, TrainConfig, ZeroShotPrompts};
 use mocoop_train::model::visual_ln_params;
-use mocoop_train::{ClassSetup, MocoopModel, TrainedRun, run};
+use mocoop_train::{ClassSetup, MocoopModel, Recipe, TrainedRun, run};
 
 type B = Autodiff<Flex>;
 
@@ -112,7 +110,8 @@ fn saved_run_reloads_to_identical_logits() {
         },
         mixture,
         loss: LossConfig::mocoop(),
-        optim: OptimConfig::default(),
+        // The published recipe as it stands (batch size 32, 50 epochs).
+        optim: Recipe::for_run(Method::Mocoop, "test").optim(32, 50),
         ln_tuning: true,
         router_noise: 0.0,
         validate: false,

@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use mocoop_model::Clip;
-use mocoop_model::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use mocoop_model::config::ClipConfig;
 use mocoop_model::weights::{LoadedWeights, StateDict, WeightLayout};
 
 /// A model size. The PyTorch reference (`bench/reference/mocoop_step.py`) builds the same sizes.
@@ -33,32 +33,12 @@ impl Geometry {
         }
     }
 
-    /// The architecture.
+    /// The architecture (the named presets beside [`ClipConfig`]).
     pub fn config(self) -> ClipConfig {
-        let (embed_dim, vision, text) = match self {
-            Self::VitB16 => return ClipConfig::vit_b_16(),
-            Self::Small => (128, (192, 4, 3, 16, 224), (128, 4, 2)),
-            Self::Tiny => (16, (32, 1, 2, 8, 32), (32, 1, 2)),
-        };
-        let (width, layers, heads, patch_size, image_size) = vision;
-        ClipConfig {
-            embed_dim,
-            vision: VisionConfig {
-                width,
-                layers,
-                heads,
-                patch_size,
-                image_size,
-            },
-            text: TextConfig {
-                width: text.0,
-                layers: text.1,
-                heads: text.2,
-                context_length: 77,
-                vocab_size: 49408,
-            },
-            activation: Activation::QuickGelu,
-            layer_norm_eps: 1e-5,
+        match self {
+            Self::VitB16 => ClipConfig::vit_b_16(),
+            Self::Small => ClipConfig::small(),
+            Self::Tiny => ClipConfig::tiny(),
         }
     }
 

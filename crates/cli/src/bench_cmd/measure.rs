@@ -16,8 +16,9 @@ use mocoop_model::Precision;
 use mocoop_model::clip::on_threads;
 use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
-use mocoop_train::config::{LossConfig, OptimConfig};
+use mocoop_train::config::{Method, OptimConfig};
 use mocoop_train::loss_scale::LossScale;
+use mocoop_train::recipe::Recipe;
 use mocoop_train::{ClassSetup, DeviceSplit, MocoopModel};
 
 use super::cases::{CaseName, CaseSpec, class_names, expert_groups, synthetic_batch};
@@ -148,7 +149,7 @@ fn step_gradients<B: AutodiffBackend>(
     Ok(sum.grads())
 }
 
-/// The trainer's SGD: momentum 0.9 without dampening, weight decay, default learning rate.
+/// The trainer's SGD: the recipe's momentum without dampening and its weight decay.
 fn optimiser_config(optim: &OptimConfig) -> SgdConfig {
     SgdConfig::new()
         .with_momentum(Some(MomentumConfig {
@@ -175,13 +176,16 @@ fn training<B: AutodiffBackend>(
         .with_precision(schedule.precision);
     let size = clip.config().vision.image_size;
     let mixture = MixtureConfig::mocoop(&groups, TOP_K.min(spec.experts), schedule.seed);
+    // MoCoOp's recipe on a dataset of the benchmark (Caltech101's groups for E = 5), at this
+    // case's batch size.
+    let recipe = Recipe::for_run(Method::Mocoop, "caltech101");
     let mut model = MocoopModel::new(
         clip,
         tokenizer,
         mixture,
         groups.groups(),
         &ClassSetup::all(class_names(spec.classes)),
-        LossConfig::mocoop(),
+        recipe.loss.clone(),
         spec.ln_tuning,
         0.0,
         device,
@@ -196,7 +200,7 @@ fn training<B: AutodiffBackend>(
             &devices[..1]
         }
     };
-    let optim_config = OptimConfig::default();
+    let optim_config = recipe.optim(spec.batch, recipe.epochs);
     let mut optim = optimiser_config(&optim_config).init::<B, MocoopModel<B>>();
     let (images, labels) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
     let batch = ImageBatch {

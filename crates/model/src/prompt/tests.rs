@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::*;
 use crate::Clip;
 use crate::clip::l2_normalize;
-use crate::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use crate::config::ClipConfig;
 use crate::templates::{TemplateGroups, fill};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{LoadedWeights, StateDict, WeightLayout};
@@ -18,31 +18,9 @@ use crate::weights::{LoadedWeights, StateDict, WeightLayout};
 type B = Flex;
 type AD = Autodiff<Flex>;
 
-pub(crate) fn tiny_config() -> ClipConfig {
-    ClipConfig {
-        embed_dim: 16,
-        vision: VisionConfig {
-            width: 32,
-            layers: 1,
-            heads: 2,
-            patch_size: 8,
-            image_size: 16,
-        },
-        text: TextConfig {
-            width: 32,
-            layers: 2,
-            heads: 2,
-            context_length: 77,
-            vocab_size: 49408,
-        },
-        activation: Activation::QuickGelu,
-        layer_norm_eps: 1e-5,
-    }
-}
-
 fn tiny_clip<Bk: burn::tensor::backend::Backend>(seed: u64) -> Clip<Bk> {
     let weights = LoadedWeights {
-        config: tiny_config(),
+        config: ClipConfig::tiny(),
         state: StateDict::random(seed),
         layout: WeightLayout::OpenAi,
     };

@@ -1,0 +1,201 @@
+//! The method description's training recipes (its section 6) as data: what a run of a method on a
+//! dataset uses unless told otherwise. `mocoop train`, `protocol`, `demo` and `bench` start from
+//! [`Recipe::for_run`]; every flag overrides its field.
+//!
+//! - ImageNet: 10 epochs (1 of warm-up) at batch size 1 and learning rate 0.002, not scaled with
+//!   the batch size (each of its steps encodes E × C = 20,000 prompts, whatever the batch);
+//! - every other dataset: 50 epochs (5 of warm-up) at batch size 32 and learning rate 0.032,
+//!   scaled linearly with the batch size.
+//!
+//! Both use SGD with momentum 0.9, weight decay 5e-4, global gradient-norm clipping at 1.0 and a
+//! constant warm-up rate of 1e-5; the image LayerNorms (tuned by MoCoOp only) train at 0.1× the
+//! rate. The setting (base-to-new or few-shot) does not enter: the description gives the few-shot
+//! setting no recipe of its own, and the transfer protocols, which train on ImageNet in the
+//! few-shot setting, get ImageNet's by its name.
+
+use crate::config::{LossConfig, Method, OptimConfig};
+
+/// How the learning rate follows the batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LrScaling {
+    /// `base_lr × batch size / the recipe's batch size` (the linear scaling rule).
+    Linear,
+    /// `base_lr` at any batch size.
+    None,
+}
+
+/// The one dataset with a recipe of its own.
+const IMAGENET: &str = "imagenet";
+
+/// A method's training defaults on one dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    /// Training epochs.
+    pub epochs: usize,
+    /// Epochs at the constant warm-up rate, of [`Self::epochs`] (see [`Self::optim`] for other
+    /// run lengths).
+    pub warmup_epochs: usize,
+    /// The constant warm-up learning rate.
+    pub warmup_lr: f64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Learning rate at [`Self::batch_size`].
+    pub base_lr: f64,
+    /// How the learning rate follows another batch size.
+    pub lr_scaling: LrScaling,
+    /// SGD momentum (no dampening).
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f32,
+    /// Global gradient-norm clipping threshold (`None`: no clipping).
+    pub clip_norm: Option<f32>,
+    /// Multiplier of the learning rate for the image LayerNorms.
+    pub ln_lr_scale: f64,
+    /// Whether the image encoder's LayerNorms train (MoCoOp's published configuration does).
+    pub ln_tuning: bool,
+    /// Loss weights: MoCoOp's text-level and gating losses, cross-entropy alone for the others.
+    pub loss: LossConfig,
+}
+
+impl Recipe {
+    /// The recipe of `method` on the dataset named `dataset` (as in the dataset registry).
+    pub fn for_run(method: Method, dataset: &str) -> Self {
+        let (epochs, warmup_epochs, batch_size, base_lr, lr_scaling) = if dataset == IMAGENET {
+            (10, 1, 1, 0.002, LrScaling::None)
+        } else {
+            (50, 5, 32, 0.032, LrScaling::Linear)
+        };
+        let mocoop = method == Method::Mocoop;
+        Self {
+            epochs,
+            warmup_epochs,
+            warmup_lr: 1e-5,
+            batch_size,
+            base_lr,
+            lr_scaling,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_norm: Some(1.0),
+            ln_lr_scale: 0.1,
+            ln_tuning: mocoop,
+            loss: if mocoop {
+                LossConfig::mocoop()
+            } else {
+                LossConfig::coop()
+            },
+        }
+    }
+
+    /// The learning rate at `batch_size` images per step.
+    pub fn lr(&self, batch_size: usize) -> f64 {
+        match self.lr_scaling {
+            LrScaling::Linear => self.base_lr * batch_size as f64 / self.batch_size as f64,
+            LrScaling::None => self.base_lr,
+        }
+    }
+
+    /// The warm-up of a run of `epochs` epochs: the recipe's share of them (at least one), never
+    /// more than the recipe's own, and always short of the whole run, so that at least one epoch
+    /// trains at the real rate (a 2-epoch run of the 50-epoch recipe warms up for 1, not 5).
+    pub fn warmup_epochs_for(&self, epochs: usize) -> usize {
+        let share = (self.warmup_epochs * epochs / self.epochs).max(1);
+        share.min(self.warmup_epochs).min(epochs.saturating_sub(1))
+    }
+
+    /// The optimiser and schedule of a run of `epochs` epochs at `batch_size` images per step:
+    /// the learning rate as [`Self::lr`] scales it, the warm-up as [`Self::warmup_epochs_for`]
+    /// does.
+    pub fn optim(&self, batch_size: usize, epochs: usize) -> OptimConfig {
+        OptimConfig {
+            lr: self.lr(batch_size),
+            ln_lr_scale: self.ln_lr_scale,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            clip_norm: self.clip_norm,
+            epochs,
+            warmup_epochs: self.warmup_epochs_for(epochs),
+            warmup_lr: self.warmup_lr,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn every_dataset_but_imagenet_trains_50_epochs_at_0_032_per_32_images() {
+        let r = Recipe::for_run(Method::Mocoop, "dtd");
+        assert_eq!((r.epochs, r.warmup_epochs, r.batch_size), (50, 5, 32));
+        assert_eq!(r.lr_scaling, LrScaling::Linear);
+        assert!(close(r.lr(32), 0.032));
+        assert!(close(r.lr(64), 0.064));
+        assert!(close(r.lr(8), 0.008));
+        assert_eq!(r.warmup_lr, 1e-5);
+        assert_eq!(
+            (r.momentum, r.weight_decay, r.clip_norm),
+            (0.9, 5e-4, Some(1.0))
+        );
+        assert_eq!(r.ln_lr_scale, 0.1);
+        // The recipe as published: its own batch size and epochs give its own numbers back.
+        let optim = r.optim(r.batch_size, r.epochs);
+        assert!(close(optim.lr, 0.032));
+        assert_eq!((optim.epochs, optim.warmup_epochs), (50, 5));
+        assert_eq!(Recipe::for_run(Method::Mocoop, "imagenet_a"), r);
+    }
+
+    #[test]
+    fn imagenet_trains_10_epochs_at_0_002_per_image_unscaled() {
+        let r = Recipe::for_run(Method::Mocoop, "imagenet");
+        assert_eq!((r.epochs, r.warmup_epochs, r.batch_size), (10, 1, 1));
+        assert_eq!(r.lr_scaling, LrScaling::None);
+        assert!(close(r.lr(1), 0.002));
+        assert!(close(r.lr(8), 0.002));
+        let optim = r.optim(r.batch_size, r.epochs);
+        assert_eq!((optim.epochs, optim.warmup_epochs), (10, 1));
+        assert_eq!(optim.clip_norm, Some(1.0));
+    }
+
+    #[test]
+    fn the_method_decides_losses_and_layernorm_tuning() {
+        let mocoop = Recipe::for_run(Method::Mocoop, "dtd");
+        assert!(mocoop.ln_tuning);
+        assert_eq!(mocoop.loss, LossConfig::mocoop());
+        assert_eq!(
+            (mocoop.loss.lambda_text, mocoop.loss.lambda_gate),
+            (5.0, 1.0)
+        );
+        for method in [Method::Coop, Method::ZeroShot] {
+            let other = Recipe::for_run(method, "dtd");
+            assert!(!other.ln_tuning);
+            assert_eq!(other.loss, LossConfig::coop());
+            // The schedule is the dataset's, whatever the method.
+            assert_eq!(other.optim(32, 50), mocoop.optim(32, 50));
+        }
+    }
+
+    #[test]
+    fn a_short_run_warms_up_for_its_share_and_trains_at_the_real_rate() {
+        let r = Recipe::for_run(Method::Mocoop, "dtd");
+        let warmup = |epochs| r.warmup_epochs_for(epochs);
+        assert_eq!(
+            [1, 2, 5, 10, 19, 20, 30, 50, 200].map(warmup),
+            [0, 1, 1, 1, 1, 2, 3, 5, 5]
+        );
+        let imagenet = Recipe::for_run(Method::Coop, "imagenet");
+        assert_eq!(
+            [1, 2, 10, 40].map(|e| imagenet.warmup_epochs_for(e)),
+            [0, 1, 1, 1]
+        );
+        for epochs in 1..=60 {
+            assert!(r.warmup_epochs_for(epochs) < epochs, "{epochs} epochs");
+        }
+        let optim = r.optim(16, 2);
+        assert_eq!((optim.epochs, optim.warmup_epochs), (2, 1));
+        assert!(close(optim.lr, 0.016));
+    }
+}

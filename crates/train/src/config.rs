@@ -3,6 +3,9 @@
 //! Each choice the method description leaves open (marked "decision" there) is a field here and a
 //! flag on the command line, so that either reading can be run.
 
+use burn::optim::SgdConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
 use serde::{Deserialize, Serialize};
 
 use mocoop_model::prompt::MixtureConfig;
@@ -234,6 +237,22 @@ pub struct TrainConfig {
     /// its images).
     #[serde(default)]
     pub cached_views: usize,
+}
+
+impl OptimConfig {
+    /// Burn's SGD with these settings: PyTorch's momentum (no dampening) and L2 weight decay. The
+    /// trainer and `mocoop bench` build their optimiser from it.
+    pub fn sgd(&self) -> SgdConfig {
+        SgdConfig::new()
+            .with_momentum(Some(MomentumConfig {
+                momentum: self.momentum,
+                dampening: 0.0,
+                nesterov: false,
+            }))
+            .with_weight_decay(Some(WeightDecayConfig {
+                penalty: self.weight_decay,
+            }))
+    }
 }
 
 impl TrainConfig {

@@ -6,9 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsAccumulator, GradientsParams, SgdConfig};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use mocoop_data::{BatchPart, ImageBatch};
@@ -16,7 +14,7 @@ use mocoop_model::Precision;
 use mocoop_model::clip::on_threads;
 use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
-use mocoop_train::config::{Method, OptimConfig};
+use mocoop_train::config::Method;
 use mocoop_train::loss_scale::LossScale;
 use mocoop_train::recipe::Recipe;
 use mocoop_train::{ClassSetup, DeviceSplit, MocoopModel};
@@ -149,19 +147,6 @@ fn step_gradients<B: AutodiffBackend>(
     Ok(sum.grads())
 }
 
-/// The trainer's SGD: the recipe's momentum without dampening and its weight decay.
-fn optimiser_config(optim: &OptimConfig) -> SgdConfig {
-    SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: optim.momentum,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .with_weight_decay(Some(WeightDecayConfig {
-            penalty: optim.weight_decay,
-        }))
-}
-
 fn training<B: AutodiffBackend>(
     spec: &CaseSpec,
     geometry: Geometry,
@@ -201,7 +186,7 @@ fn training<B: AutodiffBackend>(
         }
     };
     let optim_config = recipe.optim(spec.batch, recipe.epochs);
-    let mut optim = optimiser_config(&optim_config).init::<B, MocoopModel<B>>();
+    let mut optim = optim_config.sgd().init::<B, MocoopModel<B>>();
     let (images, labels) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
     let batch = ImageBatch {
         images: images.clone(),

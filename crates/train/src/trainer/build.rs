@@ -1,10 +1,7 @@
 //! The stages that build a run: the model, the device split, the loaders and the optimiser.
 
 use burn::module::AutodiffModule;
-use burn::optim::SgdConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -185,16 +182,7 @@ pub(super) fn build_loaders<B: AutodiffBackend>(
 pub(super) type Sgd<B> =
     OptimizerAdaptor<burn::optim::Sgd<<B as AutodiffBackend>::InnerBackend>, MocoopModel<B>, B>;
 
-/// SGD with PyTorch's momentum (no dampening) and L2 weight decay.
+/// The run's SGD over the model.
 pub(super) fn optimiser<B: AutodiffBackend>(optim: &OptimConfig) -> Sgd<B> {
-    SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: optim.momentum,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .with_weight_decay(Some(WeightDecayConfig {
-            penalty: optim.weight_decay,
-        }))
-        .init::<B, MocoopModel<B>>()
+    optim.sgd().init::<B, MocoopModel<B>>()
 }

@@ -68,6 +68,16 @@ pub struct RunState {
     pub outcome: Outcome,
 }
 
+impl RunState {
+    /// The outcome of a run the user stopped here: its steps and its last checkpoint.
+    fn interrupted(&self) -> Outcome {
+        Outcome::Interrupted {
+            step: self.journal.step,
+            checkpoint: self.saver.last().map(PathBuf::from),
+        }
+    }
+}
+
 /// The loop of one run (a burn-train strategy); [`RunLoop::finish`] hands its state back.
 pub struct RunLoop<B: AutodiffBackend> {
     devices: Vec<B::Device>,
@@ -299,10 +309,7 @@ impl<B: AutodiffBackend> RunLoop<B> {
             return self.fail(state, error.to_string(), context);
         }
         if self.stop_requested() {
-            state.outcome = Outcome::Interrupted {
-                step: state.journal.step,
-                checkpoint: state.saver.last().map(PathBuf::from),
-            };
+            state.outcome = state.interrupted();
             return false;
         }
         true
@@ -320,18 +327,10 @@ impl<B: AutodiffBackend> RunLoop<B> {
         LR: LrScheduler + 'static,
         O: Optimizer<MocoopModel<B>, B> + 'static,
     {
-        let saved = saver::optimizer_bytes(learner, context.store).and_then(|optimizer| {
-            state
-                .saver
-                .save(name, &learner.model(), &state.journal, optimizer)
-        });
-        if let Err(error) = saved {
+        if let Err(error) = save_checkpoint(learner, state, name, context.store) {
             return self.fail(state, error.to_string(), context);
         }
-        state.outcome = Outcome::Interrupted {
-            step: state.journal.step,
-            checkpoint: state.saver.last().map(PathBuf::from),
-        };
+        state.outcome = state.interrupted();
         context.interrupter.stop(Some("interrupted"));
         false
     }
@@ -357,14 +356,29 @@ where
 {
     let mut record = state.journal.close_epoch(learner.lr_current());
     let name = format!("epoch-{:03}.safetensors", record.epoch);
-    let optimizer = saver::optimizer_bytes(learner, store)?;
-    let checkpoint = state
-        .saver
-        .save(&name, &learner.model(), &state.journal, optimizer)?;
-    record.checkpoint = Some(checkpoint);
+    record.checkpoint = Some(save_checkpoint(learner, state, &name, store)?);
     journal::append_record(state.saver.dir(), &record)?;
     state.journal.epochs.push(record);
     Ok(())
+}
+
+/// Writes the checkpoint `name` of the learner's model and optimiser after the journal's steps;
+/// returns its path relative to the run directory.
+fn save_checkpoint<B, LR, O>(
+    learner: &Learner<Components<B, LR, O>>,
+    state: &mut RunState,
+    name: &str,
+    store: &EventStoreClient,
+) -> Result<String, crate::TrainError>
+where
+    B: AutodiffBackend,
+    LR: LrScheduler + 'static,
+    O: Optimizer<MocoopModel<B>, B> + 'static,
+{
+    let optimizer = saver::optimizer_bytes(learner, store)?;
+    state
+        .saver
+        .save(name, &learner.model(), &state.journal, optimizer)
 }
 
 /// One validation epoch through burn-train's event processor (its metrics and display).

@@ -179,7 +179,7 @@ fn routing_counts<B: Backend>(
     let dataset = load_dataset(DATASET, data_root)?;
     let classifier = run.classifier(tokenizer, &dataset.classnames, DATASET, device)?;
     let experts = classifier.experts();
-    let size = run.clip.config().vision.image_size as u32;
+    let size = run.clip().config().vision.image_size as u32;
     let items = dataset.test.clone();
     let loader = Loader::new(DATASET, items.clone(), LoaderConfig::test(size, 64));
     let mut by_style: BTreeMap<String, Vec<usize>> = Style::ALL
@@ -193,7 +193,10 @@ fn routing_counts<B: Backend>(
         .collect();
     for batch in loader.epoch::<B>(0, device) {
         let batch = batch?;
-        let gates = classifier.gates(run.clip.encode_image(batch.images));
+        let gates = classifier
+            .predict(batch.images)
+            .gates
+            .context("a MoCoOp run routes its images")?;
         let gates = crate::model_args::to_rows(gates)?;
         for (row, &index) in gates.iter().zip(&batch.indices) {
             let item = &items[index];

@@ -17,7 +17,7 @@ use mocoop_train::config::{
     DataConfig, GatePrototypes, GateTarget, LossConfig, Method, OptimConfig, Setting, TextClasses,
     TrainConfig, ZeroShotPrompts,
 };
-use mocoop_train::eval::template_groups;
+use mocoop_train::inputs::template_groups;
 use mocoop_train::recipe::{LrScaling, Recipe};
 use mocoop_train::run;
 use mocoop_train::{DeviceSplit, TrainOptions, TrainReport, resume, train};
@@ -243,16 +243,8 @@ pub struct TrainFlags {
     /// With several devices: batch gives each a part of every batch (data parallel); classes
     /// keeps the step on the first device and gives each device a share of the E × C prompts
     /// to encode (for many classes, ImageNet, where the prompts take the time).
-    #[arg(long, default_value = "batch", value_name = "batch|classes", value_parser = parse_split)]
+    #[arg(long, value_enum, default_value_t = DeviceSplit::Batch)]
     split: DeviceSplit,
-}
-
-pub(crate) fn parse_split(s: &str) -> Result<DeviceSplit, String> {
-    match s {
-        "batch" => Ok(DeviceSplit::Batch),
-        "classes" => Ok(DeviceSplit::Classes),
-        other => Err(format!("'{other}': expected batch or classes")),
-    }
 }
 
 /// Which data one run trains on.

@@ -62,6 +62,9 @@ pub struct StepSettings {
     pub clip_norm: Option<f32>,
     /// Learning-rate multiplier of the image LayerNorms.
     pub ln_lr_scale: f64,
+    /// Whether the image LayerNorms train (they are then among the saved tensors).
+    #[serde(default)]
+    pub ln_tuning: bool,
     /// Seed of the router noise: each image's noise is drawn on the host from this seed, the
     /// step number and the image's position in the item list, so that a resumed run, or one split
     /// across devices, draws the same noise.
@@ -195,7 +198,7 @@ impl<B: Backend> MocoopModel<B> {
     ) -> Result<Self, PromptError> {
         let clip = freeze_clip(clip, ln_tuning);
         let mixture = MixtureOfPrompts::new(mixture, &clip, tokenizer, device)?;
-        Self::with_mixture(
+        let mut model = Self::with_mixture(
             clip,
             tokenizer,
             mixture,
@@ -204,7 +207,9 @@ impl<B: Backend> MocoopModel<B> {
             loss,
             router_noise,
             device,
-        )
+        )?;
+        model.settings.ln_tuning = ln_tuning;
+        Ok(model)
     }
 
     /// [`Self::new`] with an already built (or loaded) mixture; `clip` must already be frozen
@@ -281,6 +286,7 @@ impl<B: Backend> MocoopModel<B> {
                 scale,
                 clip_norm: Some(1.0),
                 ln_lr_scale: 0.1,
+                ln_tuning: false,
                 noise_seed: 0,
                 cached_features: false,
                 encode_all_experts: false,

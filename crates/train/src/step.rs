@@ -16,7 +16,7 @@ use crate::model::{MocoopModel, StepState, StepTerms};
 
 /// What a step reports, already on the host (one small read-back per step).
 #[derive(Debug, Clone, PartialEq)]
-pub struct MocoopOutput {
+pub struct StepOutput {
     /// Images in the batch.
     pub batch: usize,
     /// `loss`, each loss term (`ce`, `text`, `gate`, `lb`, `kd`), `accuracy` (%), and
@@ -26,7 +26,7 @@ pub struct MocoopOutput {
     pub loads: Vec<f64>,
 }
 
-impl MocoopOutput {
+impl StepOutput {
     /// A reported value by key.
     pub fn value(&self, key: &str) -> Option<f64> {
         self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
@@ -38,10 +38,10 @@ impl MocoopOutput {
     }
 }
 
-impl ItemLazy for MocoopOutput {
-    type ItemSync = MocoopOutput;
+impl ItemLazy for StepOutput {
+    type ItemSync = StepOutput;
 
-    fn sync(self) -> MocoopOutput {
+    fn sync(self) -> StepOutput {
         self
     }
 }
@@ -51,7 +51,7 @@ pub fn host_output<B: Backend>(
     terms: &StepTerms<B>,
     labels: Tensor<B, 1, Int>,
     top_k: usize,
-) -> MocoopOutput {
+) -> StepOutput {
     let n = labels.dims()[0];
     let mut names: Vec<&'static str> = vec!["loss"];
     let mut parts = vec![terms.loss.clone().detach()];
@@ -88,7 +88,7 @@ pub fn host_output<B: Backend>(
         .iter()
         .map(|&v| f64::from(v))
         .collect();
-    MocoopOutput {
+    StepOutput {
         batch: n,
         values,
         loads,
@@ -206,7 +206,7 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     ///
     /// The loss is weighted by the batch's [`ImageBatch::share`] before the backward pass, so that
     /// the gradients of a step split across devices sum to those of the whole batch.
-    pub fn train_step(&self, batch: ImageBatch<B>) -> (MocoopOutput, Option<GradientsParams>) {
+    pub fn train_step(&self, batch: ImageBatch<B>) -> (StepOutput, Option<GradientsParams>) {
         let noise = self.router_noise(self.state.steps, &batch.indices, &batch.images.device());
         let (features, parts) = self.step_features(batch.images);
         let terms = self.forward_features(features, batch.labels.clone(), noise, true);
@@ -302,9 +302,9 @@ impl<B: AutodiffBackend> MocoopModel<B> {
 
 impl<B: AutodiffBackend> TrainStep for MocoopModel<B> {
     type Input = ImageBatch<B>;
-    type Output = MocoopOutput;
+    type Output = StepOutput;
 
-    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<MocoopOutput> {
+    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<StepOutput> {
         let (item, grads) = self.train_step(batch);
         TrainOutput {
             grads: grads.unwrap_or_default(),
@@ -324,9 +324,9 @@ impl<B: AutodiffBackend> TrainStep for MocoopModel<B> {
 
 impl<B: Backend> InferenceStep for MocoopModel<B> {
     type Input = ImageBatch<B>;
-    type Output = MocoopOutput;
+    type Output = StepOutput;
 
-    fn step(&self, batch: ImageBatch<B>) -> MocoopOutput {
+    fn step(&self, batch: ImageBatch<B>) -> StepOutput {
         let terms = self.forward(batch.images, batch.labels.clone(), None, false);
         host_output(&terms, batch.labels, self.mixture.config().top_k)
     }

@@ -20,7 +20,9 @@ use mocoop_model::prompt::{ExpertInit, MixtureConfig};
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
-use mocoop_train::config::{GatePrototypes, GateTarget, LossConfig, TextClasses};
+use mocoop_train::config::{
+    GatePrototypes, GateTarget, KgDistance, LossConfig, ProGradConfig, ProjectionScope, TextClasses,
+};
 use mocoop_train::loss_scale::LossScale;
 use mocoop_train::model::visual_ln_params;
 use mocoop_train::{ClassSetup, MocoopModel};
@@ -226,6 +228,14 @@ pub fn setup<B: AutodiffBackend>(
         gate_prototypes: GatePrototypes::PerClass,
         gate_target: GateTarget::TopKUniform,
         gate_target_detached: true,
+        hand_made: cfg["hand_made"].as_str().map(str::to_string),
+        lambda_kg: cfg["lambda_kg"].as_f64().unwrap_or(0.0) as f32,
+        kg_distance: KgDistance::Cosine,
+        prograd: cfg["prograd_lambda"].as_f64().map(|lambda| ProGradConfig {
+            lambda: lambda as f32,
+            temperature: f("prograd_temperature"),
+            scope: ProjectionScope::PerParameter,
+        }),
     };
     let classes = ClassSetup {
         train: classes_all[..n_train].to_vec(),
@@ -237,7 +247,7 @@ pub fn setup<B: AutodiffBackend>(
         clip, tokenizer, mixture, &groups, &classes, loss, ln_tuning, 0.0, &device,
     )
     .unwrap();
-    model.settings.clip_norm = Some(f("clip_norm"));
+    model.settings.clip_norm = cfg["clip_norm"].as_f64().map(|c| c as f32);
     model.settings.ln_lr_scale = cfg["ln_lr_scale"].as_f64().unwrap();
     if precision.needs_loss_scaling() {
         model.state.loss_scale = Some(IN_RANGE);

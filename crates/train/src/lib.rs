@@ -9,6 +9,7 @@ pub mod config;
 pub(crate) mod data;
 pub mod eval;
 pub(crate) mod features;
+pub mod hand_made;
 pub mod image_parts;
 pub mod inputs;
 pub(crate) mod journal;

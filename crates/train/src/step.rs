@@ -10,6 +10,7 @@ use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use mocoop_data::ImageBatch;
 use mocoop_model::clip::{cpu_parts, l2_normalize, tracks_gradients};
 
+use crate::config::{ProGradConfig, ProjectionScope};
 use crate::image_parts::ImageParts;
 use crate::losses;
 use crate::model::{MocoopModel, StepState, StepTerms};
@@ -19,7 +20,7 @@ use crate::model::{MocoopModel, StepState, StepTerms};
 pub struct StepOutput {
     /// Images in the batch.
     pub batch: usize,
-    /// `loss`, each loss term (`ce`, `text`, `gate`, `lb`, `kd`), `accuracy` (%), and
+    /// `loss`, each loss term (`ce`, `text`, `gate`, `lb`, `kd`, `kg`, `kl`), `accuracy` (%), and
     /// `router_entropy` (nats) when there is a router.
     pub values: Vec<(&'static str, f64)>,
     /// Fraction of the batch's top-K slots that went to each expert (empty without router).
@@ -200,6 +201,75 @@ fn unscale<B: Backend>(
     finite
 }
 
+/// The dot products `(G_ce·G_kl, G_kl·G_kl)` of one tensor or of a scope of them.
+type Dots<B> = (Tensor<B, 1>, Tensor<B, 1>);
+
+/// `a · b` and `b · b` of the gradients of one tensor `id` (rank `D`) in `ce` and `kl`, if both
+/// have it.
+fn dots<B: Backend, const D: usize>(
+    ce: &GradientsParams,
+    kl: &GradientsParams,
+    id: ParamId,
+) -> Option<Dots<B>> {
+    let (a, b) = (ce.get::<B, D>(id)?, kl.get::<B, D>(id)?);
+    Some(((a * b.clone()).sum(), b.square().sum()))
+}
+
+/// `G_ce − λ · min(G_ce·G_kl, 0) / |G_kl|² · G_kl` for the tensor `id` of rank `D`, with the dot
+/// products `(ab, bb)` of its scope (the tensor's own, or every tensor's).
+fn project_one<B: Backend, const D: usize>(
+    ce: &mut GradientsParams,
+    kl: &GradientsParams,
+    id: ParamId,
+    (ab, bb): Dots<B>,
+    lambda: f32,
+) {
+    let (Some(a), Some(b)) = (ce.remove::<B, D>(id), kl.get::<B, D>(id)) else {
+        return;
+    };
+    let coef = (ab.clamp_max(0.0) / bb.clamp_min(1e-30)) * lambda;
+    let shape = [1; D];
+    ce.register(id, a - b * coef.reshape(shape));
+}
+
+/// ProGrad's update (see [`crate::config::ProGradConfig`]): the cross-entropy gradients `ce`,
+/// each projected off the distillation's `kl` where they point against it, per tensor or over
+/// every tensor of `one` (rank 1) and `two` (rank 2) at once. Computed on the device, without a
+/// branch: a non-negative dot product projects nothing.
+fn project<B: Backend>(
+    mut ce: GradientsParams,
+    kl: &GradientsParams,
+    one: &[ParamId],
+    two: &[ParamId],
+    prograd: &ProGradConfig,
+) -> GradientsParams {
+    let per_tensor: Vec<(ParamId, usize, Dots<B>)> = one
+        .iter()
+        .filter_map(|&id| Some((id, 1, dots::<B, 1>(&ce, kl, id)?)))
+        .chain(
+            two.iter()
+                .filter_map(|&id| Some((id, 2, dots::<B, 2>(&ce, kl, id)?))),
+        )
+        .collect();
+    let global = (prograd.scope == ProjectionScope::Global)
+        .then(|| {
+            per_tensor
+                .iter()
+                .map(|(_, _, d)| d.clone())
+                .reduce(|(a, b), (c, d)| (a + c, b + d))
+        })
+        .flatten();
+    for (id, rank, own) in per_tensor {
+        let scope = global.clone().unwrap_or(own);
+        if rank == 1 {
+            project_one::<B, 1>(&mut ce, kl, id, scope, prograd.lambda);
+        } else {
+            project_one::<B, 2>(&mut ce, kl, id, scope, prograd.lambda);
+        }
+    }
+    ce
+}
+
 impl<B: AutodiffBackend> MocoopModel<B> {
     /// Forward, read-back and backward of one training step; `None` gradients when the loss is
     /// not finite (the training loop then stops without applying the step).
@@ -209,8 +279,9 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     pub fn train_step(&self, batch: ImageBatch<B>) -> (StepOutput, Option<GradientsParams>) {
         let noise = self.router_noise(self.state.steps, &batch.indices, &batch.images.device());
         let (features, parts) = self.step_features(batch.images);
+        let again = (features.clone(), noise.clone());
         let terms = self.forward_features(features, batch.labels.clone(), noise, true);
-        let mut output = host_output(&terms, batch.labels, self.mixture.config().top_k);
+        let mut output = host_output(&terms, batch.labels.clone(), self.mixture.config().top_k);
         let loss_scale = self.state.loss_scale;
         if let Some(s) = loss_scale {
             output.values.push(("loss_scale", f64::from(s.scale)));
@@ -223,6 +294,20 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         let grads = match parts {
             Some(parts) => parts.backward(grads, self),
             None => GradientsParams::from_grads(grads, self),
+        };
+        let grads = match &self.settings.loss.prograd {
+            // The graph of the first pass is gone with its backward pass: the text side runs again
+            // for the distillation's gradient (the image features need no graph: ProGrad does not
+            // tune the image LayerNorms).
+            Some(prograd) => {
+                let (features, noise) = again;
+                let terms = self.forward_features(features, batch.labels, noise, true);
+                let kl = terms.term("kl").expect("ProGrad's step computes kl");
+                let kl = GradientsParams::from_grads((kl * factor).backward(), self);
+                let (one, two) = self.trainable_ids();
+                project::<B::InnerBackend>(grads, &kl, &one, &two, prograd)
+            }
+            None => grads,
         };
         (output, Some(grads))
     }

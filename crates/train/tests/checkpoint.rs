@@ -31,6 +31,7 @@ fn values<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
 
 #[test]
 fn saved_run_reloads_to_identical_logits() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let device = Default::default();
     let tokenizer = ClipTokenizer::embedded();
     let weights = fixtures().join("openclip_quickgelu.safetensors");
@@ -167,6 +168,7 @@ fn saved_run_reloads_to_identical_logits() {
 
 #[test]
 fn damaged_checkpoints_are_detected() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.safetensors");
     let tensors = [(
@@ -211,6 +213,7 @@ fn damaged_checkpoints_are_detected() {
 
 #[test]
 fn identical_content_gives_identical_bytes() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let dir = tempfile::tempdir().unwrap();
     let tensors = vec![
         (

@@ -127,6 +127,7 @@ fn floats(data: &TensorData) -> Vec<f32> {
 
 #[test]
 fn what_trains_is_what_is_saved_and_rekeyed() {
+    let _serial = mocoop_test_support::serial_autodiff();
     for config in configs() {
         let model = build(&config);
         let tensors = model.tensors();
@@ -150,6 +151,7 @@ fn what_trains_is_what_is_saved_and_rekeyed() {
 
 #[test]
 fn saved_tensors_load_into_a_fresh_model_and_a_missing_one_is_refused() {
+    let _serial = mocoop_test_support::serial_autodiff();
     for config in configs() {
         let model = build(&config);
         let device = Default::default();
@@ -180,6 +182,7 @@ fn saved_tensors_load_into_a_fresh_model_and_a_missing_one_is_refused() {
 
 #[test]
 fn every_logged_term_is_in_the_steps_values() {
+    let _serial = mocoop_test_support::serial_autodiff();
     for config in configs() {
         let model = build(&config);
         let output = TrainStep::step(&model, batch()).item;
@@ -199,6 +202,7 @@ fn every_logged_term_is_in_the_steps_values() {
 
 #[test]
 fn the_trained_form_holds_the_same_tensors_and_logits() {
+    let _serial = mocoop_test_support::serial_autodiff();
     for config in configs() {
         let model = build(&config).valid();
         let expected = PromptLearner::<B>::tensors(&build(&config));

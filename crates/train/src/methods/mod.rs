@@ -1,7 +1,9 @@
 //! The methods, and the registry that names them: each method is one module implementing
 //! `learner::PromptLearner` (training) and `learner::TrainedLearner` (inference), and is
 //! registered here in [`fit`] (which model trains a run of it) and [`TrainedRun::load`] (how a
-//! finished run of it is read back).
+//! finished run of it is read back). KgCoOp and ProGrad are CoOp's soft prompt with a term
+//! against the hand-made prompt (`LossConfig::kgcoop`, `LossConfig::prograd`), so they train and
+//! classify through the mixture's module.
 
 pub mod cached;
 pub mod mixture;
@@ -82,7 +84,9 @@ fn fit<B: AutodiffBackend>(
         resuming,
     };
     match run.config.method {
-        Method::Mocoop | Method::Coop => trainer::fit::<B, MocoopModel<B>>(run, clip),
+        Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd => {
+            trainer::fit::<B, MocoopModel<B>>(run, clip)
+        }
         Method::ZeroShot => {
             let clip = clip.with_precision(run.config.precision).valid();
             let learner = ZeroShotRun::new(&run.config, clip);
@@ -106,9 +110,11 @@ impl<B: Backend> TrainedRun<B> {
         let clip = clip.with_precision(config.precision);
         let learner: Box<dyn TrainedLearner<B>> = match config.method {
             Method::ZeroShot => Box::new(ZeroShotRun::new(&config, clip)),
-            Method::Mocoop | Method::Coop => Box::new(from_checkpoint(run_dir, &config, |t| {
-                MixtureRun::load(&config, clip, tokenizer, t, device)
-            })?),
+            Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd => {
+                Box::new(from_checkpoint(run_dir, &config, |t| {
+                    MixtureRun::load(&config, clip, tokenizer, t, device)
+                })?)
+            }
         };
         Ok(Self {
             config,

@@ -373,7 +373,7 @@ impl TrainFlags {
                 let groups = template_groups(self.groups.as_deref(), &run.dataset)?;
                 MixtureConfig::mocoop(&groups, self.top_k, run.seed)
             }
-            Method::Coop | Method::Kgcoop | Method::Prograd => {
+            Method::Coop | Method::Cocoop | Method::Kgcoop | Method::Prograd => {
                 let recipe = Recipe::for_run(self.method, &run.dataset);
                 let own = (self.method == Method::Prograd)
                     .then_some(recipe.loss.hand_made)

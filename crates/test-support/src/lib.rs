@@ -6,8 +6,9 @@
 //!
 //! - [`reference`]: the reference fixtures in `tests/fixtures/` and the checks of a CLIP against
 //!   them;
-//! - `train_step` (feature `train-step`): the PyTorch reference's MoCoOp and CoOp steps and the
-//!   check of one step against them, generic over the autodiff backend.
+//! - `train_step` (feature `train-step`): the PyTorch reference's MoCoOp, CoOp, KgCoOp and ProGrad
+//!   steps and the check of one step against them, generic over the autodiff backend;
+//!   `cocoop_step` the same for CoCoOp's model.
 
 pub mod reference;
 
@@ -21,5 +22,7 @@ pub fn serial_autodiff() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+#[cfg(feature = "train-step")]
+pub mod cocoop_step;
 #[cfg(feature = "train-step")]
 pub mod train_step;

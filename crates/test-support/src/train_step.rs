@@ -29,7 +29,7 @@ use mocoop_train::{ClassSetup, MocoopModel};
 
 use crate::reference::fixtures;
 
-fn flat(v: &Value) -> Vec<f32> {
+pub(crate) fn flat(v: &Value) -> Vec<f32> {
     match v {
         Value::Array(items) => items.iter().flat_map(flat).collect(),
         Value::Number(n) => vec![n.as_f64().unwrap() as f32],
@@ -37,7 +37,7 @@ fn flat(v: &Value) -> Vec<f32> {
     }
 }
 
-fn shape(v: &Value) -> Vec<usize> {
+pub(crate) fn shape(v: &Value) -> Vec<usize> {
     match v {
         Value::Array(items) => {
             let mut s = vec![items.len()];
@@ -50,7 +50,7 @@ fn shape(v: &Value) -> Vec<usize> {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
         .iter()
@@ -59,12 +59,12 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// A tensor's values as f32, whatever its dtype.
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub(crate) fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 
 /// Agreement asked of each precision, relative to the largest reference magnitude (at least 1).
-fn tolerance(precision: Precision) -> f32 {
+pub(crate) fn tolerance(precision: Precision) -> f32 {
     match precision {
         Precision::F32 => 1e-4,
         Precision::F16 => 1e-2,
@@ -72,7 +72,7 @@ fn tolerance(precision: Precision) -> f32 {
     }
 }
 
-fn check(got: &[f32], expected: &[f32], what: &str, tolerance: f32) {
+pub(crate) fn check(got: &[f32], expected: &[f32], what: &str, tolerance: f32) {
     assert_eq!(got.len(), expected.len(), "{what}: length");
     assert!(got.iter().all(|v| v.is_finite()), "{what}: not finite");
     let scale = expected.iter().fold(1f32, |m, v| m.max(v.abs()));
@@ -167,6 +167,13 @@ pub const IN_RANGE: LossScale = LossScale {
     skipped: 0,
 };
 
+/// `tests/fixtures/train_step.json`.
+pub(crate) fn read_fixture() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("train_step.json"))
+        .expect("tests/fixtures/train_step.json: run make_reference.py --train-step-only");
+    serde_json::from_str(&text).unwrap()
+}
+
 /// A step's inputs.
 pub type Batches<B> = Box<dyn Fn() -> ImageBatch<B>>;
 
@@ -179,9 +186,7 @@ pub fn setup<B: AutodiffBackend>(
 ) -> (MocoopModel<B>, Value, Batches<B>) {
     let tol = tolerance(precision);
     let check = |got: &[f32], expected: &[f32], what: &str| check(got, expected, what, tol);
-    let text = std::fs::read_to_string(fixtures().join("train_step.json"))
-        .expect("tests/fixtures/train_step.json: run make_reference.py --train-step-only");
-    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let fixture = read_fixture();
     let case = &fixture["cases"][name];
     let cfg = &case["settings"];
     let device = device.clone();
@@ -271,7 +276,13 @@ pub fn setup<B: AutodiffBackend>(
         .unwrap();
     assert!(saved.is_empty());
 
-    // The batch.
+    (model, case.clone(), fixture_batch(&fixture, &device))
+}
+
+/// The fixture's pixels as preprocessed here (their sum checked against the reference's) and its
+/// labels: the batch of every case.
+pub(crate) fn fixture_batch<B: AutodiffBackend>(fixture: &Value, device: &B::Device) -> Batches<B> {
+    let device = device.clone();
     let size = 32;
     let pixels: Vec<Vec<f32>> = strings(&fixture["images"])
         .iter()
@@ -296,7 +307,7 @@ pub fn setup<B: AutodiffBackend>(
         indices: (0..n).collect(),
         share: 1.0,
     };
-    (model, case.clone(), Box::new(batch))
+    Box::new(batch)
 }
 
 /// Runs fixture case `name` on `device` at `precision` and asserts that the forward pass, the

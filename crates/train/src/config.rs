@@ -18,6 +18,8 @@ pub enum Method {
     Mocoop,
     /// One soft prompt (Zhou et al.'s CoOp).
     Coop,
+    /// CoOp's context shifted per image by a meta-net (Zhou et al.'s CoCoOp).
+    Cocoop,
     /// CoOp kept near the hand-made prompt's text features (Yao et al.'s KgCoOp).
     Kgcoop,
     /// CoOp whose gradient never points against zero-shot CLIP's (Zhu et al.'s ProGrad).
@@ -32,6 +34,7 @@ impl std::fmt::Display for Method {
         f.write_str(match self {
             Self::Mocoop => "mocoop",
             Self::Coop => "coop",
+            Self::Cocoop => "cocoop",
             Self::Kgcoop => "kgcoop",
             Self::Prograd => "prograd",
             Self::ZeroShot => "zero-shot",

@@ -13,7 +13,8 @@
 //! setting no recipe of its own, and the transfer protocols, which train on ImageNet in the
 //! few-shot setting, get ImageNet's by its name. CoOp and zero-shot CLIP share MoCoOp's schedule.
 //!
-//! KgCoOp and ProGrad use their official configurations on every dataset (one warm-up epoch at
+//! CoCoOp uses its official configuration (10 epochs, 1 of warm-up, at batch size 1 and learning
+//! rate 0.002, not scaled, no clipping). KgCoOp and ProGrad use their official configurations on every dataset (one warm-up epoch at
 //! 1e-5, learning rate 0.002 not scaled with the batch, no clipping): KgCoOp 100 epochs at batch
 //! 128 (`vit_b16_ep100_ctxv1`, λ_kg = 8), ProGrad 100 epochs at batch 32 (`rn50_ep100`, λ = 1,
 //! T = 1), each with its own hand-made prompt for the dataset (`hand_made`).
@@ -69,6 +70,9 @@ impl Recipe {
         if let Some(template) = hand_made_template(method, dataset) {
             return Self::official(method, template);
         }
+        if method == Method::Cocoop {
+            return Self::cocoop();
+        }
         let (epochs, warmup_epochs, batch_size, base_lr, lr_scaling) = if dataset == IMAGENET {
             (10, 1, 1, 0.002, LrScaling::None)
         } else {
@@ -115,6 +119,25 @@ impl Recipe {
             ln_lr_scale: 0.1,
             ln_tuning: false,
             loss,
+        }
+    }
+
+    /// CoCoOp's official configuration (`vit_b16_c4_ep10_batch1_ctxv1`): 10 epochs (1 of warm-up
+    /// at 1e-5) at batch size 1 and learning rate 0.002, not scaled, no clipping.
+    fn cocoop() -> Self {
+        Self {
+            epochs: 10,
+            warmup_epochs: 1,
+            warmup_lr: 1e-5,
+            batch_size: 1,
+            base_lr: 0.002,
+            lr_scaling: LrScaling::None,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_norm: None,
+            ln_lr_scale: 0.1,
+            ln_tuning: false,
+            loss: LossConfig::coop(),
         }
     }
 

@@ -8,7 +8,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, activation};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
 use mocoop_data::ImageBatch;
-use mocoop_model::clip::{cpu_parts, l2_normalize, tracks_gradients};
+use mocoop_model::clip::{VisionEncoder, cpu_parts, l2_normalize, tracks_gradients};
 
 use crate::config::{ProGradConfig, ProjectionScope};
 use crate::image_parts::ImageParts;
@@ -201,6 +201,16 @@ fn unscale<B: Backend>(
     finite
 }
 
+/// The normalised features `[N, D]` of images through a frozen image encoder: run on the inner
+/// backend, since it records no graph either way (outside autodiff its activations and attention
+/// run as the fused loops of Burn's CPU backend).
+pub(crate) fn frozen_image_features<B: AutodiffBackend>(
+    vision: &VisionEncoder<B>,
+    images: Tensor<B, 4>,
+) -> Tensor<B, 2> {
+    Tensor::from_inner(l2_normalize(vision.valid().forward(images.inner())))
+}
+
 /// The dot products `(G_ce·G_kl, G_kl·G_kl)` of one tensor or of a scope of them.
 type Dots<B> = (Tensor<B, 1>, Tensor<B, 1>);
 
@@ -331,8 +341,7 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         } else if tracks_gradients(vision) {
             (self.image_features(images, true), None)
         } else {
-            let features = l2_normalize(vision.valid().forward(images.inner()));
-            (Tensor::from_inner(features), None)
+            (frozen_image_features(vision, images), None)
         }
     }
 
@@ -344,45 +353,86 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     ///
     /// `BB` is the optimiser's backend: burn-train's [`TrainStep::optimize`] names it separately
     /// from `B`, though they are the same.
-    pub fn apply_grads<BB, O>(mut self, optim: &mut O, lr: f64, mut grads: GradientsParams) -> Self
+    pub fn apply_grads<BB, O>(self, optim: &mut O, lr: f64, grads: GradientsParams) -> Self
     where
         BB: AutodiffBackend,
         O: Optimizer<Self, BB>,
         Self: AutodiffModule<BB>,
     {
         let (one, two) = self.trainable_ids();
-        if let Some(scale) = &mut self.state.loss_scale
-            && !grads.is_empty()
-        {
-            let finite = unscale::<B::InnerBackend>(&mut grads, &one, &two, scale.scale);
-            scale.update(finite);
-        }
-        let state = StepState {
-            steps: self.state.steps + 1,
-            ..self.state
+        let update = Update {
+            one,
+            two,
+            clip_norm: self.settings.clip_norm,
+            slow: (self.ln_param_ids(), self.settings.ln_lr_scale),
         };
-        let mut model = if grads.is_empty() {
-            self
-        } else {
-            if let Some(max_norm) = self.settings.clip_norm {
-                clip_global_norm::<B::InnerBackend>(&mut grads, &one, &two, max_norm);
-            }
-            let mut ln_grads = GradientsParams::new();
-            for id in self.ln_param_ids() {
-                if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
-                    ln_grads.register(id, g);
-                }
-            }
-            let ln_lr = lr * self.settings.ln_lr_scale;
-            let mut model = optim.step(lr, self, grads);
-            if !ln_grads.is_empty() {
-                model = optim.step(ln_lr, model, ln_grads);
-            }
-            model
-        };
+        let state = self.state;
+        let (mut model, state) = sgd_update(self, state, optim, lr, grads, update);
         model.state = state;
         model
     }
+}
+
+/// What the optimiser step of a method needs besides its gradients.
+pub(crate) struct Update {
+    /// Trainable parameter ids of rank 1.
+    pub(crate) one: Vec<ParamId>,
+    /// Trainable parameter ids of rank 2.
+    pub(crate) two: Vec<ParamId>,
+    /// Global gradient-norm clipping threshold.
+    pub(crate) clip_norm: Option<f32>,
+    /// Parameters trained at `lr ×` the factor (MoCoOp's image LayerNorms), and the factor.
+    pub(crate) slow: (Vec<ParamId>, f64),
+}
+
+/// The optimiser step every method shares: unscaling (f16 runs: a step whose gradients are not
+/// finite is skipped and the loss scale lowered), global-norm clipping over every trainable
+/// gradient, then the optimiser at `lr`, and again at `lr × factor` for the slow parameters (the
+/// same optimiser stepped twice with disjoint gradients; its state is kept per parameter).
+/// Returns the model and `state` with the step counted.
+pub(crate) fn sgd_update<BB, M, O>(
+    model: M,
+    mut state: StepState,
+    optim: &mut O,
+    lr: f64,
+    mut grads: GradientsParams,
+    update: Update,
+) -> (M, StepState)
+where
+    BB: AutodiffBackend,
+    O: Optimizer<M, BB>,
+    M: AutodiffModule<BB>,
+{
+    let Update {
+        one,
+        two,
+        clip_norm,
+        slow: (slow, factor),
+    } = update;
+    if let Some(scale) = &mut state.loss_scale
+        && !grads.is_empty()
+    {
+        let finite = unscale::<BB::InnerBackend>(&mut grads, &one, &two, scale.scale);
+        scale.update(finite);
+    }
+    state.steps += 1;
+    if grads.is_empty() {
+        return (model, state);
+    }
+    if let Some(max_norm) = clip_norm {
+        clip_global_norm::<BB::InnerBackend>(&mut grads, &one, &two, max_norm);
+    }
+    let mut slow_grads = GradientsParams::new();
+    for id in slow {
+        if let Some(g) = grads.remove::<BB::InnerBackend, 1>(id) {
+            slow_grads.register(id, g);
+        }
+    }
+    let mut model = optim.step(lr, model, grads);
+    if !slow_grads.is_empty() {
+        model = optim.step(lr * factor, model, slow_grads);
+    }
+    (model, state)
 }
 
 impl<B: AutodiffBackend> TrainStep for MocoopModel<B> {

@@ -3,9 +3,10 @@
 //! registered here in [`fit`] (which model trains a run of it) and [`TrainedRun::load`] (how a
 //! finished run of it is read back). KgCoOp and ProGrad are CoOp's soft prompt with a term
 //! against the hand-made prompt (`LossConfig::kgcoop`, `LossConfig::prograd`), so they train and
-//! classify through the mixture's module.
+//! classify through the mixture's module; CoCoOp has a module of its own (`cocoop.rs`).
 
 pub mod cached;
+pub mod cocoop;
 pub mod mixture;
 pub mod zero_shot;
 
@@ -25,6 +26,7 @@ use crate::learner::TrainedLearner;
 use crate::model::MocoopModel;
 use crate::trainer::{self, TrainOptions, TrainReport};
 use crate::{TrainError, run};
+use cocoop::{CocoopModel, CocoopRun};
 use mixture::MixtureRun;
 use zero_shot::ZeroShotRun;
 
@@ -87,6 +89,7 @@ fn fit<B: AutodiffBackend>(
         Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd => {
             trainer::fit::<B, MocoopModel<B>>(run, clip)
         }
+        Method::Cocoop => trainer::fit::<B, CocoopModel<B>>(run, clip),
         Method::ZeroShot => {
             let clip = clip.with_precision(run.config.precision).valid();
             let learner = ZeroShotRun::new(&run.config, clip);
@@ -110,6 +113,9 @@ impl<B: Backend> TrainedRun<B> {
         let clip = clip.with_precision(config.precision);
         let learner: Box<dyn TrainedLearner<B>> = match config.method {
             Method::ZeroShot => Box::new(ZeroShotRun::new(&config, clip)),
+            Method::Cocoop => Box::new(from_checkpoint(run_dir, &config, |t| {
+                CocoopRun::load(&config, clip, tokenizer, t, device)
+            })?),
             Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd => {
                 Box::new(from_checkpoint(run_dir, &config, |t| {
                     MixtureRun::load(&config, clip, tokenizer, t, device)

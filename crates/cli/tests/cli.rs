@@ -442,6 +442,17 @@ fn the_heads_of_a_bare_state_dict_can_be_given_by_flag() {
     let err = max_abs_diff(&matrix(&json["text_embeds"]), &expected[index..index + 1]);
     assert!(err < 1e-4, "{err}");
 
+    // OpenAI's rule, where it applies, is said once; stated heads are not.
+    let openai = path_str(&fixtures().join("openclip_quickgelu.safetensors"));
+    let output = mocoop(&["embed", "--weights", &openai, "--text", "x"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let notes = stderr(&output).matches("64-wide heads").count();
+    assert_eq!(notes, 1, "{}", stderr(&output));
+    let stated = ["--vision-heads", "1", "--text-heads", "1"];
+    let output = mocoop(&[&["embed", "--weights", &openai, "--text", "x"], &stated[..]].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("64-wide"), "{}", stderr(&output));
+
     let output = mocoop(&[
         "embed",
         "--weights",

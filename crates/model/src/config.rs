@@ -100,7 +100,7 @@ fn default_layer_norm_eps() -> f64 {
 /// Heads for a residual width when a checkpoint does not say: OpenAI's `build_model` rule of 64-wide
 /// heads, or `None` when 64 does not divide the width (the heads must then be stated).
 pub fn default_heads(width: usize) -> Option<usize> {
-    (width > 0 && width % 64 == 0).then_some(width / 64)
+    (width > 0 && width.is_multiple_of(64)).then_some(width / 64)
 }
 
 /// Named geometries, in one place (as candle-transformers' CLIP keeps its configurations beside

@@ -251,8 +251,8 @@ impl StateDict {
     }
 }
 
-/// Settings that a checkpoint may not carry, supplied by the user: the command-line flags of every
-/// command that loads weights (`mocoop` and `cargo xtask convert` flatten them), defined once here.
+/// Settings that a checkpoint may not carry, supplied by the user: command-line flags, defined
+/// once here (the CLI's `CheckpointArgs` and `cargo xtask convert` flatten them).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct LoadOptions {
     /// MLP activation, for state dicts that do not record it (OpenAI layout defaults to
@@ -368,14 +368,14 @@ fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), Wei
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    let (mut tensors, native_config) = match extension.as_str() {
+    let (tensors, native_config) = match extension.as_str() {
         "safetensors" => read_safetensors(path)?,
         "pt" | "pth" | "bin" | "ckpt" => (read_pickle(path)?, None),
         _ => {
             return Err(WeightsError::Format {
                 path: path.to_path_buf(),
                 message: "unknown weight file extension: expected .safetensors, .pt, .pth or .bin \
-                          (or a transformers model directory)"
+                          (or a transformers or open_clip model directory, or hf:ORG/NAME)"
                     .into(),
             });
         }
@@ -397,6 +397,15 @@ fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), Wei
         let state = hf::to_openai_layout(tensors, path)?;
         return Ok((state, WeightLayout::HuggingFace, stated));
     }
+    openai_layout(path, tensors)
+}
+
+/// An OpenAI/open_clip state dict, with the configuration of the open_clip hub folder it is in, if
+/// it is in one; a ResNet, or no CLIP at all, is refused.
+fn openai_layout(
+    path: &Path,
+    mut tensors: BTreeMap<String, TensorData>,
+) -> Result<(StateDict, WeightLayout, StatedConfig), WeightsError> {
     if tensors.contains_key("visual.attnpool.positional_embedding") {
         return Err(open_clip::resnet_error(&path.display().to_string()));
     }
@@ -416,7 +425,6 @@ fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), Wei
             ),
         });
     }
-    // An open_clip hub folder's weights, given as a file: its configuration is beside it.
     let beside = path
         .parent()
         .unwrap_or(Path::new("."))
@@ -533,6 +541,11 @@ fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, 
             "found {vision_layers} image and {text_layers} text residual blocks; both must be > 0"
         )));
     }
+    let image_size = grid.checked_mul(patch_size).ok_or_else(|| {
+        WeightsError::Config(format!(
+            "a {grid}x{grid} grid of {patch_size}-pixel patches is too large"
+        ))
+    })?;
     let [vision_heads, text_heads] = heads(stated, [vision_width, text_width])?;
     let config = ClipConfig {
         embed_dim: state.dim("text_projection", 1)?,
@@ -541,11 +554,7 @@ fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, 
             layers: vision_layers,
             heads: vision_heads,
             patch_size,
-            image_size: grid.checked_mul(patch_size).ok_or_else(|| {
-                WeightsError::Config(format!(
-                    "a {grid}x{grid} grid of {patch_size}-pixel patches is too large"
-                ))
-            })?,
+            image_size,
         },
         text: TextConfig {
             width: text_width,

@@ -216,7 +216,7 @@ fn stated(
     let embed_dim = model_cfg
         .get("embed_dim")
         .ok_or_else(|| invalid("model configuration", &"no embed_dim"))?;
-    if vision.head_width == 0 || vision.width % vision.head_width != 0 {
+    if vision.head_width == 0 || !vision.width.is_multiple_of(vision.head_width) {
         return Err(invalid(
             "vision_cfg",
             &format!(

@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use mocoop_model::clip::l2_normalize;
-use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
+use mocoop_model::preprocess::{batch_tensor, load_rgb};
 use mocoop_model::prompt::PromptClassifier;
 use mocoop_model::templates::{TemplateTable, fill};
 use mocoop_train::methods::cached::TextCachedClassifier;
@@ -169,6 +169,7 @@ impl OnBackend for ClassifyArgs {
         }
         let model = self.model.load::<B::InnerBackend>(&device)?;
         let size = model.clip.config().vision.image_size;
+        let transform = model.clip.config().preprocess;
         let loaded;
         let classifier: Box<dyn ImageClassifier<B::InnerBackend> + '_> = match &self.prompts {
             None => {
@@ -191,7 +192,7 @@ impl OnBackend for ClassifyArgs {
             let mut ok_files = Vec::new();
             let mut pixels = Vec::new();
             for path in chunk {
-                match load_rgb(path).map(|image| preprocess(&image, size as u32)) {
+                match load_rgb(path).map(|image| transform.apply(&image, size as u32)) {
                     Ok(p) => {
                         ok_files.push(path);
                         pixels.push(p);

@@ -13,6 +13,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
 use mocoop_data::{Loader, LoaderConfig, load_dataset};
 use mocoop_model::tokenizer::ClipTokenizer;
+use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
 use mocoop_train::config::Setting;
 use mocoop_train::{Method, Recipe, RunResults, TrainReport, TrainedRun, train};
@@ -100,7 +101,7 @@ impl OnBackend for DemoArgs {
             .with_context(|| format!("writing {}", weights.display()))?;
         let checkpoint = CheckpointArgs {
             weights,
-            activation: None,
+            load: LoadOptions::default(),
             precision: Precision::F32,
         };
         let run_data = RunData {

@@ -12,6 +12,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
 use mocoop_model::prompt::{ExpertInit, MixtureConfig};
+use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Activation, Precision};
 use mocoop_train::config::{
     DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, OptimConfig,
@@ -428,7 +429,7 @@ impl TrainFlags {
         let config = TrainConfig {
             method: self.method,
             weights: checkpoint.weights.clone(),
-            activation: checkpoint.activation,
+            activation: checkpoint.load.activation,
             precision: checkpoint.precision,
             data,
             mixture: self.mixture(run)?,
@@ -477,7 +478,10 @@ impl TrainArgs {
         let config = run::read_config(dir, None)?;
         let checkpoint = CheckpointArgs {
             weights: config.weights.clone(),
-            activation: config.activation,
+            load: LoadOptions {
+                activation: config.activation,
+                ..LoadOptions::default()
+            },
             precision: config.precision,
         };
         let loaded = checkpoint.load::<B>(self.device.main(), &devices[0])?;
@@ -498,7 +502,10 @@ impl TrainArgs {
         };
         let checkpoint = CheckpointArgs {
             weights: weights.clone(),
-            activation: self.activation,
+            load: LoadOptions {
+                activation: self.activation,
+                ..LoadOptions::default()
+            },
             precision: self.precision,
         };
         let run = RunData {
@@ -566,7 +573,7 @@ mod tests {
             .flags;
         let checkpoint = CheckpointArgs {
             weights: "clip.safetensors".into(),
-            activation: None,
+            load: LoadOptions::default(),
             precision: Precision::F32,
         };
         let run = RunData {

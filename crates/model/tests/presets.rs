@@ -58,8 +58,11 @@ fn released_presets_have_openai_sizes() {
         ClipConfig::vit_l_14(),
     ] {
         // OpenAI's 64-wide heads, so a bare state dict of these models loads with these heads.
-        assert_eq!(config.vision.heads, default_heads(config.vision.width));
-        assert_eq!(config.text.heads, default_heads(config.text.width));
+        assert_eq!(
+            Some(config.vision.heads),
+            default_heads(config.vision.width)
+        );
+        assert_eq!(Some(config.text.heads), default_heads(config.text.width));
         assert_eq!(config.vision.image_size, 224);
         assert_eq!(
             (config.text.context_length, config.text.vocab_size),

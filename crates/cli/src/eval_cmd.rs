@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 
-use mocoop_model::Activation;
 use mocoop_model::weights::LoadOptions;
 use mocoop_train::config::Method;
 use mocoop_train::run::{read_config, write_json};
@@ -37,9 +36,9 @@ pub struct EvalArgs {
     /// CLIP checkpoint (default: the one the run was trained with).
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
-    /// MLP activation of the checkpoint (default: as recorded in the run).
-    #[arg(long, ignore_case = true)]
-    activation: Option<Activation>,
+    /// What the checkpoint may not record (default: as recorded in the run).
+    #[command(flatten)]
+    load: LoadOptions,
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     device: DeviceSpec,
@@ -68,10 +67,7 @@ impl OnBackend for EvalArgs {
                 .weights
                 .clone()
                 .unwrap_or_else(|| config.weights.clone()),
-            load: LoadOptions {
-                activation: self.activation.or(config.activation),
-                ..LoadOptions::default()
-            },
+            load: self.load.clone().or(&config.load),
             precision: config.precision,
         };
         let loaded = checkpoint.load::<B::InnerBackend>(&self.device, &device)?;

@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
+use mocoop_model::Precision;
 use mocoop_model::prompt::{ExpertInit, MixtureConfig};
 use mocoop_model::weights::LoadOptions;
-use mocoop_model::{Activation, Precision};
 use mocoop_train::config::{
     DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, OptimConfig,
     ProGradConfig, ProjectionScope, Setting, TextClasses, TrainConfig, ZeroShotPrompts,
@@ -42,9 +42,9 @@ pub struct TrainArgs {
     /// run's config.json names it).
     #[arg(long, value_name = "PATH", required_unless_present = "resume")]
     weights: Option<PathBuf>,
-    /// MLP activation, for state dicts that do not record it.
-    #[arg(long, ignore_case = true)]
-    activation: Option<Activation>,
+    /// What the checkpoint may not record: activation, open_clip architecture, heads.
+    #[command(flatten)]
+    load: LoadOptions,
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N; or several of one kind,
     /// comma-separated (cuda:0,cuda:1), to share every step between them (see --split).
     #[arg(long, default_value = "cpu", value_name = "DEVICE[,DEVICE…]")]
@@ -429,7 +429,7 @@ impl TrainFlags {
         let config = TrainConfig {
             method: self.method,
             weights: checkpoint.weights.clone(),
-            activation: checkpoint.load.activation,
+            load: checkpoint.load.clone(),
             precision: checkpoint.precision,
             data,
             mixture: self.mixture(run)?,
@@ -478,10 +478,7 @@ impl TrainArgs {
         let config = run::read_config(dir, None)?;
         let checkpoint = CheckpointArgs {
             weights: config.weights.clone(),
-            load: LoadOptions {
-                activation: config.activation,
-                ..LoadOptions::default()
-            },
+            load: config.load.clone(),
             precision: config.precision,
         };
         let loaded = checkpoint.load::<B>(self.device.main(), &devices[0])?;
@@ -502,10 +499,7 @@ impl TrainArgs {
         };
         let checkpoint = CheckpointArgs {
             weights: weights.clone(),
-            load: LoadOptions {
-                activation: self.activation,
-                ..LoadOptions::default()
-            },
+            load: self.load.clone(),
             precision: self.precision,
         };
         let run = RunData {

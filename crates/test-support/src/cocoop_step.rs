@@ -44,7 +44,7 @@ fn config(cfg: &Value) -> TrainConfig {
     TrainConfig {
         method: Method::Cocoop,
         weights: fixtures().join("openclip_quickgelu.safetensors"),
-        activation: None,
+        load: Default::default(),
         precision: Default::default(),
         data: DataConfig {
             dataset: "test".into(),

@@ -308,9 +308,11 @@ pub struct TrainConfig {
     pub method: Method,
     /// The CLIP checkpoint.
     pub weights: std::path::PathBuf,
-    /// The MLP activation given for the checkpoint, if it was given.
-    #[serde(default)]
-    pub activation: Option<mocoop_model::Activation>,
+    /// What was given beside the checkpoint to load it (activation, open_clip architecture,
+    /// heads), recorded so that the run reloads the same model (flattened: `activation` stays a
+    /// top-level key, as older runs wrote it).
+    #[serde(flatten)]
+    pub load: mocoop_model::weights::LoadOptions,
     /// The precision the frozen encoders compute in (what trains stays f32; f16 adds dynamic loss
     /// scaling).
     #[serde(default)]

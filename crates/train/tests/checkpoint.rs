@@ -96,7 +96,7 @@ fn saved_run_reloads_to_identical_logits() {
     let config = TrainConfig {
         method: Method::Mocoop,
         weights: weights.clone(),
-        activation: None,
+        load: Default::default(),
         precision: Default::default(),
         data: DataConfig {
             dataset: "test".into(),

@@ -56,7 +56,7 @@ fn config(method: Method, ln_tuning: bool) -> TrainConfig {
     TrainConfig {
         method,
         weights: fixtures().join("openclip_quickgelu.safetensors"),
-        activation: None,
+        load: Default::default(),
         precision: Default::default(),
         data: DataConfig {
             dataset: "test".into(),
@@ -223,4 +223,30 @@ fn the_trained_form_holds_the_same_tensors_and_logits() {
         assert_eq!(ours.gates.is_some(), config.method == Method::Mocoop);
         assert_eq!(classifier.experts(), config.mixture.num_experts());
     }
+}
+
+/// A run records how its checkpoint was loaded (architecture, heads, activation) at the top level
+/// of `config.json`, and a `config.json` of an older run, without those keys, still reads.
+#[test]
+fn run_configs_record_how_the_checkpoint_was_loaded() {
+    let mut config = config(Method::Coop, false);
+    config.load.arch = Some("ViT-B-16".into());
+    config.load.vision_heads = Some(3);
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["arch"], "ViT-B-16");
+    assert_eq!(json["vision_heads"], 3);
+    let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, config);
+    let mut older = json;
+    for key in [
+        "arch",
+        "open_clip_config",
+        "vision_heads",
+        "text_heads",
+        "activation",
+    ] {
+        older.as_object_mut().unwrap().remove(key);
+    }
+    let older: TrainConfig = serde_json::from_value(older).unwrap();
+    assert_eq!(older.load, Default::default());
 }

@@ -253,7 +253,10 @@ impl StateDict {
 
 /// Settings that a checkpoint may not carry, supplied by the user: command-line flags, defined
 /// once here (the CLI's `CheckpointArgs` and `cargo xtask convert` flatten them).
-#[derive(Debug, Clone, Default, clap::Args)]
+///
+/// A run records them (`config.json`), so that it is reloaded as it was trained.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LoadOptions {
     /// MLP activation, for state dicts that do not record it (OpenAI layout defaults to
     /// quick_gelu; open_clip models without "quickgelu" in their name need `gelu`). Overrides
@@ -277,6 +280,28 @@ pub struct LoadOptions {
     /// width / 64). Overrides what the checkpoint states.
     #[arg(long, value_name = "N")]
     pub text_heads: Option<usize>,
+}
+
+impl LoadOptions {
+    /// These options, each one not given taken from `recorded` (a run's).
+    pub fn or(self, recorded: &LoadOptions) -> Self {
+        let arch_given = self.arch.is_some() || self.open_clip_config.is_some();
+        Self {
+            activation: self.activation.or(recorded.activation),
+            arch: if arch_given {
+                self.arch
+            } else {
+                recorded.arch.clone()
+            },
+            open_clip_config: if arch_given {
+                self.open_clip_config
+            } else {
+                recorded.open_clip_config.clone()
+            },
+            vision_heads: self.vision_heads.or(recorded.vision_heads),
+            text_heads: self.text_heads.or(recorded.text_heads),
+        }
+    }
 }
 
 /// A checkpoint read into canonical form, ready to build a model from.

@@ -1,6 +1,7 @@
 //! The training augmentation of the CoOp family (Dassl's `random_resized_crop`, `random_flip`,
 //! `normalize`): torchvision's `RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3),
-//! interpolation=BICUBIC)`, `RandomHorizontalFlip()`, then CLIP normalisation. Every random draw
+//! interpolation=BICUBIC)`, `RandomHorizontalFlip()`, then the checkpoint's normalisation (CLIP's
+//! unless its configuration states another, as open_clip's `preprocess_cfg` may). Every random draw
 //! comes from a generator derived from `(seed, epoch, index)`, so an image's augmentation does not
 //! depend on worker count, batch order or what other images were drawn.
 
@@ -9,7 +10,7 @@ use std::cell::RefCell;
 use fast_image_resize as fr;
 use fast_image_resize::pixels::U8x3;
 use image::RgbImage;
-use mocoop_model::preprocess::{CLIP_MEAN, CLIP_STD, round_half_even};
+use mocoop_model::preprocess::{CLIP_MEAN, CLIP_STD, Preprocess, round_half_even};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -137,26 +138,36 @@ pub fn resized_crop(image: &RgbImage, crop: CropBox, size: u32) -> RgbImage {
 
 /// Per-channel lookup tables `(v / 255 - mean) / std`, identical to
 /// `mocoop_model::preprocess::normalize_chw`'s arithmetic.
-fn normalisation_table() -> &'static [[f32; 256]; 3] {
-    static TABLE: std::sync::OnceLock<[[f32; 256]; 3]> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut t = [[0f32; 256]; 3];
-        for (c, row) in t.iter_mut().enumerate() {
-            for (v, out) in row.iter_mut().enumerate() {
-                *out = (v as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
-            }
+type NormTable = [[f32; 256]; 3];
+
+/// The lookup tables of `mean` and `std`.
+fn norm_table(mean: &[f32; 3], std: &[f32; 3]) -> NormTable {
+    let mut t = [[0f32; 256]; 3];
+    for (c, row) in t.iter_mut().enumerate() {
+        for (v, out) in row.iter_mut().enumerate() {
+            *out = (v as f32 / 255.0 - mean[c]) / std[c];
         }
-        t
-    })
+    }
+    t
+}
+
+/// CLIP's tables, computed once.
+fn clip_table() -> &'static NormTable {
+    static TABLE: std::sync::OnceLock<NormTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| norm_table(&CLIP_MEAN, &CLIP_STD))
 }
 
 /// Writes `image` CLIP-normalised, channels first, into `out` (`3 * w * h` floats), mirrored
 /// left-right when `flip` is set.
 pub fn normalize_into(image: &RgbImage, flip: bool, out: &mut [f32]) {
+    normalize_with(image, flip, clip_table(), out);
+}
+
+/// [`normalize_into`] with the lookup tables `table`.
+fn normalize_with(image: &RgbImage, flip: bool, table: &NormTable, out: &mut [f32]) {
     let (w, h) = (image.width() as usize, image.height() as usize);
     let plane = w * h;
     assert_eq!(out.len(), 3 * plane, "output buffer must hold 3*w*h floats");
-    let table = normalisation_table();
     let raw = image.as_raw();
     let (r_out, rest) = out.split_at_mut(plane);
     let (g_out, b_out) = rest.split_at_mut(plane);
@@ -187,6 +198,10 @@ pub struct TrainTransform {
     pub ratio: (f64, f64),
     /// Probability of a horizontal flip.
     pub flip_probability: f64,
+    /// Per-channel mean of the normalisation (RGB).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation of the normalisation (RGB).
+    pub std: [f32; 3],
 }
 
 impl TrainTransform {
@@ -197,6 +212,8 @@ impl TrainTransform {
             scale: DEFAULT_SCALE,
             ratio: DEFAULT_RATIO,
             flip_probability: 0.5,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
         }
     }
 
@@ -212,7 +229,11 @@ impl TrainTransform {
     pub fn apply_into(&self, image: &RgbImage, rng: &mut StdRng, out: &mut [f32]) {
         let (crop, flip) = self.draw(image.width(), image.height(), rng);
         let resized = resized_crop(image, crop, self.size);
-        normalize_into(&resized, flip, out);
+        if (self.mean, self.std) == (CLIP_MEAN, CLIP_STD) {
+            normalize_into(&resized, flip, out);
+        } else {
+            normalize_with(&resized, flip, &norm_table(&self.mean, &self.std), out);
+        }
     }
 
     /// Augments `image` with the generator of `(seed, epoch, index)`.
@@ -228,17 +249,31 @@ impl TrainTransform {
 pub enum Transform {
     /// Random resized crop, flip, normalisation ([`TrainTransform`]).
     Train(TrainTransform),
-    /// Resize the shorter side, centre crop, normalisation
-    /// (`mocoop_model::preprocess::preprocess`) at the given size.
-    Test(u32),
+    /// The checkpoint's evaluation transform (CLIP's: resize the shorter side, centre crop,
+    /// normalisation) at the given size.
+    Test(u32, Preprocess),
 }
 
 impl Transform {
+    /// The transform with the normalisation (training) or the whole evaluation transform (test)
+    /// of a checkpoint's `preprocess`; a training crop stays torchvision's bicubic one, as
+    /// open_clip's training transform is whatever the configuration states.
+    pub fn with_preprocess(self, preprocess: Preprocess) -> Self {
+        match self {
+            Transform::Train(t) => Transform::Train(TrainTransform {
+                mean: preprocess.mean,
+                std: preprocess.std,
+                ..t
+            }),
+            Transform::Test(size, _) => Transform::Test(size, preprocess),
+        }
+    }
+
     /// Output side length.
     pub fn size(&self) -> u32 {
         match self {
             Transform::Train(t) => t.size,
-            Transform::Test(size) => *size,
+            Transform::Test(size, _) => *size,
         }
     }
 
@@ -246,8 +281,8 @@ impl Transform {
     pub fn apply_into(&self, image: &RgbImage, seed: u64, epoch: u64, index: u64, out: &mut [f32]) {
         match self {
             Transform::Train(t) => t.apply_into(image, &mut augment_rng(seed, epoch, index), out),
-            Transform::Test(size) => {
-                out.copy_from_slice(&mocoop_model::preprocess::preprocess(image, *size))
+            Transform::Test(size, preprocess) => {
+                out.copy_from_slice(&preprocess.apply(image, *size))
             }
         }
     }
@@ -283,6 +318,37 @@ mod tests {
         let b = random_crop_box(1000, 10, (0.9, 1.0), DEFAULT_RATIO, &mut rng);
         assert_eq!((b.height, b.width), (10, 13));
         assert_eq!((b.top, b.left), (0, (1000 - 13) / 2));
+    }
+
+    #[test]
+    fn a_checkpoints_normalisation_replaces_clips() {
+        let image = RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, 90])
+        });
+        let clip = TrainTransform::new(16).apply(&image, 3, 1, 2);
+        let own = Preprocess {
+            mean: [0.5, 0.4, 0.3],
+            std: [0.2, 0.25, 0.3],
+            ..Preprocess::default()
+        };
+        let Transform::Train(t) = Transform::Train(TrainTransform::new(16)).with_preprocess(own)
+        else {
+            unreachable!("a training transform stays one")
+        };
+        let ours = t.apply(&image, 3, 1, 2);
+        for (k, (a, b)) in clip.iter().zip(&ours).enumerate() {
+            let c = k / 256;
+            let raw = a * CLIP_STD[c] + CLIP_MEAN[c];
+            assert!(
+                ((raw - own.mean[c]) / own.std[c] - b).abs() < 1e-4,
+                "{k}: {a} {b}"
+            );
+        }
+        // The evaluation transform is the checkpoint's own, filter and resize mode included.
+        let test = Transform::Test(16, Preprocess::default()).with_preprocess(own);
+        let mut out = vec![0f32; 3 * 16 * 16];
+        test.apply_into(&image, 0, 0, 0, &mut out);
+        assert_eq!(out, own.apply(&image, 16));
     }
 
     #[test]

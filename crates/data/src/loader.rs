@@ -20,6 +20,8 @@ use std::thread::JoinHandle;
 use burn::tensor::backend::Backend;
 use rand::seq::SliceRandom;
 
+use mocoop_model::preprocess::Preprocess;
+
 use crate::augment::{TrainTransform, Transform, derived_rng};
 use crate::batch::{CpuBatch, ImageBatch};
 use crate::dataset::Item;
@@ -62,12 +64,20 @@ impl LoaderConfig {
         }
     }
 
+    /// The same loading with a checkpoint's transform (see [`Transform::with_preprocess`]).
+    pub fn with_preprocess(self, preprocess: Preprocess) -> Self {
+        Self {
+            transform: self.transform.with_preprocess(preprocess),
+            ..self
+        }
+    }
+
     /// Evaluation: resize + centre crop at `size`, in order, two workers.
     pub fn test(size: u32, batch_size: usize) -> Self {
         LoaderConfig {
             batch_size,
             workers: 2,
-            transform: Transform::Test(size),
+            transform: Transform::Test(size, Preprocess::default()),
             shuffle: false,
             drop_last: false,
             seed: 0,

@@ -71,6 +71,7 @@ fn flip_mirrors_the_crop() {
         scale: (1.0, 1.0),
         ratio: (40.0 / 30.0, 40.0 / 30.0),
         flip_probability: flip,
+        ..TrainTransform::new(40)
     };
     // Full-image crop to 40x40, with and without the flip.
     let plain = whole(0.0).apply(&image, 0, 0, 0);
@@ -270,7 +271,10 @@ fn test_loader_uses_the_evaluation_transform_in_order() {
     let image = mocoop_model::preprocess::load_rgb(&items[3].path).unwrap();
     let expected = mocoop_model::preprocess::preprocess(&image, 16);
     assert_eq!(&batches[1].pixels[3 * 256..], expected.as_slice());
-    assert_eq!(loader.config().transform, Transform::Test(16));
+    assert_eq!(
+        loader.config().transform,
+        Transform::Test(16, Default::default())
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 
 use mocoop_data::{Item, Loader, LoaderConfig, Subsample, load_dataset, subsample_classes};
 use mocoop_model::Clip;
+use mocoop_model::config::ClipConfig;
 use mocoop_model::tokenizer::ClipTokenizer;
 
 use crate::config::{Setting, TrainConfig};
@@ -45,10 +46,11 @@ impl<B: Backend> TrainedRun<B> {
     }
 }
 
-/// Top-1 accuracy of `classifier` on `items` (preprocessed at `image_size`): `(correct, total)`.
+/// Top-1 accuracy of `classifier` on `items`, preprocessed as `clip`'s checkpoint states:
+/// `(correct, total)`.
 pub fn accuracy<B: Backend>(
     classifier: &dyn ImageClassifier<B>,
-    image_size: usize,
+    clip: &ClipConfig,
     dataset: &str,
     items: Vec<Item>,
     batch_size: usize,
@@ -57,7 +59,8 @@ pub fn accuracy<B: Backend>(
 ) -> Result<(usize, usize), TrainError> {
     let config = LoaderConfig {
         workers,
-        ..LoaderConfig::test(image_size as u32, batch_size.max(1))
+        ..LoaderConfig::test(clip.vision.image_size as u32, batch_size.max(1))
+            .with_preprocess(clip.preprocess)
     };
     let loader = Loader::new(dataset, items, config);
     let (mut correct, mut total) = (0usize, 0usize);
@@ -145,7 +148,7 @@ pub fn evaluate_run<B: Backend>(
         let classifier = run.classifier(tokenizer, &dataset.classnames, &name, device)?;
         let (correct, images) = accuracy(
             classifier.as_ref(),
-            run.clip().config().vision.image_size,
+            run.clip().config(),
             &name,
             dataset.test.clone(),
             target.batch_size,

@@ -90,10 +90,11 @@ pub(super) fn build_loaders<B: AutodiffBackend, M: PromptLearner<B>>(
 ) -> Result<Loaders<B>, TrainError> {
     let data = &config.data;
     let size = model.clip().config().vision.image_size as u32;
+    let preprocess = model.clip().config().preprocess;
     let train_config = LoaderConfig {
         workers: data.workers,
         skip_bad_images: data.skip_bad_images,
-        ..LoaderConfig::train(size, data.batch_size, data.seed)
+        ..LoaderConfig::train(size, data.batch_size, data.seed).with_preprocess(preprocess)
     };
     let (train, skipped) = if config.cached_views > 0 {
         let (cache, skipped) = FeatureCache::compute(
@@ -134,7 +135,7 @@ pub(super) fn build_loaders<B: AutodiffBackend, M: PromptLearner<B>>(
     };
     let valid_config = LoaderConfig {
         workers: data.workers,
-        ..LoaderConfig::test(size, options.eval_batch_size.max(1))
+        ..LoaderConfig::test(size, options.eval_batch_size.max(1)).with_preprocess(preprocess)
     };
     let valid = EpochLoader::new(
         &data.dataset,

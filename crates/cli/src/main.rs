@@ -9,9 +9,9 @@ mod embed;
 mod eval_cmd;
 mod interrupt;
 mod model_args;
-mod plot;
 mod pretrain_cmd;
 mod protocol_cmd;
+mod report;
 mod train_cmd;
 
 use clap::parser::ValueSource;

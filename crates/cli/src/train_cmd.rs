@@ -497,6 +497,7 @@ impl OnDevices for TrainArgs {
         for note in &report.notes {
             eprintln!("note: {note}");
         }
+        eprintln!("report: {}", crate::report::run::write(&report)?.display());
         let last = report.epochs.last();
         let out = json!({
             "run": report.run,

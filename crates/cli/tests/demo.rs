@@ -70,9 +70,14 @@ fn reduced_demo_writes_table_and_report() {
     let report = out.join("report");
     for file in [
         "summary.md",
+        "report.html",
         "training_curves.png",
+        "training_curves.svg",
         "routing_by_style.png",
+        "routing_by_style.svg",
         "routing_by_class.png",
+        "routing_by_class.svg",
+        "expert_examples.png",
     ] {
         assert!(report.join(file).is_file(), "{file} missing");
     }
@@ -137,4 +142,27 @@ fn reduced_demo_writes_table_and_report() {
         .sum();
     assert_eq!(by_style, 32 * 3 * 2);
     assert_eq!(by_class, 32 * 3 * 2);
+
+    // The heat map of the styles shows those counts, row by row, and names the experts by
+    // their templates.
+    let svg = std::fs::read_to_string(report.join("routing_by_style.svg")).unwrap();
+    let cells: Vec<u64> = svg
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next()?.trim().parse().ok())
+        .collect();
+    let counts: Vec<u64> = routing["by_style"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|v| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()))
+        .collect();
+    assert_eq!(cells, counts);
+    for template in routing["templates"].as_array().unwrap() {
+        let template = template.as_str().unwrap().replace('&', "&amp;");
+        assert!(svg.contains(&template), "{template} not on the heat map");
+    }
+    // The page holds the tables and every figure, inlined.
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 4);
+    assert!(html.contains("<td>MoCoOp</td>") && html.contains("Configuration"));
 }

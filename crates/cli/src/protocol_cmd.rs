@@ -1,5 +1,6 @@
 //! `mocoop protocol`: runs a whole evaluation grid of the CoOp family (datasets × shots × seeds),
-//! resuming where it stopped, and writes the results table as Markdown and JSON.
+//! resuming where it stopped, and writes the results table as Markdown and JSON, and the report
+//! of every method run in the same folder (`crate::report::protocol`).
 //!
 //! Runs go to `OUT/<method>/<dataset>/shots<k>-seed<s>/` (ordinary run directories); a run whose
 //! `results.json` exists with the same configuration is reused, an unfinished one with the same
@@ -286,6 +287,8 @@ impl OnDevices for ProtocolArgs {
             "table": table,
         });
         run::write_json(&self.out.join(format!("{stem}.json")), &out)?;
+        let report = crate::report::protocol::write(&self.out, self.name())?;
+        eprintln!("report: {}", report.display());
         println!("{md}");
         Ok(())
     }

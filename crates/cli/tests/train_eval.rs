@@ -323,6 +323,26 @@ fn protocol_runs_the_grid_resumes_and_writes_the_table() {
     assert!(out.join("results-base2new-mocoop.md").is_file());
     assert!(out.join("mocoop/dtd/shots8-seed2/results.json").is_file());
 
+    // The report shows every method run into the same folder: a CoOp grid beside MoCoOp's.
+    let coop = mocoop(&[&args[..], &["--method", "coop"]].concat());
+    assert!(
+        coop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&coop.stderr)
+    );
+    let report = out.join("report-base2new");
+    let svg = std::fs::read_to_string(report.join("base_new_hm.svg")).unwrap();
+    for text in [">dtd · coop<", ">dtd · mocoop<", ">base<", ">new<", ">HM<"] {
+        let found = svg
+            .replace(['\n', ' '], "")
+            .contains(&text.replace(' ', ""));
+        assert!(found, "{text} not in the figure");
+    }
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("base2new — coop") && html.contains("base2new — mocoop"));
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 1);
+    assert!(report.join("summary.md").is_file() && report.join("base_new_hm.png").is_file());
+
     // A second call reuses the finished runs and reproduces the table.
     let again = mocoop(&args);
     let log = String::from_utf8_lossy(&again.stderr);

@@ -10,5 +10,6 @@ pub mod routing;
 pub mod run;
 pub mod table;
 
+pub mod protocol;
 #[cfg(test)]
 mod tests;

@@ -419,8 +419,8 @@ impl Chart for Bars {
             .map(|g| g.chars().count())
             .max()
             .unwrap_or(1) as u32;
-        let w = (self.groups.len().max(1) as u32 * per_group.max(longest * 7 + 10) + 120).max(480);
-        (w, 420)
+        let w = self.groups.len().max(1) as u32 * per_group.max(longest * 7 + 10) + 120;
+        (w.max(self.title.chars().count() as u32 * 11 + 40), 420)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
@@ -443,9 +443,11 @@ impl Chart for Bars {
             .configure_mesh()
             .disable_x_mesh()
             .y_desc(&self.y_label)
+            // Groups sit at whole x, one tick each.
+            .x_labels(groups + 1)
             .x_label_formatter(&|v| {
-                self.groups
-                    .get(v.floor() as usize)
+                integer_tick(*v)
+                    .and_then(|g| self.groups.get(g as usize))
                     .cloned()
                     .unwrap_or_default()
             })

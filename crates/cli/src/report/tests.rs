@@ -282,3 +282,53 @@ fn the_page_inlines_its_figures_and_escapes_text() {
         "| method | HM |\n|---|---|\n| MoCoOp | 72.5 |\n"
     );
 }
+
+#[test]
+fn the_fewshot_report_plots_every_method_against_shots() {
+    let out = tempfile::tempdir().unwrap();
+    for (method, offset) in [("coop", 0.0), ("mocoop", 5.0)] {
+        let stat = |mean: f64| serde_json::json!({"mean": mean + offset, "std": 1.0, "n": 2});
+        let results = serde_json::json!({
+            "protocol": "fewshot",
+            "method": method,
+            "cells": [],
+            "table": {
+                "title": format!("fewshot — {method}"),
+                "columns": ["1 shots", "4 shots", "16 shots"],
+                "rows": [["dtd", [stat(40.0), stat(50.0), stat(60.0)]],
+                         ["eurosat", [stat(55.0), null, stat(75.0)]]],
+            },
+        });
+        let file = out.path().join(format!("results-fewshot-{method}.json"));
+        std::fs::write(file, results.to_string()).unwrap();
+    }
+    let dir = super::protocol::write(out.path(), "fewshot").unwrap();
+    assert_eq!(dir, out.path().join("report-fewshot"));
+    let svg = std::fs::read_to_string(dir.join("accuracy_vs_shots.svg")).unwrap();
+    let texts = svg_texts(&svg);
+    assert_has(
+        &texts,
+        &[
+            "dtd",
+            "eurosat",
+            "coop",
+            "mocoop",
+            "1",
+            "4",
+            "16",
+            "shots per class",
+        ],
+    );
+    // One panel per dataset, a legend entry per method in each.
+    assert_eq!(texts.iter().filter(|t| *t == "mocoop").count(), 2);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("<td>45.00 ± 1.00</td>") && html.contains("<td>–</td>"),
+        "{html}"
+    );
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(
+        md.contains("| eurosat | 60.00 ± 1.00 | – | 80.00 ± 1.00 |"),
+        "{md}"
+    );
+}

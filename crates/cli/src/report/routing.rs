@@ -90,7 +90,7 @@ impl Routing {
             .experts
             .iter()
             .enumerate()
-            .map(|(e, t)| format!("expert {e}: `{t}`"));
+            .map(|(e, t)| format!("expert {e}: {t}"));
         let mut table = Table::new(std::iter::once(what.to_string()).chain(experts));
         for (name, counts) in rows {
             table.push(std::iter::once(name.clone()).chain(counts.iter().map(usize::to_string)));

@@ -7,6 +7,7 @@ mod demo_cmd;
 mod device;
 mod embed;
 mod eval_cmd;
+mod grid_progress;
 mod inspect_cmd;
 mod interrupt;
 mod model_args;

@@ -292,6 +292,7 @@ impl TrainFlags {
             stop: None,
             encode_all_experts: self.encode_all_experts,
             split: self.split,
+            progress: None,
         }
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
-use mocoop_data::{Loader, LoaderConfig, load_dataset};
+use mocoop_data::load_dataset;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::{Clip, Precision};
 use mocoop_train::config::Setting;
@@ -22,7 +22,7 @@ use crate::device::{DeviceSpec, OnBackend};
 use crate::model_args::CheckpointArgs;
 use crate::report;
 use crate::report::demo::MethodRun;
-use crate::report::routing::{Routing, expert_name};
+use crate::report::routing::{Routing, expert_name, route};
 use crate::train_cmd::{RunData, TrainFlags};
 
 /// The small CLIP pretrained on the shape world (see assets/README.md for how it was made).
@@ -165,23 +165,13 @@ fn routing_counts<B: Backend>(
 ) -> Result<Routing> {
     let run = TrainedRun::load(run_dir, clip, tokenizer, Some(Method::Mocoop), device)?;
     let dataset = load_dataset(DATASET, data_root)?;
-    let classifier = run.classifier(tokenizer, &dataset.classnames, DATASET, device)?;
     let templates = run.config.mixture.experts.iter().map(expert_name).collect();
     let styles: Vec<&str> = Style::ALL.iter().map(|s| s.name()).collect();
     let mut routing = Routing::new(templates, &styles, &dataset.classnames);
-    let size = run.clip.config().vision.image_size as u32;
-    let items = dataset.test.clone();
-    let loader = Loader::new(DATASET, items.clone(), LoaderConfig::test(size, 64));
-    for batch in loader.epoch::<B>(0, device) {
-        let batch = batch?;
-        let gates = classifier.gates(run.clip.encode_image(batch.images));
-        let gates = crate::model_args::to_rows(gates)?;
-        for (row, &index) in gates.iter().zip(&batch.indices) {
-            let item = &items[index];
-            let style = style_from_path(&item.path).map_or("unknown", |s| s.name());
-            routing.add(style, item.label, row, &item.path);
-        }
-    }
+    route(&run, DATASET, &dataset.test, device, |item, gates| {
+        let style = style_from_path(&item.path).map_or("unknown", |s| s.name());
+        routing.add(style, item.label, gates, &item.path);
+    })?;
     Ok(routing)
 }
 

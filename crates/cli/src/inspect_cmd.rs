@@ -1,7 +1,8 @@
 //! `mocoop inspect RUN`: what a run is and what its prompts learned. The run's settings, accuracy
 //! and trainable parameter count; per expert its template, the training load the router gave it
 //! and, for each learned context vector, the words of CLIP's vocabulary nearest to it (Euclidean
-//! and cosine, as CoOp's `interpret_prompt.py`); the checkpoint's content digest.
+//! and cosine, as CoOp's `interpret_prompt.py`); the checkpoint's content digest; with
+//! `--test-load`, each expert's share of the router's choices on the test split.
 
 mod nearest;
 mod run_files;
@@ -36,6 +37,10 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also run the router over the test split of the run's dataset (every test image is
+    /// encoded: slow for large datasets) and show each expert's share of its choices.
+    #[arg(long)]
+    test_load: bool,
     /// Compute device: cpu, wgpu, wgpu:N, wgpu:cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     device: DeviceSpec,
@@ -66,6 +71,8 @@ struct Expert {
     template: String,
     /// Share of the top-K router slots it got in the last training epoch.
     training_load: Option<f64>,
+    /// Its share on the test split (with `--test-load`).
+    test_load: Option<f64>,
     contexts: Vec<LearnedContext>,
 }
 
@@ -89,6 +96,8 @@ struct Inspection {
     /// The checkpoint's tensors and shapes.
     tensors: Vec<(String, Vec<usize>)>,
     checkpoint_digest: Option<String>,
+    /// Test images the router ran over (with `--test-load`).
+    test_images: Option<usize>,
     experts: Vec<Expert>,
 }
 
@@ -107,8 +116,23 @@ impl OnBackend for InspectArgs {
         };
         let loaded = checkpoint.load::<B::InnerBackend>(&self.device, &device)?;
         let table = token_table(&loaded.clip, &device);
-        let experts = experts(&files, &table, self.top, &loaded.tokenizer)?;
-        let inspection = summary(&self.run, files, experts);
+        let mut experts = experts(&files, &table, self.top, &loaded.tokenizer)?;
+        let mut test_images = None;
+        if self.test_load {
+            let (load, images) = run_files::test_load(
+                &self.run,
+                &files.config,
+                loaded.clip,
+                &loaded.tokenizer,
+                &device,
+            )?;
+            for (expert, share) in experts.iter_mut().zip(load) {
+                expert.test_load = Some(share);
+            }
+            test_images = Some(images);
+        }
+        let mut inspection = summary(&self.run, files, experts);
+        inspection.test_images = test_images;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&inspection)?);
         } else {
@@ -156,6 +180,7 @@ fn experts<B: Backend>(
             index: g,
             template: expert_name(init),
             training_load: load.get(g).copied(),
+            test_load: None,
             contexts,
         });
     }
@@ -193,6 +218,7 @@ fn summary(run: &std::path::Path, files: RunFiles, experts: Vec<Expert>) -> Insp
             .map(|(n, (s, _))| (n.clone(), s.clone()))
             .collect(),
         checkpoint_digest: files.digest.clone(),
+        test_images: None,
         experts,
     }
 }
@@ -255,12 +281,18 @@ fn text(i: &Inspection) -> String {
             .unwrap_or("- (zero-shot: no checkpoint)")
     ));
     for e in &i.experts {
-        let load = e.training_load.map_or(String::new(), |l| {
+        let mut load = e.training_load.map_or(String::new(), |l| {
             format!(
                 ", {:.1}% of the router's choices in the last training epoch",
                 100.0 * l
             )
         });
+        if let (Some(share), Some(images)) = (e.test_load, i.test_images) {
+            load.push_str(&format!(
+                ", {:.1}% on the {images} test images",
+                100.0 * share
+            ));
+        }
         out.push_str(&format!("\nexpert {}: {}{load}\n", e.index, e.template));
         for c in &e.contexts {
             let init = c

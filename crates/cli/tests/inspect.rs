@@ -100,6 +100,11 @@ fn inspect_finds_an_untrained_context_at_its_template_words_and_rejects_bad_runs
         assert!(text.contains(wanted), "{wanted:?} not in\n{text}");
     }
 
+    // CoOp's one expert gets every image of the test split (4 classes of 6 images).
+    let loads = ok(mocoop(&["inspect", run_s, "--json", "--test-load"]));
+    assert_eq!(loads["test_images"], 24);
+    assert_eq!(loads["experts"][0]["test_load"], 1.0);
+
     // A folder that is not a run.
     let err = failure(mocoop(&["inspect", root.to_str().unwrap()]));
     assert!(err.contains("is not a mocoop run directory"), "{err}");

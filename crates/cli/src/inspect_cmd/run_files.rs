@@ -1,13 +1,19 @@
 //! What `mocoop inspect` reads from a run directory, through mocoop-train's public API only (its
 //! internals change; this module is the one place the command touches them): the configuration,
-//! the results, the epoch records and the final checkpoint with its content digest.
+//! the results, the epoch records and the final checkpoint with its content digest; and, on
+//! request, the router's load on the test split.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
+use mocoop_model::Clip;
+use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_train::config::TrainConfig;
-use mocoop_train::{EpochRecord, RunResults, checkpoint, run};
+use mocoop_train::{EpochRecord, RunResults, TrainedRun, checkpoint, run};
+
+use crate::report::routing::route;
 
 /// The per-epoch log of a run (`mocoop-train` writes it; its name is not exported).
 const METRICS_FILE: &str = "metrics.jsonl";
@@ -83,4 +89,37 @@ pub fn read(dir: &Path) -> Result<RunFiles> {
         tensors,
         digest,
     })
+}
+
+/// The share of the router's top-K choices each expert gets over the test split of the run's
+/// dataset (all its classes), and the number of images: the run loaded onto `clip`, every test
+/// image encoded.
+pub fn test_load<B: Backend>(
+    dir: &Path,
+    config: &TrainConfig,
+    clip: Clip<B>,
+    tokenizer: &ClipTokenizer,
+    device: &B::Device,
+) -> Result<(Vec<f64>, usize)> {
+    let run = TrainedRun::load(dir, clip, tokenizer, None, device)?;
+    let data = &config.data;
+    let dataset = mocoop_data::load_dataset(&data.dataset, &data.root).with_context(|| {
+        format!(
+            "the run's test split ({} in {})",
+            data.dataset,
+            data.root.display()
+        )
+    })?;
+    let mut picks = vec![0usize; config.mixture.num_experts()];
+    route(&run, &data.dataset, &dataset.test, device, |_, gates| {
+        for (e, _) in gates.iter().enumerate().filter(|(_, g)| **g > 0.0) {
+            picks[e] += 1;
+        }
+    })?;
+    let total: usize = picks.iter().sum();
+    let load = picks
+        .iter()
+        .map(|&p| p as f64 / total.max(1) as f64)
+        .collect();
+    Ok((load, dataset.test.len()))
 }

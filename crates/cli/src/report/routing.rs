@@ -1,15 +1,45 @@
-//! What a trained router decided on a test set: how often it picked each expert per image style and
-//! per class, and the images each expert was picked for most confidently; with the figures and
-//! tables of those.
+//! What a trained router decides on a test set ([`route`]): how often it picked each expert per
+//! image style and per class, and the images each expert was picked for most confidently; with the
+//! figures and tables of those.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use burn::tensor::backend::Backend;
+use mocoop_data::{Item, Loader, LoaderConfig};
 use mocoop_model::prompt::ExpertInit;
+use mocoop_train::TrainedRun;
 
 use super::plots::{self, Figure, HeatMap, ImageRow};
 use super::table::Table;
+use crate::model_args::to_rows;
+
+/// Runs `run`'s router over `items` (images of `dataset`) and hands each item with its gates
+/// (`[E]`, zero for the experts not picked; `1 / E` each without a router) to `visit`.
+pub fn route<B: Backend>(
+    run: &TrainedRun<B>,
+    dataset: &str,
+    items: &[Item],
+    device: &B::Device,
+    mut visit: impl FnMut(&Item, &[f32]),
+) -> Result<()> {
+    let Some(mixture) = &run.mixture else {
+        anyhow::bail!("a zero-shot run has no experts to route to");
+    };
+    let size = run.clip.config().vision.image_size as u32;
+    let loader = Loader::new(dataset, items.to_vec(), LoaderConfig::test(size, 64));
+    for batch in loader.epoch::<B>(0, device) {
+        let batch = batch?;
+        let n = batch.indices.len();
+        let features = run.clip.encode_image(batch.images);
+        let gates = mixture.gates(mixture.router_logits(features), n, device);
+        for (row, &index) in to_rows(gates)?.iter().zip(&batch.indices) {
+            visit(&items[index], row);
+        }
+    }
+    Ok(())
+}
 
 /// How an expert is named in tables and figures: its template, or how its context was made.
 pub fn expert_name(init: &ExpertInit) -> String {

@@ -22,7 +22,7 @@ use crate::device::{DeviceSpec, OnBackend};
 use crate::model_args::CheckpointArgs;
 use crate::report;
 use crate::report::demo::MethodRun;
-use crate::report::routing::{Routing, expert_name, route};
+use crate::report::routing::Routing;
 use crate::train_cmd::{RunData, TrainFlags};
 
 /// The small CLIP pretrained on the shape world (see assets/README.md for how it was made).
@@ -165,14 +165,11 @@ fn routing_counts<B: Backend>(
 ) -> Result<Routing> {
     let run = TrainedRun::load(run_dir, clip, tokenizer, Some(Method::Mocoop), device)?;
     let dataset = load_dataset(DATASET, data_root)?;
-    let templates = run.config.mixture.experts.iter().map(expert_name).collect();
     let styles: Vec<&str> = Style::ALL.iter().map(|s| s.name()).collect();
-    let mut routing = Routing::new(templates, &styles, &dataset.classnames);
-    route(&run, DATASET, &dataset.test, device, |item, gates| {
-        let style = style_from_path(&item.path).map_or("unknown", |s| s.name());
-        routing.add(style, item.label, gates, &item.path);
-    })?;
-    Ok(routing)
+    let style = |item: &mocoop_data::Item| {
+        Some(style_from_path(&item.path).map_or("unknown", |s| s.name()))
+    };
+    Routing::of_run(&run, &dataset, &styles, style, device)
 }
 
 fn print_table(runs: &[MethodRun]) {

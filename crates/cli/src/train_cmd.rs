@@ -498,7 +498,12 @@ impl OnDevices for TrainArgs {
         for note in &report.notes {
             eprintln!("note: {note}");
         }
-        eprintln!("report: {}", crate::report::run::write(&report)?.display());
+        let written = crate::report::run::write::<B::InnerBackend>(
+            &report,
+            self.devices().main(),
+            &devices[0],
+        )?;
+        eprintln!("report: {}", written.display());
         let last = report.epochs.last();
         let out = json!({
             "run": report.run,

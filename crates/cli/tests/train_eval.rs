@@ -78,6 +78,36 @@ fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
     let results = &out["results"];
     let trained = split(results, "all");
     assert!(trained["accuracy"].as_f64().unwrap() >= 75.0, "{results}");
+
+    // The run's report: curves of every loss term, the router's choices per class (top-K of each
+    // of the 4 x 6 test images) and each expert's examples, in one page.
+    let report = run.join("report");
+    let read = |file: &str| std::fs::read_to_string(report.join(file)).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let top_k = config["mixture"]["top_k"].as_u64().unwrap();
+    let heat_map = read("routing_by_class.svg");
+    let cells: Vec<u64> = heat_map
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(cells.len(), 4 * 5, "{cells:?}");
+    assert_eq!(cells.iter().sum::<u64>(), 4 * 6 * top_k);
+    for (class, _) in CLASSES {
+        assert!(heat_map.contains(class), "{class} not on the heat map");
+    }
+    let curves = read("training_curves.svg");
+    for panel in [
+        "loss term L_text",
+        "loss term L_gate",
+        "training accuracy",
+        "learning rate",
+    ] {
+        assert!(curves.contains(panel), "no {panel} panel");
+    }
+    let html = read("report.html");
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 3);
+    assert!(read("summary.md").contains("| dtd all |"));
     assert_eq!(trained["images"], 24);
 
     // Only the trainable tensors are saved: kilobytes.

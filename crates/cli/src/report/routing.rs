@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::tensor::backend::Backend;
-use mocoop_data::{Item, Loader, LoaderConfig};
+use mocoop_data::{Dataset, Item, Loader, LoaderConfig};
 use mocoop_model::prompt::ExpertInit;
 use mocoop_train::TrainedRun;
 
@@ -67,7 +67,7 @@ pub struct Routing {
 
 impl Routing {
     /// Empty counts over `styles` and `classes` for these experts.
-    pub fn new(experts: Vec<String>, styles: &[&str], classes: &[String]) -> Self {
+    fn new(experts: Vec<String>, styles: &[&str], classes: &[String]) -> Self {
         let e = experts.len();
         Self {
             by_style: styles.iter().map(|s| (s.to_string(), vec![0; e])).collect(),
@@ -78,20 +78,36 @@ impl Routing {
     }
 
     /// Counts one image's gates (`gates[e] > 0` where the router picked expert `e`).
-    pub fn add(&mut self, style: &str, label: usize, gates: &[f32], path: &std::path::Path) {
+    fn add(&mut self, style: Option<&str>, label: usize, gates: &[f32], path: &std::path::Path) {
         let e = self.experts.len();
-        let by_style = self
-            .by_style
-            .entry(style.to_string())
-            .or_insert_with(|| vec![0; e]);
         for (expert, &g) in gates.iter().enumerate().filter(|(_, g)| **g > 0.0) {
-            by_style[expert] += 1;
+            if let Some(style) = style {
+                let counts = self.by_style.entry(style.to_string());
+                counts.or_insert_with(|| vec![0; e])[expert] += 1;
+            }
             self.by_class[label].1[expert] += 1;
             let kept = &mut self.examples[expert];
             kept.push((g, path.to_path_buf()));
             kept.sort_by(|a, b| b.0.total_cmp(&a.0));
             kept.truncate(EXAMPLES);
         }
+    }
+
+    /// The router's choices over `dataset`'s test split, per class and (where `style` names one)
+    /// per image style, with each expert's most confident examples.
+    pub fn of_run<B: Backend>(
+        run: &TrainedRun<B>,
+        dataset: &Dataset,
+        styles: &[&str],
+        style: impl Fn(&Item) -> Option<&'static str>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let templates = run.config.mixture.experts.iter().map(expert_name).collect();
+        let mut routing = Self::new(templates, styles, &dataset.classnames);
+        route(run, &dataset.name, &dataset.test, device, |item, gates| {
+            routing.add(style(item), item.label, gates, &item.path);
+        })?;
+        Ok(routing)
     }
 
     /// Counts by style as rows.

@@ -1,16 +1,21 @@
-//! The report of one run (`mocoop train`): `RUN/report/` with `summary.md`, `report.html` and the
-//! training curves as PNG and SVG.
+//! The report of one run (`mocoop train`): `RUN/report/` with `summary.md`, `report.html`, the
+//! training curves and, for an evaluated MoCoOp run, the router's choices per class on the test
+//! split and each expert's most confident test images.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use burn::tensor::backend::Backend;
 use mocoop_train::config::TrainConfig;
-use mocoop_train::{TrainReport, run};
+use mocoop_train::{Method, TrainReport, TrainedRun, run};
 use serde::Serialize;
+
+use crate::device::DeviceSpec;
+use crate::model_args::CheckpointArgs;
 
 use super::curves::training_curves;
 use super::html::Page;
-use super::routing::expert_name;
+use super::routing::{Routing, expert_name};
 use super::table::{Table, percent};
 
 /// The report folder of a run.
@@ -81,8 +86,64 @@ fn experts_table(config: &TrainConfig, report: &TrainReport) -> Table {
     table
 }
 
-/// Writes `RUN/report/` for a finished run.
-pub fn write(report: &TrainReport) -> Result<PathBuf> {
+/// Heat maps by class are drawn for at most this many classes (ImageNet's 1000 would be a poster).
+const MAX_HEAT_MAP_CLASSES: usize = 100;
+
+/// The router's choices on the test split of an evaluated MoCoOp run: the run's CLIP loaded again
+/// on `device` (named `spec`) and every test image encoded once more.
+fn routing<B: Backend>(
+    report: &TrainReport,
+    config: &TrainConfig,
+    spec: &DeviceSpec,
+    device: &B::Device,
+) -> Result<Option<Routing>> {
+    if config.method != Method::Mocoop || report.results.is_none() {
+        return Ok(None);
+    }
+    let checkpoint = CheckpointArgs {
+        weights: config.weights.clone(),
+        activation: config.activation,
+        precision: config.precision,
+    };
+    let loaded = checkpoint.load::<B>(spec, device)?;
+    let run = TrainedRun::load(&report.run, loaded.clip, &loaded.tokenizer, None, device)?;
+    let dataset = mocoop_data::load_dataset(&config.data.dataset, &config.data.root)?;
+    Routing::of_run(&run, &dataset, &[], |_| None, device).map(Some)
+}
+
+/// Adds the routing figures (saved beside the page) to the page and the summary.
+fn add_routing(routing: &Routing, dir: &Path, page: &mut Page, md: &mut String) -> Result<()> {
+    page.heading("Which experts the router picks");
+    md.push_str("\n## Which experts the router picks\n\n");
+    if routing.by_class.len() <= MAX_HEAT_MAP_CLASSES {
+        let by_class = routing.heat_map("class", &routing.by_class)?;
+        by_class.save(dir, "routing_by_class")?;
+        page.figure(
+            &by_class,
+            "Router choices per class on the test images (base and new).",
+        );
+        md.push_str("Router choices per class on the test images: `routing_by_class.png`.\n");
+    }
+    let examples = routing.examples_grid()?;
+    examples.save(dir, "expert_examples")?;
+    page.heading("Routing examples");
+    page.figure(
+        &examples,
+        "The test images each expert is picked for most confidently.",
+    );
+    md.push_str(
+        "The test images each expert is picked for most confidently: `expert_examples.png`.\n",
+    );
+    Ok(())
+}
+
+/// Writes `RUN/report/` for a finished run; routing figures are left out, with a note, when the
+/// test images cannot be routed (see [`routing`]).
+pub fn write<B: Backend>(
+    report: &TrainReport,
+    spec: &DeviceSpec,
+    device: &B::Device,
+) -> Result<PathBuf> {
     let config = run::read_config(&report.run, None)?;
     let dir = folder(&report.run);
     std::fs::create_dir_all(&dir)?;
@@ -113,6 +174,11 @@ pub fn write(report: &TrainReport) -> Result<PathBuf> {
             &curves,
             "Means per epoch of each loss term, training accuracy and the learning rate.",
         );
+    }
+    match routing::<B>(report, &config, spec, device) {
+        Ok(Some(routing)) => add_routing(&routing, &dir, &mut page, &mut md)?,
+        Ok(None) => {}
+        Err(e) => eprintln!("note: the report has no routing figures: {e:#}"),
     }
     if !report.notes.is_empty() {
         page.heading("Notes");

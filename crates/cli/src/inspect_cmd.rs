@@ -281,31 +281,38 @@ fn text(i: &Inspection) -> String {
             .unwrap_or("- (zero-shot: no checkpoint)")
     ));
     for e in &i.experts {
-        let mut load = e.training_load.map_or(String::new(), |l| {
-            format!(
-                ", {:.1}% of the router's choices in the last training epoch",
-                100.0 * l
-            )
-        });
-        if let (Some(share), Some(images)) = (e.test_load, i.test_images) {
-            load.push_str(&format!(
-                ", {:.1}% on the {images} test images",
-                100.0 * share
-            ));
-        }
-        out.push_str(&format!("\nexpert {}: {}{load}\n", e.index, e.template));
-        for c in &e.contexts {
-            let init = c
-                .init_word
-                .as_deref()
-                .map_or(String::new(), |w| format!(" (from \"{w}\")"));
-            out.push_str(&format!(
-                "  context {}{init}\n    euclidean  {}\n    cosine     {}\n",
-                c.position,
-                words(&c.nearest.euclidean),
-                words(&c.nearest.cosine)
-            ));
-        }
+        out.push_str(&expert_text(e, i.test_images));
+    }
+    out
+}
+
+/// One expert as text: template, loads, each context's nearest words.
+fn expert_text(e: &Expert, test_images: Option<usize>) -> String {
+    let mut out = String::new();
+    let mut load = e.training_load.map_or(String::new(), |l| {
+        format!(
+            ", {:.1}% of the router's choices in the last training epoch",
+            100.0 * l
+        )
+    });
+    if let (Some(share), Some(images)) = (e.test_load, test_images) {
+        load.push_str(&format!(
+            ", {:.1}% on the {images} test images",
+            100.0 * share
+        ));
+    }
+    out.push_str(&format!("\nexpert {}: {}{load}\n", e.index, e.template));
+    for c in &e.contexts {
+        let init = c
+            .init_word
+            .as_deref()
+            .map_or(String::new(), |w| format!(" (from \"{w}\")"));
+        out.push_str(&format!(
+            "  context {}{init}\n    euclidean  {}\n    cosine     {}\n",
+            c.position,
+            words(&c.nearest.euclidean),
+            words(&c.nearest.cosine)
+        ));
     }
     out
 }

@@ -48,6 +48,7 @@ window.addEventListener("load", () => {
 
 failed=0
 for report in "${reports[@]}"; do
+  [ -f "$report" ] || { echo "FAIL $report: no such file"; failed=1; continue; }
   name=$(basename "$(dirname "$report")")-$(basename "$report" .html)
   probed="$work/$name.probed.html"
   PROBE="$probe" python3 -c 'import os, sys; page = open(sys.argv[1], encoding="utf-8").read()

@@ -103,11 +103,7 @@ fn fewshot_figure(methods: &[MethodResults]) -> Result<Option<Figure>> {
     if panels.is_empty() {
         return Ok(None);
     }
-    plots::line_panels(
-        "Few-shot accuracy against shots per class (mean over seeds)",
-        &panels,
-    )
-    .map(Some)
+    plots::line_panels("Few-shot accuracy (mean over seeds)", &panels).map(Some)
 }
 
 /// Base, new and HM bars per dataset and method.

@@ -64,7 +64,8 @@ impl LinePanels<'_> {
 impl Chart for LinePanels<'_> {
     fn size(&self) -> (u32, u32) {
         let (rows, cols) = self.grid();
-        (cols as u32 * 460, rows as u32 * 330 + 40)
+        let title = self.title.chars().count() as u32 * 11 + 40;
+        ((cols as u32 * 460).max(title), rows as u32 * 330 + 40)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {

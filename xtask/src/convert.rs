@@ -1,7 +1,8 @@
 //! `cargo xtask convert IN OUT`: any checkpoint `mocoop` reads → the native format.
 //!
 //! Inputs are whatever [`mocoop_model::weights::load`] accepts: OpenAI TorchScript archives, `torch.save`
-//! state dicts, open_clip safetensors, transformers `CLIPModel` directories or files, and native files.
+//! state dicts, open_clip safetensors and hub folders, transformers `CLIPModel` directories or files,
+//! native files, and `hf:ORG/NAME` models of the Hugging Face cache.
 //! The output is a safetensors file in OpenAI layout holding exactly the model's tensors (in f32 or
 //! f16), with the [`ClipConfig`] and a JSON note of the input (file names and SHA-256 digests, layout)
 //! in its metadata.
@@ -11,28 +12,28 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use mocoop_model::ClipConfig;
-use mocoop_model::config::Activation;
+use mocoop_model::weights::hf_cache;
 use mocoop_model::weights::native::{self, StoredPrecision};
 use mocoop_model::weights::{
     self, LoadOptions, LoadedWeights, StateDict, WeightLayout, WeightsError,
 };
 
-use crate::layout::openai_tensors;
+use crate::layout::openai_tensors_with_mlp;
 
 /// Choices for a conversion.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConvertOptions {
     /// Precision of the stored tensors.
     pub precision: StoredPrecision,
-    /// Overrides the MLP activation (for open_clip GELU models saved as bare state dicts).
-    pub activation: Option<Activation>,
+    /// What the input does not record (activation, open_clip architecture, heads).
+    pub load: LoadOptions,
 }
 
 impl Default for ConvertOptions {
     fn default() -> Self {
         Self {
             precision: StoredPrecision::F32,
-            activation: None,
+            load: LoadOptions::default(),
         }
     }
 }
@@ -65,18 +66,13 @@ pub fn convert(input: &Path, output: &Path, options: &ConvertOptions) -> Result<
             output.display()
         );
     }
+    let input = &hf_cache::resolve(input)?;
     let input_digests = input_digests(input)?;
     let LoadedWeights {
         config,
         mut state,
         layout,
-    } = weights::load(
-        input,
-        &LoadOptions {
-            activation: options.activation,
-        },
-    )
-    .map_err(|e| match e {
+    } = weights::load(input, &options.load).map_err(|e| match e {
         // These name the file already.
         WeightsError::Io { .. } | WeightsError::Format { .. } => anyhow::Error::new(e),
         other => anyhow::anyhow!("{}: {other}", input.display()),
@@ -84,8 +80,13 @@ pub fn convert(input: &Path, output: &Path, options: &ConvertOptions) -> Result<
 
     // Keep exactly the model's tensors; anything missing, misshapen or unexpected is an error now
     // rather than when the converted file is loaded.
+    let mlp = ["visual.transformer.resblocks.0", "transformer.resblocks.0"].map(|block| {
+        state
+            .shape(&format!("{block}.mlp.c_fc.weight"))
+            .map_or(0, |s| s[0])
+    });
     let mut tensors = BTreeMap::new();
-    for (name, shape) in openai_tensors(&config) {
+    for (name, shape) in openai_tensors_with_mlp(&config, mlp) {
         let shape = match (name.as_str(), state.shape(&name)) {
             // Stored as a 0-d tensor or as [1], depending on who saved it.
             ("logit_scale", Some([1])) => vec![1],
@@ -124,7 +125,8 @@ pub fn convert(input: &Path, output: &Path, options: &ConvertOptions) -> Result<
     })
 }
 
-/// SHA-256 of the input: the file itself, or every regular file of a (transformers) directory.
+/// SHA-256 of the input: the file itself, or every regular file of a (transformers or open_clip)
+/// directory.
 fn input_digests(input: &Path) -> Result<Vec<(String, String)>> {
     let files: Vec<PathBuf> = if input.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(input)
@@ -156,6 +158,7 @@ fn input_format(input: &Path, layout: WeightLayout) -> &'static str {
     match (layout, extension.as_deref()) {
         (WeightLayout::Native, _) => "native safetensors",
         (WeightLayout::HuggingFace, _) if input.is_dir() => "transformers directory",
+        (WeightLayout::OpenAi, _) if input.is_dir() => "open_clip hub folder",
         (_, Some("safetensors")) => "safetensors",
         _ if is_torchscript(input) => "TorchScript archive",
         _ => "torch.save pickle",

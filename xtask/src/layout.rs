@@ -6,8 +6,15 @@
 
 use mocoop_model::ClipConfig;
 
-/// Every tensor a CLIP ViT of this geometry has, in OpenAI layout (`logit_scale` as a 0-d tensor).
+/// Every tensor a CLIP ViT of this geometry has, in OpenAI layout (`logit_scale` as a 0-d tensor),
+/// with OpenAI's MLPs of four times the width.
 pub fn openai_tensors(config: &ClipConfig) -> Vec<(String, Vec<usize>)> {
+    openai_tensors_with_mlp(config, [4 * config.vision.width, 4 * config.text.width])
+}
+
+/// [`openai_tensors`] with other MLP widths (image, text), as open_clip's `mlp_ratio` makes them
+/// (ViT-g-14, ViT-bigG-14).
+pub fn openai_tensors_with_mlp(config: &ClipConfig, mlp: [usize; 2]) -> Vec<(String, Vec<usize>)> {
     let v = &config.vision;
     let t = &config.text;
     let grid = v.image_size / v.patch_size;
@@ -24,7 +31,13 @@ pub fn openai_tensors(config: &ClipConfig) -> Vec<(String, Vec<usize>)> {
         ("visual.ln_pre.weight".into(), vec![v.width]),
         ("visual.ln_pre.bias".into(), vec![v.width]),
     ];
-    residual_blocks(&mut out, "visual.transformer.resblocks", v.layers, v.width);
+    residual_blocks(
+        &mut out,
+        "visual.transformer.resblocks",
+        v.layers,
+        v.width,
+        mlp[0],
+    );
     out.extend([
         ("visual.ln_post.weight".into(), vec![v.width]),
         ("visual.ln_post.bias".into(), vec![v.width]),
@@ -35,7 +48,7 @@ pub fn openai_tensors(config: &ClipConfig) -> Vec<(String, Vec<usize>)> {
             vec![t.context_length, t.width],
         ),
     ]);
-    residual_blocks(&mut out, "transformer.resblocks", t.layers, t.width);
+    residual_blocks(&mut out, "transformer.resblocks", t.layers, t.width, mlp[1]);
     out.extend([
         ("ln_final.weight".into(), vec![t.width]),
         ("ln_final.bias".into(), vec![t.width]),
@@ -45,7 +58,13 @@ pub fn openai_tensors(config: &ClipConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-fn residual_blocks(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, layers: usize, w: usize) {
+fn residual_blocks(
+    out: &mut Vec<(String, Vec<usize>)>,
+    prefix: &str,
+    layers: usize,
+    w: usize,
+    hidden: usize,
+) {
     for i in 0..layers {
         let p = format!("{prefix}.{i}");
         out.extend([
@@ -57,9 +76,9 @@ fn residual_blocks(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, layers: us
             (format!("{p}.attn.out_proj.bias"), vec![w]),
             (format!("{p}.ln_2.weight"), vec![w]),
             (format!("{p}.ln_2.bias"), vec![w]),
-            (format!("{p}.mlp.c_fc.weight"), vec![4 * w, w]),
-            (format!("{p}.mlp.c_fc.bias"), vec![4 * w]),
-            (format!("{p}.mlp.c_proj.weight"), vec![w, 4 * w]),
+            (format!("{p}.mlp.c_fc.weight"), vec![hidden, w]),
+            (format!("{p}.mlp.c_fc.bias"), vec![hidden]),
+            (format!("{p}.mlp.c_proj.weight"), vec![w, hidden]),
             (format!("{p}.mlp.c_proj.bias"), vec![w]),
         ]);
     }

@@ -1,8 +1,9 @@
 //! Developer chores: `cargo xtask …`.
 //!
 //! - `cargo xtask download MODEL [--dir DIR] [--mirror URL]`: an OpenAI CLIP checkpoint, verified;
-//! - `cargo xtask convert IN OUT [--precision f16|f32] [--activation quick_gelu|gelu]`: any
-//!   checkpoint to the native format;
+//! - `cargo xtask convert IN OUT [--precision f16|f32] [--activation quick_gelu|gelu] [--arch NAME |
+//!   --open-clip-config FILE] [--vision-heads N --text-heads N]`: any checkpoint (or `hf:ORG/NAME`
+//!   from the Hugging Face cache) to the native format;
 //! - `cargo xtask bench-load [--dir DIR]`: load time of a ViT-B/16 per weight format.
 
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
-use mocoop_model::config::Activation;
+use mocoop_model::weights::LoadOptions;
 use mocoop_model::weights::native::StoredPrecision;
 use xtask::{bench, convert, download, human_bytes};
 
@@ -38,19 +39,20 @@ enum Task {
         #[arg(long)]
         list: bool,
     },
-    /// Convert a checkpoint (TorchScript, torch.save, open_clip safetensors, transformers, native)
-    /// to the native format (safetensors with the configuration embedded).
+    /// Convert a checkpoint (TorchScript, torch.save, open_clip safetensors or hub folder,
+    /// transformers, native, or hf:ORG/NAME from the Hugging Face cache) to the native format
+    /// (safetensors with the configuration embedded).
     Convert {
-        /// Input file, or transformers model directory.
+        /// Input file, transformers or open_clip model directory, or hf:ORG/NAME.
         input: PathBuf,
         /// Output file (.safetensors).
         output: PathBuf,
         /// Precision of the stored tensors.
         #[arg(long, value_enum, default_value = "f32")]
         precision: Precision,
-        /// MLP activation, when the input does not record it (open_clip GELU models).
-        #[arg(long, value_name = "quick_gelu|gelu")]
-        activation: Option<Activation>,
+        /// What the input does not record (activation, open_clip architecture, heads).
+        #[command(flatten)]
+        load: LoadOptions,
     },
     /// Time loading a random ViT-B/16 from each weight format.
     BenchLoad {
@@ -142,14 +144,14 @@ fn run(task: Task) -> Result<()> {
             input,
             output,
             precision,
-            activation,
+            load,
         } => {
             let options = convert::ConvertOptions {
                 precision: match precision {
                     Precision::F32 => StoredPrecision::F32,
                     Precision::F16 => StoredPrecision::F16,
                 },
-                activation,
+                load,
             };
             let converted = convert::convert(&input, &output, &options)?;
             println!(

@@ -23,7 +23,7 @@ fn torchscript_converts_to_an_equivalent_native_file() {
         &output,
         &ConvertOptions {
             precision: StoredPrecision::F16,
-            activation: None,
+            load: LoadOptions::default(),
         },
     )
     .unwrap();
@@ -69,4 +69,46 @@ fn output_must_be_safetensors() {
     )
     .unwrap_err();
     assert!(error.to_string().contains(".safetensors"), "{error}");
+}
+
+#[test]
+fn an_open_clip_hub_folder_converts_with_its_heads_and_preprocessing() {
+    let input = fixtures().join("openclip_hub");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("convert-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("hub.safetensors");
+    let converted = convert(&input, &output, &ConvertOptions::default()).unwrap();
+    assert_eq!(converted.format, "open_clip hub folder");
+    assert_eq!(
+        converted.input_digests.len(),
+        2,
+        "the config and the weights"
+    );
+    let native = weights::load(&output, &LoadOptions::default()).unwrap();
+    let folder = weights::load(&input, &LoadOptions::default()).unwrap();
+    assert_eq!(native.layout, WeightLayout::Native);
+    // Heads, activation, MLP width and preprocessing all travel in the native file.
+    assert_eq!(native.config, folder.config);
+    assert!(!native.config.preprocess.is_clip());
+
+    // The same weights bare, with the configuration by flag.
+    let bare = dir.join("hub-bare.safetensors");
+    std::fs::copy(input.join("open_clip_model.safetensors"), &bare).unwrap();
+    let options = ConvertOptions {
+        load: LoadOptions {
+            open_clip_config: Some(input.join("open_clip_config.json")),
+            ..LoadOptions::default()
+        },
+        ..ConvertOptions::default()
+    };
+    let converted = convert(&bare, &dir.join("hub-bare-out.safetensors"), &options).unwrap();
+    assert_eq!(converted.config, folder.config);
+    let error = convert(
+        &bare,
+        &dir.join("x.safetensors"),
+        &ConvertOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("--text-heads"), "{error}");
 }

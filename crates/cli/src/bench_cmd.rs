@@ -19,7 +19,6 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::device::{DeviceList, DeviceSpec, OnDevices, dispatch_all};
 use crate::model_args::check_precision;
-use crate::train_cmd::parse_split;
 use cases::{CaseName, CaseSpec};
 use geometry::Geometry;
 use measure::Schedule;
@@ -41,7 +40,7 @@ pub struct BenchArgs {
     device: DeviceList,
     /// With several devices: batch (data parallel) or classes (the prompts shared), as for
     /// `train --split`.
-    #[arg(long, default_value = "batch", value_name = "batch|classes", value_parser = parse_split)]
+    #[arg(long, value_enum, default_value_t = DeviceSplit::Batch)]
     split: DeviceSplit,
     /// Model size [default: small on the CPU, vit-b-16 on GPUs].
     #[arg(long, value_enum)]

@@ -7,10 +7,11 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use mocoop_model::clip::l2_normalize;
-use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
+use mocoop_model::preprocess::{batch_tensor, load_rgb};
 use mocoop_model::prompt::PromptClassifier;
 use mocoop_model::templates::{TemplateTable, fill};
-use mocoop_train::TrainedRun;
+use mocoop_train::methods::cached::TextCachedClassifier;
+use mocoop_train::{ImageClassifier, TrainedRun};
 use serde_json::json;
 
 use crate::device::OnBackend;
@@ -168,18 +169,19 @@ impl OnBackend for ClassifyArgs {
         }
         let model = self.model.load::<B::InnerBackend>(&device)?;
         let size = model.clip.config().vision.image_size;
-        let (clip, classifier) = match &self.prompts {
+        let transform = model.clip.config().preprocess;
+        let loaded;
+        let classifier: Box<dyn ImageClassifier<B::InnerBackend> + '_> = match &self.prompts {
             None => {
                 let weights = class_embeddings(&model, &classes, &templates, &device);
-                let scale = model.clip.logit_scale();
-                (model.clip, PromptClassifier::zero_shot(weights, scale))
+                let text = PromptClassifier::zero_shot(weights, model.clip.logit_scale());
+                Box::new(TextCachedClassifier::new(&model.clip, text))
             }
             Some(run_dir) => {
-                let run = TrainedRun::load(run_dir, model.clip, &model.tokenizer, None, &device)
+                loaded = TrainedRun::load(run_dir, model.clip, &model.tokenizer, None, &device)
                     .with_context(|| format!("loading run {}", run_dir.display()))?;
-                let dataset = run.config.data.dataset.clone();
-                let classifier = run.classifier(&model.tokenizer, &classes, &dataset, &device)?;
-                (run.clip, classifier)
+                let dataset = &loaded.config.data.dataset;
+                loaded.classifier(&model.tokenizer, &classes, dataset, &device)?
             }
         };
         let top_k = self.top_k.clamp(1, classes.len());
@@ -190,7 +192,7 @@ impl OnBackend for ClassifyArgs {
             let mut ok_files = Vec::new();
             let mut pixels = Vec::new();
             for path in chunk {
-                match load_rgb(path).map(|image| preprocess(&image, size as u32)) {
+                match load_rgb(path).map(|image| transform.apply(&image, size as u32)) {
                     Ok(p) => {
                         ok_files.push(path);
                         pixels.push(p);
@@ -210,7 +212,7 @@ impl OnBackend for ClassifyArgs {
                 continue;
             }
             let images = batch_tensor::<B::InnerBackend>(&pixels, size, &device);
-            let logits = classifier.logits(clip.encode_image(images));
+            let logits = classifier.predict(images).logits;
             let probs = to_rows(softmax(logits.clone(), 1))?;
             let logits = to_rows(logits)?;
             for ((path, probs), logits) in ok_files.into_iter().zip(probs).zip(logits) {

@@ -13,6 +13,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
 use mocoop_data::load_dataset;
 use mocoop_model::tokenizer::ClipTokenizer;
+use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
 use mocoop_train::config::Setting;
 use mocoop_train::{Method, Recipe, TrainedRun, train};
@@ -95,7 +96,7 @@ impl OnBackend for DemoArgs {
             .with_context(|| format!("writing {}", weights.display()))?;
         let checkpoint = CheckpointArgs {
             weights,
-            activation: None,
+            load: LoadOptions::default(),
             precision: Precision::F32,
         };
         let run_data = RunData {
@@ -169,7 +170,7 @@ fn routing_counts<B: Backend>(
     let style = |item: &mocoop_data::Item| {
         Some(style_from_path(&item.path).map_or("unknown", |s| s.name()))
     };
-    Routing::of_run(&run, &dataset, &styles, style, device)
+    Routing::of_run(&run, tokenizer, &dataset, &styles, style, device)
 }
 
 fn print_table(runs: &[MethodRun]) {

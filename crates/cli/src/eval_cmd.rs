@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 
 use mocoop_model::Activation;
+use mocoop_model::weights::LoadOptions;
 use mocoop_train::config::Method;
 use mocoop_train::run::{read_config, write_json};
 use mocoop_train::{EvalSplit, EvalTarget, TrainedRun, evaluate_run};
@@ -67,7 +68,10 @@ impl OnBackend for EvalArgs {
                 .weights
                 .clone()
                 .unwrap_or_else(|| config.weights.clone()),
-            activation: self.activation.or(config.activation),
+            load: LoadOptions {
+                activation: self.activation.or(config.activation),
+                ..LoadOptions::default()
+            },
             precision: config.precision,
         };
         let loaded = checkpoint.load::<B::InnerBackend>(&self.device, &device)?;

@@ -106,14 +106,7 @@ impl OnBackend for InspectArgs {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let files = run_files::read(&self.run)?;
-        let checkpoint = CheckpointArgs {
-            weights: self
-                .weights
-                .clone()
-                .unwrap_or_else(|| files.config.weights.clone()),
-            activation: files.config.activation,
-            precision: mocoop_model::Precision::F32,
-        };
+        let checkpoint = CheckpointArgs::of_run(&files.config, self.weights.clone());
         let loaded = checkpoint.load::<B::InnerBackend>(&self.device, &device)?;
         let table = token_table(&loaded.clip, &device);
         let mut experts = experts(&files, &table, self.top, &loaded.tokenizer)?;

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
-use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
+use mocoop_model::preprocess::{batch_tensor, load_rgb};
 use mocoop_model::tokenizer::{CONTEXT_LENGTH, ClipTokenizer};
-use mocoop_model::weights::LoadOptions;
-use mocoop_model::{Activation, Clip, Precision};
+use mocoop_model::weights::{LoadOptions, hf_cache};
+use mocoop_model::{Clip, Precision};
 
 use crate::device::{DeviceSpec, catch_panic};
 
@@ -21,15 +21,15 @@ pub const BATCH: usize = 64;
 /// arguments themselves (`eval` from a run's configuration, `demo` from its shipped model).
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckpointArgs {
-    /// CLIP checkpoint: OpenAI/open_clip `.safetensors` or `torch.save` `.pt`/`.bin`, a transformers
-    /// CLIPModel directory (or its model.safetensors with config.json beside it), or a file made by
-    /// `cargo xtask convert`.
+    /// CLIP checkpoint: OpenAI/open_clip `.safetensors` or `torch.save` `.pt`/`.bin`, an open_clip
+    /// hub folder (open_clip_config.json beside the weights), a transformers CLIPModel directory (or
+    /// its model.safetensors with config.json beside it), a file made by `cargo xtask convert`, or
+    /// hf:ORG/NAME, a model already in the Hugging Face cache (nothing is downloaded).
     #[arg(long, value_name = "PATH")]
     pub weights: PathBuf,
-    /// MLP activation, for state dicts that do not record it (OpenAI layout defaults to quick_gelu;
-    /// open_clip models without "quickgelu" in their name need `gelu`).
-    #[arg(long, ignore_case = true)]
-    pub activation: Option<Activation>,
+    /// What the checkpoint may not record: activation, open_clip architecture, heads.
+    #[command(flatten)]
+    pub load: LoadOptions,
     /// Precision of the encoders' compute: f32, or f16/bf16 on GPUs that support them (what
     /// trains keeps f32 master copies; LayerNorms run in f32).
     #[arg(long, default_value = "f32", ignore_case = true)]
@@ -55,18 +55,30 @@ pub struct LoadedClip<B: Backend> {
 }
 
 impl CheckpointArgs {
+    /// The CLIP a run was trained with, as its configuration records it (`weights` for another
+    /// path to it).
+    pub fn of_run(config: &mocoop_train::config::TrainConfig, weights: Option<PathBuf>) -> Self {
+        Self {
+            weights: weights.unwrap_or_else(|| config.weights.clone()),
+            load: LoadOptions {
+                activation: config.activation,
+                ..LoadOptions::default()
+            },
+            precision: config.precision,
+        }
+    }
+
     /// Loads the checkpoint onto `device`, which the user named `spec` (for errors).
     pub fn load<B: Backend>(&self, spec: &DeviceSpec, device: &B::Device) -> Result<LoadedClip<B>> {
-        let options = LoadOptions {
-            activation: self.activation,
-        };
         check_precision::<B>(self.precision, spec, device)?;
-        let clip = Clip::load(&self.weights, &options, device)
-            .with_context(|| format!("loading weights {}", self.weights.display()))?
+        let loading = || format!("loading weights {}", self.weights.display());
+        let weights = hf_cache::resolve(&self.weights).with_context(loading)?;
+        let clip = Clip::load(&weights, &self.load, device)
+            .with_context(loading)?
             .with_precision(self.precision);
         Ok(LoadedClip {
             clip,
-            tokenizer: tokenizer_for(&self.weights)?,
+            tokenizer: tokenizer_for(&weights)?,
         })
     }
 }
@@ -141,10 +153,13 @@ impl<B: Backend> LoadedClip<B> {
             .encode_image(batch_tensor::<B>(pixels, size, device))
     }
 
-    /// Decodes and preprocesses one image file for this model.
+    /// Decodes and preprocesses one image file for this model, with the transform its checkpoint
+    /// states.
     pub fn read_image(&self, path: &Path) -> Result<Vec<f32>> {
-        let size = self.clip.config().vision.image_size as u32;
-        Ok(preprocess(&load_rgb(path)?, size))
+        let config = self.clip.config();
+        Ok(config
+            .preprocess
+            .apply(&load_rgb(path)?, config.vision.image_size as u32))
     }
 }
 

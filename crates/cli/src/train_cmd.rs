@@ -12,12 +12,13 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
 use mocoop_model::prompt::{ExpertInit, MixtureConfig};
+use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Activation, Precision};
 use mocoop_train::config::{
-    DataConfig, GatePrototypes, GateTarget, LossConfig, Method, OptimConfig, Setting, TextClasses,
-    TrainConfig, ZeroShotPrompts,
+    DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, OptimConfig,
+    ProGradConfig, ProjectionScope, Setting, TextClasses, TrainConfig, ZeroShotPrompts,
 };
-use mocoop_train::eval::template_groups;
+use mocoop_train::inputs::template_groups;
 use mocoop_train::recipe::{LrScaling, Recipe};
 use mocoop_train::run;
 use mocoop_train::{DeviceSplit, TrainOptions, TrainReport, resume, train};
@@ -126,9 +127,10 @@ pub struct TrainFlags {
     /// CoOp context initialisation.
     #[arg(long, value_enum, default_value_t = CtxInit::Template)]
     ctx_init: CtxInit,
-    /// CoOp template whose words initialise the context.
-    #[arg(long, default_value = "a photo of a {}.")]
-    ctx_template: String,
+    /// Template whose words initialise the soft prompt of coop, kgcoop and prograd [default: "a
+    /// photo of a {}."; prograd: its hand-made prompt, as its official code does].
+    #[arg(long, value_name = "TEMPLATE")]
+    ctx_template: Option<String>,
     /// Number of random CoOp context vectors.
     #[arg(long, default_value_t = 4)]
     n_ctx: usize,
@@ -167,6 +169,26 @@ pub struct TrainFlags {
     /// Let gradients flow through the gating target (decision; default: detached).
     #[arg(long)]
     gate_target_grad: bool,
+    /// The hand-made prompt of kgcoop's guidance and prograd's zero-shot teacher (recipe: each
+    /// method's official prompt for the dataset).
+    #[arg(long, value_name = "TEMPLATE")]
+    hand_made: Option<String>,
+    /// Weight of KgCoOp's knowledge guidance (recipe: 8 for kgcoop, 0 otherwise).
+    #[arg(long)]
+    lambda_kg: Option<f32>,
+    /// The distance of KgCoOp's guidance (decision): cosine (1 − cos, the official code) or l2
+    /// (squared, the paper).
+    #[arg(long, value_enum, default_value_t = KgDistance::Cosine)]
+    kg_distance: KgDistance,
+    /// ProGrad's λ, the share of the opposing gradient component removed (recipe: 1).
+    #[arg(long)]
+    prograd_lambda: Option<f32>,
+    /// ProGrad's distillation temperature (recipe: 1).
+    #[arg(long)]
+    prograd_temperature: Option<f32>,
+    /// Where ProGrad compares the gradients (decision): per-parameter (official) or global.
+    #[arg(long, value_enum)]
+    prograd_scope: Option<ProjectionScope>,
 
     // ---- optimisation (defaults: the recipe of the method and dataset, `mocoop_train::recipe`)
     /// Training epochs (recipe: 50; ImageNet 10).
@@ -243,16 +265,8 @@ pub struct TrainFlags {
     /// With several devices: batch gives each a part of every batch (data parallel); classes
     /// keeps the step on the first device and gives each device a share of the E × C prompts
     /// to encode (for many classes, ImageNet, where the prompts take the time).
-    #[arg(long, default_value = "batch", value_name = "batch|classes", value_parser = parse_split)]
+    #[arg(long, value_enum, default_value_t = DeviceSplit::Batch)]
     split: DeviceSplit,
-}
-
-pub(crate) fn parse_split(s: &str) -> Result<DeviceSplit, String> {
-    match s {
-        "batch" => Ok(DeviceSplit::Batch),
-        "classes" => Ok(DeviceSplit::Classes),
-        other => Err(format!("'{other}': expected batch or classes")),
-    }
 }
 
 /// Which data one run trains on.
@@ -320,6 +334,14 @@ impl TrainFlags {
                 gate_prototypes: self.gate_prototypes,
                 gate_target: self.gate_target,
                 gate_target_detached: !self.gate_target_grad,
+                hand_made: self.hand_made.clone().or(recipe.loss.hand_made.clone()),
+                lambda_kg: self.lambda_kg.unwrap_or(recipe.loss.lambda_kg),
+                kg_distance: self.kg_distance,
+                prograd: recipe.loss.prograd.map(|p| ProGradConfig {
+                    lambda: self.prograd_lambda.unwrap_or(p.lambda),
+                    temperature: self.prograd_temperature.unwrap_or(p.temperature),
+                    scope: self.prograd_scope.unwrap_or(p.scope),
+                }),
             },
             ..recipe
         }
@@ -353,10 +375,15 @@ impl TrainFlags {
                 let groups = template_groups(self.groups.as_deref(), &run.dataset)?;
                 MixtureConfig::mocoop(&groups, self.top_k, run.seed)
             }
-            Method::Coop => {
+            Method::Coop | Method::Cocoop | Method::Kgcoop | Method::Prograd => {
+                let recipe = Recipe::for_run(self.method, &run.dataset);
+                let own = (self.method == Method::Prograd)
+                    .then_some(recipe.loss.hand_made)
+                    .flatten();
+                let template = self.ctx_template.clone().or(own);
                 let init = match self.ctx_init {
                     CtxInit::Template => ExpertInit::Template {
-                        template: self.ctx_template.clone(),
+                        template: template.unwrap_or_else(|| "a photo of a {}.".into()),
                     },
                     CtxInit::Random => ExpertInit::Random {
                         n_ctx: self.n_ctx,
@@ -375,6 +402,18 @@ impl TrainFlags {
 
     /// The run configuration these flags describe for one dataset and seed.
     pub fn config(&self, checkpoint: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
+        let prograd_flags = [
+            self.prograd_lambda.is_some(),
+            self.prograd_temperature.is_some(),
+            self.prograd_scope.is_some(),
+        ];
+        if self.method != Method::Prograd && prograd_flags.contains(&true) {
+            bail!(
+                "--prograd-lambda, --prograd-temperature and --prograd-scope apply to --method \
+                 prograd, not {}",
+                self.method
+            );
+        }
         let recipe = self.recipe(&run.dataset);
         let batch_size = self.batch_size.unwrap_or(recipe.batch_size);
         let data = DataConfig {
@@ -391,7 +430,7 @@ impl TrainFlags {
         let config = TrainConfig {
             method: self.method,
             weights: checkpoint.weights.clone(),
-            activation: checkpoint.activation,
+            activation: checkpoint.load.activation,
             precision: checkpoint.precision,
             data,
             mixture: self.mixture(run)?,
@@ -440,7 +479,10 @@ impl TrainArgs {
         let config = run::read_config(dir, None)?;
         let checkpoint = CheckpointArgs {
             weights: config.weights.clone(),
-            activation: config.activation,
+            load: LoadOptions {
+                activation: config.activation,
+                ..LoadOptions::default()
+            },
             precision: config.precision,
         };
         let loaded = checkpoint.load::<B>(self.device.main(), &devices[0])?;
@@ -461,7 +503,10 @@ impl TrainArgs {
         };
         let checkpoint = CheckpointArgs {
             weights: weights.clone(),
-            activation: self.activation,
+            load: LoadOptions {
+                activation: self.activation,
+                ..LoadOptions::default()
+            },
             precision: self.precision,
         };
         let run = RunData {
@@ -535,7 +580,7 @@ mod tests {
             .flags;
         let checkpoint = CheckpointArgs {
             weights: "clip.safetensors".into(),
-            activation: None,
+            load: LoadOptions::default(),
             precision: Precision::F32,
         };
         let run = RunData {

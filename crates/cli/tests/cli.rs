@@ -345,3 +345,126 @@ fn an_unsupported_precision_is_an_error_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn embed_reads_an_open_clip_model_from_the_hugging_face_cache() {
+    // A cache holding one open_clip repository (the hub fixture), found through HF_HUB_CACHE.
+    let cache = tempfile::tempdir().unwrap();
+    let snapshot = cache
+        .path()
+        .join("models--acme--tiny-open-clip/snapshots/0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    let hub = fixtures().join("openclip_hub");
+    for file in ["open_clip_config.json", "open_clip_model.safetensors"] {
+        std::fs::copy(hub.join(file), snapshot.join(file)).unwrap();
+    }
+    let reference = reference();
+    let expected = &reference["models"]["openclip_hub"];
+    let first_image = expected["images"][0].as_str().unwrap();
+    let text = reference["texts"][0].as_str().unwrap();
+    let run = |weights: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mocoop"))
+            .args([
+                "embed",
+                "--weights",
+                weights,
+                "--image",
+                &image(first_image),
+            ])
+            .args(["--text", text])
+            .env("HF_HUB_CACHE", cache.path())
+            .output()
+            .expect("mocoop runs")
+    };
+    let output = run("hf:acme/tiny-open-clip");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    // The image goes through the model's own preprocessing (bilinear, squashed, its mean/std).
+    let image_err = max_abs_diff(
+        &matrix(&json["image_embeds"]),
+        &matrix(&expected["image_embeds"])[..1],
+    );
+    let text_err = max_abs_diff(
+        &matrix(&json["text_embeds"]),
+        &matrix(&expected["text_embeds"])[..1],
+    );
+    assert!(
+        image_err < 1e-4 && text_err < 1e-4,
+        "{image_err} {text_err}"
+    );
+
+    let output = run("hf:acme/not-downloaded");
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    let looked_in = cache.path().join("models--acme--not-downloaded");
+    assert!(err.contains(&path_str(&looked_in)), "{err}");
+}
+
+#[test]
+fn the_heads_of_a_bare_state_dict_can_be_given_by_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("bare.safetensors");
+    std::fs::copy(
+        fixtures().join("openclip_hub/open_clip_model.safetensors"),
+        &bare,
+    )
+    .unwrap();
+    let bare = path_str(&bare);
+    let output = mocoop(&["embed", "--weights", &bare, "--text", "a photo of a cat."]);
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(err.contains("--text-heads"), "{err}");
+
+    let with_flags = [
+        "embed",
+        "--weights",
+        &bare,
+        "--text",
+        "a photo of a cat.",
+        "--vision-heads",
+        "2",
+        "--text-heads",
+        "2",
+        "--activation",
+        "gelu",
+    ];
+    let output = mocoop(&with_flags);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let reference = reference();
+    let index = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|t| t == "a photo of a cat.")
+        .unwrap();
+    let expected = matrix(&reference["models"]["openclip_hub"]["text_embeds"]);
+    let err = max_abs_diff(&matrix(&json["text_embeds"]), &expected[index..index + 1]);
+    assert!(err < 1e-4, "{err}");
+
+    // OpenAI's rule, where it applies, is said once; stated heads are not.
+    let openai = path_str(&fixtures().join("openclip_quickgelu.safetensors"));
+    let output = mocoop(&["embed", "--weights", &openai, "--text", "x"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let notes = stderr(&output).matches("64-wide heads").count();
+    assert_eq!(notes, 1, "{}", stderr(&output));
+    let stated = ["--vision-heads", "1", "--text-heads", "1"];
+    let output = mocoop(&[&["embed", "--weights", &openai, "--text", "x"], &stated[..]].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("64-wide"), "{}", stderr(&output));
+
+    let output = mocoop(&[
+        "embed",
+        "--weights",
+        &bare,
+        "--text",
+        "x",
+        "--arch",
+        "ViT-Q",
+    ]);
+    let err = stderr(&output);
+    assert!(
+        !output.status.success() && err.contains("unknown --arch 'ViT-Q'"),
+        "{err}"
+    );
+}

@@ -217,3 +217,24 @@ fn an_f16_run_resumes_with_its_loss_scale() {
     ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
     assert_same_run(&reference, &run);
 }
+
+/// CoCoOp trains a meta-net beside its context, ProGrad steps twice per update (its projection)
+/// and KgCoOp adds a term: an interrupted run of each resumes to the uninterrupted run's tensors,
+/// logs and results, bit for bit.
+#[test]
+fn cocoop_kgcoop_and_prograd_runs_resume_bit_identically() {
+    for method in ["cocoop", "kgcoop", "prograd"] {
+        let flags = ["--method", method, "--lr", "0.016"];
+        let dir = scratch(&format!("resume-{method}"));
+        let root = dir.join("data");
+        make_dataset(&root, &CLASSES);
+        let root_s = root.to_str().unwrap();
+        let (reference, _) = uninterrupted_with(&dir, root_s, &flags);
+        let run = dir.join("interrupted");
+        let run_s = run.to_str().unwrap();
+        let output = interrupt_in_epoch_3(spawn(&run_args_with(root_s, run_s, &flags)), &run);
+        assert_eq!(output.status.code(), Some(130), "{method}");
+        ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
+        assert_same_run(&reference, &run);
+    }
+}

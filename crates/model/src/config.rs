@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::preprocess::Preprocess;
+
 /// The MLP non-linearity of the residual blocks.
 ///
 /// OpenAI's released weights were trained with QuickGELU; open_clip's non-"quickgelu" configs and
@@ -84,6 +86,11 @@ pub struct ClipConfig {
     /// Epsilon of every LayerNorm.
     #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
+    /// The image transform the checkpoint expects: CLIP's unless its configuration states another
+    /// (open_clip's `preprocess_cfg`). Recorded only when it is not CLIP's, so that native files and
+    /// runs of CLIP-preprocessed models are written as before.
+    #[serde(default, skip_serializing_if = "Preprocess::is_clip")]
+    pub preprocess: Preprocess,
 }
 
 fn default_layer_norm_eps() -> f64 {
@@ -91,9 +98,9 @@ fn default_layer_norm_eps() -> f64 {
 }
 
 /// Heads for a residual width when a checkpoint does not say: OpenAI's `build_model` rule of 64-wide
-/// heads (at least one, so that small custom models still build).
-pub fn default_heads(width: usize) -> usize {
-    (width / 64).max(1)
+/// heads, or `None` when 64 does not divide the width (the heads must then be stated).
+pub fn default_heads(width: usize) -> Option<usize> {
+    (width > 0 && width.is_multiple_of(64)).then_some(width / 64)
 }
 
 /// Named geometries, in one place (as candle-transformers' CLIP keeps its configurations beside
@@ -127,6 +134,7 @@ impl ClipConfig {
             },
             activation: Activation::QuickGelu,
             layer_norm_eps: default_layer_norm_eps(),
+            preprocess: Preprocess::default(),
         }
     }
 

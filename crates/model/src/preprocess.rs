@@ -1,11 +1,16 @@
 //! Image preprocessing exactly as CLIP's evaluation transform: decode, convert to RGB, resize the
 //! shorter side (bicubic), center crop, scale to [0, 1] and normalise per channel.
+//!
+//! A checkpoint may state other constants (open_clip's `preprocess_cfg`: mean, std, bilinear
+//! interpolation, squashing instead of cropping); [`Preprocess`] holds them and travels in the
+//! model's [`ClipConfig`](crate::config::ClipConfig).
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use image::{DynamicImage, RgbImage};
+use serde::{Deserialize, Serialize};
 
 /// Per-channel mean of CLIP's training images (RGB), subtracted after scaling to [0, 1].
 #[allow(clippy::excessive_precision)] // the published constants, digit for digit
@@ -13,6 +18,74 @@ pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// Per-channel standard deviation of CLIP's training images (RGB).
 #[allow(clippy::excessive_precision)] // the published constants, digit for digit
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// The resampling filter of the resize, as open_clip's `preprocess_cfg.interpolation` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// Pillow's bicubic filter (CLIP's).
+    #[default]
+    Bicubic,
+    /// Pillow's bilinear (triangle) filter.
+    Bilinear,
+}
+
+/// How the image is brought to a square, as open_clip's `preprocess_cfg.resize_mode` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// Resize the shorter side to the model's size, then crop the centre (CLIP's).
+    #[default]
+    Shortest,
+    /// Resize both sides to the model's size, ignoring the aspect ratio.
+    Squash,
+}
+
+/// The evaluation transform a checkpoint was trained with: CLIP's unless its configuration says
+/// otherwise (open_clip's `preprocess_cfg`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Per-channel mean (RGB), subtracted after scaling to [0, 1].
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation (RGB).
+    pub std: [f32; 3],
+    /// The resize filter.
+    #[serde(default)]
+    pub interpolation: Interpolation,
+    /// Crop or squash.
+    #[serde(default)]
+    pub resize_mode: ResizeMode,
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Self {
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+            interpolation: Interpolation::Bicubic,
+            resize_mode: ResizeMode::Shortest,
+        }
+    }
+}
+
+impl Preprocess {
+    /// Whether this is CLIP's own transform (so configurations need not record it).
+    pub fn is_clip(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The whole evaluation transform with these settings: `[3, size, size]` floats, channels first.
+    pub fn apply(&self, image: &RgbImage, size: u32) -> Vec<f32> {
+        let square = match self.resize_mode {
+            ResizeMode::Shortest => center_crop(
+                &resize_shorter_side_with(image, size, self.interpolation),
+                size,
+            ),
+            ResizeMode::Squash => resize_with(image, size, size, self.interpolation),
+        };
+        normalize_chw_with(&square, &self.mean, &self.std)
+    }
+}
 
 /// An image that could not be read or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +126,11 @@ pub fn to_rgb(image: DynamicImage) -> RgbImage {
 /// Resizes so that the shorter side is `size`, the longer side scaled as torchvision does
 /// (`int(size * long / short)`), with Pillow's bicubic filter ([`resize_bicubic`]).
 pub fn resize_shorter_side(image: &RgbImage, size: u32) -> RgbImage {
+    resize_shorter_side_with(image, size, Interpolation::Bicubic)
+}
+
+/// [`resize_shorter_side`] with another filter.
+fn resize_shorter_side_with(image: &RgbImage, size: u32, filter: Interpolation) -> RgbImage {
     let (w, h) = image.dimensions();
     let (short, long) = (w.min(h), w.max(h));
     let scaled_long = ((size as u64 * long as u64) / short.max(1) as u64) as u32;
@@ -61,14 +139,41 @@ pub fn resize_shorter_side(image: &RgbImage, size: u32) -> RgbImage {
     } else {
         (scaled_long, size)
     };
-    if (new_w, new_h) == (w, h) {
+    resize_with(image, new_w, new_h, filter)
+}
+
+/// Resizes to `out_w`×`out_h` with `filter` (no work when the size is already right).
+fn resize_with(image: &RgbImage, out_w: u32, out_h: u32, filter: Interpolation) -> RgbImage {
+    if image.dimensions() == (out_w, out_h) {
         return image.clone();
     }
-    resize_bicubic(image, new_w, new_h)
+    match filter {
+        Interpolation::Bicubic => resize_bicubic(image, out_w, out_h),
+        Interpolation::Bilinear => resample(image, out_w, out_h, &BILINEAR),
+    }
 }
 
 /// Fixed-point precision of the filter weights, as Pillow's 8-bit resampler uses.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// A separable resampling filter: its kernel and how far it reaches at scale 1 (Pillow's
+/// `filter->support`).
+struct Filter {
+    kernel: fn(f64) -> f64,
+    support: f64,
+}
+
+/// Pillow's `BICUBIC`.
+const BICUBIC: Filter = Filter {
+    kernel: bicubic,
+    support: 2.0,
+};
+
+/// Pillow's `BILINEAR`: the triangle kernel.
+const BILINEAR: Filter = Filter {
+    kernel: |x| (1.0 - x.abs()).max(0.0),
+    support: 1.0,
+};
 
 /// Pillow's bicubic kernel (a = -0.5).
 fn bicubic(x: f64) -> f64 {
@@ -85,17 +190,17 @@ fn bicubic(x: f64) -> f64 {
 
 /// For each output position along one axis: the first input index and the fixed-point weights of
 /// the input samples it mixes (antialiased: the kernel widens by the shrink factor).
-fn axis_weights(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i64>)> {
+fn axis_weights(in_size: u32, out_size: u32, filter: &Filter) -> Vec<(usize, Vec<i64>)> {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
-    let support = 2.0 * filter_scale;
+    let support = filter.support * filter_scale;
     (0..out_size)
         .map(|i| {
             let center = (i as f64 + 0.5) * scale;
             let lo = ((center - support + 0.5) as i64).max(0) as usize;
             let hi = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
             let weights: Vec<f64> = (lo..hi)
-                .map(|j| bicubic((j as f64 - center + 0.5) / filter_scale))
+                .map(|j| (filter.kernel)((j as f64 - center + 0.5) / filter_scale))
                 .collect();
             let total: f64 = weights.iter().sum();
             let unit = (1i64 << PRECISION_BITS) as f64;
@@ -117,10 +222,10 @@ fn axis_weights(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i64>)> {
 }
 
 /// One resampling pass along x (`horizontal`) or y, rounding and clamping to 8 bits as Pillow does.
-fn resample_pass(image: &RgbImage, out_len: u32, horizontal: bool) -> RgbImage {
+fn resample_pass(image: &RgbImage, out_len: u32, horizontal: bool, filter: &Filter) -> RgbImage {
     let (w, h) = image.dimensions();
     let in_len = if horizontal { w } else { h };
-    let weights = axis_weights(in_len, out_len);
+    let weights = axis_weights(in_len, out_len, filter);
     let (out_w, out_h) = if horizontal {
         (out_len, h)
     } else {
@@ -155,15 +260,20 @@ fn resample_pass(image: &RgbImage, out_len: u32, horizontal: bool) -> RgbImage {
 /// # Panics
 /// If an output side is zero.
 pub fn resize_bicubic(image: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    resample(image, out_w, out_h, &BICUBIC)
+}
+
+/// [`resize_bicubic`]'s two passes with any filter.
+fn resample(image: &RgbImage, out_w: u32, out_h: u32, filter: &Filter) -> RgbImage {
     assert!(out_w > 0 && out_h > 0, "cannot resize to {out_w}x{out_h}");
     let (w, h) = image.dimensions();
     let image = if out_w != w {
-        resample_pass(image, out_w, true)
+        resample_pass(image, out_w, true, filter)
     } else {
         image.clone()
     };
     if out_h != h {
-        resample_pass(&image, out_h, false)
+        resample_pass(&image, out_h, false, filter)
     } else {
         image
     }
@@ -198,12 +308,17 @@ pub fn center_crop(image: &RgbImage, size: u32) -> RgbImage {
 
 /// Scales to [0, 1], normalises with [`CLIP_MEAN`]/[`CLIP_STD`], and lays out channels first.
 pub fn normalize_chw(image: &RgbImage) -> Vec<f32> {
+    normalize_chw_with(image, &CLIP_MEAN, &CLIP_STD)
+}
+
+/// [`normalize_chw`] with a checkpoint's own constants.
+fn normalize_chw_with(image: &RgbImage, mean: &[f32; 3], std: &[f32; 3]) -> Vec<f32> {
     let (w, h) = image.dimensions();
     let plane = (w * h) as usize;
     let mut out = vec![0f32; 3 * plane];
     for (i, pixel) in image.pixels().enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (pixel.0[c] as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+            out[c * plane + i] = (pixel.0[c] as f32 / 255.0 - mean[c]) / std[c];
         }
     }
     out
@@ -211,7 +326,7 @@ pub fn normalize_chw(image: &RgbImage) -> Vec<f32> {
 
 /// The whole evaluation transform: `[3, size, size]` floats, channels first.
 pub fn preprocess(image: &RgbImage, size: u32) -> Vec<f32> {
-    normalize_chw(&center_crop(&resize_shorter_side(image, size), size))
+    Preprocess::default().apply(image, size)
 }
 
 /// Stacks preprocessed images (each `3 * size * size` floats) into a `[batch, 3, size, size]` tensor.

@@ -3,7 +3,7 @@
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
 use mocoop_model::weights::native::{StoredPrecision, save};
-use mocoop_model::weights::{LoadOptions, LoadedWeights, StateDict, WeightLayout};
+use mocoop_model::weights::{LoadOptions, LoadedWeights, WeightLayout};
 use mocoop_model::{Activation, Clip, ClipConfig};
 
 type B = Flex;
@@ -15,15 +15,7 @@ fn tiny_config() -> ClipConfig {
 }
 
 fn random_clip<B: burn::tensor::backend::Backend>(seed: u64, device: &B::Device) -> Clip<B> {
-    Clip::from_weights(
-        LoadedWeights {
-            config: tiny_config(),
-            state: StateDict::random(seed),
-            layout: WeightLayout::Native,
-        },
-        device,
-    )
-    .unwrap()
+    tiny_config().init(seed, device).unwrap()
 }
 
 fn embeddings<B: burn::tensor::backend::Backend>(

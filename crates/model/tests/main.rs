@@ -6,7 +6,9 @@
 #[cfg(feature = "cpu")]
 mod cpu_threads;
 mod export;
+mod hf_cache;
 mod hostile_inputs;
+mod open_clip;
 mod parity;
 mod precision;
 mod preprocess;

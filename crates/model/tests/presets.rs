@@ -4,7 +4,7 @@
 use burn::backend::Flex;
 use burn::module::Module;
 use mocoop_model::config::{ClipConfig, default_heads};
-use mocoop_model::weights::{self, LoadOptions, LoadedWeights, StateDict, WeightLayout};
+use mocoop_model::weights::{self, LoadOptions};
 use mocoop_model::{Activation, Clip};
 
 /// Parameters of a pre-norm residual block of width `w`: QKV and output projections with biases
@@ -33,12 +33,7 @@ pub fn parameter_count(c: &ClipConfig) -> usize {
 }
 
 fn random_clip(config: &ClipConfig) -> Clip<Flex> {
-    let weights = LoadedWeights {
-        config: config.clone(),
-        state: StateDict::random(3),
-        layout: WeightLayout::OpenAi,
-    };
-    Clip::from_weights(weights, &Default::default()).unwrap()
+    config.init(3, &Default::default()).unwrap()
 }
 
 #[test]
@@ -63,8 +58,11 @@ fn released_presets_have_openai_sizes() {
         ClipConfig::vit_l_14(),
     ] {
         // OpenAI's 64-wide heads, so a bare state dict of these models loads with these heads.
-        assert_eq!(config.vision.heads, default_heads(config.vision.width));
-        assert_eq!(config.text.heads, default_heads(config.text.width));
+        assert_eq!(
+            Some(config.vision.heads),
+            default_heads(config.vision.width)
+        );
+        assert_eq!(Some(config.text.heads), default_heads(config.text.width));
         assert_eq!(config.vision.image_size, 224);
         assert_eq!(
             (config.text.context_length, config.text.vocab_size),
@@ -100,4 +98,23 @@ fn builders_vary_one_field() {
         ..config
     };
     assert_eq!(unchanged, ClipConfig::shapeworld());
+}
+
+#[test]
+fn init_is_seeded_and_starts_as_clip_does() {
+    let device = Default::default();
+    let config = ClipConfig::tiny();
+    let image = burn::tensor::Tensor::<Flex, 4>::ones([1, 3, 32, 32], &device);
+    let features = |seed| {
+        let clip: Clip<Flex> = config.init(seed, &device).unwrap();
+        let f = clip.encode_image(image.clone()).into_data();
+        (clip, f.to_vec::<f32>().unwrap())
+    };
+    let (clip, a) = features(5);
+    assert_eq!(a, features(5).1, "the same seed builds the same model");
+    assert_ne!(a, features(6).1, "another seed builds another model");
+    assert!((clip.logit_scale() - 100f32.ln()).abs() < 1e-6);
+    let ln = &clip.vision.transformer.blocks[0].ln_1;
+    let gamma = ln.gamma.val().into_data().to_vec::<f32>().unwrap();
+    assert!(gamma.iter().all(|&g| g == 1.0), "{gamma:?}");
 }

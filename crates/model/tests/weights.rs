@@ -137,6 +137,7 @@ fn native_format_round_trips_with_its_configuration() {
     let source = fixtures().join("openclip_gelu.safetensors");
     let options = LoadOptions {
         activation: Some(Activation::Gelu),
+        ..LoadOptions::default()
     };
     let loaded = weights::load(&source, &options).unwrap();
     let config = loaded.config.clone();

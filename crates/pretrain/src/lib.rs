@@ -30,7 +30,7 @@ use mocoop_model::config::ClipConfig;
 use mocoop_model::preprocess::{batch_tensor, normalize_chw};
 use mocoop_model::tokenizer::{CONTEXT_LENGTH, ClipTokenizer, EOT_TOKEN, SOT_TOKEN};
 use mocoop_model::weights::native::{StoredPrecision, save};
-use mocoop_model::weights::{LoadedWeights, StateDict, WeightLayout, WeightsError};
+use mocoop_model::weights::{StateDict, WeightsError};
 use mocoop_world::{BenchSplit, BenchmarkConfig, World, WorldConfig};
 
 /// The geometry of the shipped world model: a ViT of width 128 (4 blocks, 32 px images in 8 px
@@ -180,14 +180,7 @@ pub fn init_clip<B: Backend>(
     config: &PretrainConfig,
     device: &B::Device,
 ) -> Result<Clip<B>, WeightsError> {
-    let clip = Clip::from_weights(
-        LoadedWeights {
-            config: config.clip.clone(),
-            state: StateDict::random(config.seed),
-            layout: WeightLayout::Native,
-        },
-        device,
-    )?;
+    let clip = config.clip.init(config.seed, device)?;
     let init = config.init_logit_scale;
     Ok(clip.map_logit_scale(|t| t.zeros_like().add_scalar(init)))
 }

@@ -6,9 +6,23 @@
 //!
 //! - [`reference`]: the reference fixtures in `tests/fixtures/` and the checks of a CLIP against
 //!   them;
-//! - `train_step` (feature `train-step`): the PyTorch reference's MoCoOp and CoOp steps and the
-//!   check of one step against them, generic over the autodiff backend.
+//! - `train_step` (feature `train-step`): the PyTorch reference's MoCoOp, CoOp, KgCoOp and ProGrad
+//!   steps and the check of one step against them, generic over the autodiff backend;
+//!   `cocoop_step` the same for CoCoOp's model.
 
 pub mod reference;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by every test that runs an autodiff backward pass, so that no two run at once in one test
+/// process. burn-autodiff 0.21 sweeps every graph of the process at the end of each backward pass
+/// and can free the steps of a graph another thread is still building, silently dropping
+/// gradients (tracel-ai/burn#5573, fixed after 0.21).
+pub fn serial_autodiff() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+#[cfg(feature = "train-step")]
+pub mod cocoop_step;
 #[cfg(feature = "train-step")]
 pub mod train_step;

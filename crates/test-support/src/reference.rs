@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use mocoop_model::config::Activation;
-use mocoop_model::preprocess::{batch_tensor, load_rgb, preprocess};
+use mocoop_model::preprocess::{batch_tensor, load_rgb};
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
 use serde_json::Value;
@@ -106,14 +106,28 @@ pub fn embed_reference_inputs<B: Backend>(
     reference: &Value,
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let size = clip.config().vision.image_size;
-    let images: Vec<Vec<f32>> = reference["images"]
+    embed_inputs(clip, reference, &reference["images"], device)
+}
+
+/// [`embed_reference_inputs`] with the images named in `image_names`, each preprocessed with the
+/// transform the model's checkpoint states.
+fn embed_inputs<B: Backend>(
+    clip: &Clip<B>,
+    reference: &Value,
+    image_names: &Value,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let config = clip.config();
+    let size = config.vision.image_size;
+    let images: Vec<Vec<f32>> = image_names
         .as_array()
         .unwrap()
         .iter()
         .map(|name| {
             let path = fixtures().join("images").join(name.as_str().unwrap());
-            preprocess(&load_rgb(&path).unwrap(), size as u32)
+            config
+                .preprocess
+                .apply(&load_rgb(&path).unwrap(), size as u32)
         })
         .collect();
     let image_embeds = clip.encode_image(batch_tensor::<B>(&images, size, device));
@@ -140,7 +154,10 @@ pub fn check_against_reference<B: Backend>(
     let expected = &reference["models"][model];
     let clip = Clip::<B>::load(file, options, device)
         .unwrap_or_else(|e| panic!("loading {}: {e}", file.display()));
-    let (image_embeds, text_embeds) = embed_reference_inputs(&clip, &reference, device);
+    // A model may have its own images (the open_clip hub model: non-square ones, which its
+    // squashing transform treats otherwise than CLIP's crop).
+    let image_names = expected.get("images").unwrap_or(&reference["images"]);
+    let (image_embeds, text_embeds) = embed_inputs(&clip, &reference, image_names, device);
 
     let image_rows = rows(image_embeds.clone());
     let text_rows = rows(text_embeds.clone());
@@ -170,8 +187,13 @@ pub fn check_against_reference<B: Backend>(
     clip
 }
 
+/// The open_clip hub folder of the fixtures (32-wide heads, its own preprocessing): its entry in
+/// `reference.json` and its directory.
+pub const HUB: &str = "openclip_hub";
+
 /// Checks every weight format of the fixtures (open_clip safetensors and fp16 `.pt`, the GELU
-/// model, a transformers directory and its `model.safetensors`) against the reference on `device`.
+/// model, a transformers directory and its `model.safetensors`, an open_clip hub folder and its
+/// weight file) against the reference on `device`.
 pub fn check_all_formats<B: Backend>(device: &B::Device) {
     let dir = fixtures();
     let quick = LoadOptions::default();
@@ -189,6 +211,7 @@ pub fn check_all_formats<B: Backend>(device: &B::Device) {
     );
     let gelu = LoadOptions {
         activation: Some(Activation::Gelu),
+        ..LoadOptions::default()
     };
     check_against_reference::<B>(
         device,
@@ -197,6 +220,16 @@ pub fn check_all_formats<B: Backend>(device: &B::Device) {
         &gelu,
     );
     check_against_reference::<B>(device, "hf_clip", &dir.join("hf_clip"), &quick);
+    // open_clip's hub folder states heads, activation and preprocessing, as a folder and as its
+    // weight file with the configuration beside it.
+    let hub = dir.join(HUB);
+    check_against_reference::<B>(device, HUB, &hub, &quick);
+    check_against_reference::<B>(
+        device,
+        HUB,
+        &hub.join("open_clip_model.safetensors"),
+        &quick,
+    );
     check_against_reference::<B>(
         device,
         "hf_clip",

@@ -20,14 +20,16 @@ use mocoop_model::prompt::{ExpertInit, MixtureConfig};
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
-use mocoop_train::config::{GatePrototypes, GateTarget, LossConfig, TextClasses};
+use mocoop_train::config::{
+    GatePrototypes, GateTarget, KgDistance, LossConfig, ProGradConfig, ProjectionScope, TextClasses,
+};
 use mocoop_train::loss_scale::LossScale;
 use mocoop_train::model::visual_ln_params;
 use mocoop_train::{ClassSetup, MocoopModel};
 
 use crate::reference::fixtures;
 
-fn flat(v: &Value) -> Vec<f32> {
+pub(crate) fn flat(v: &Value) -> Vec<f32> {
     match v {
         Value::Array(items) => items.iter().flat_map(flat).collect(),
         Value::Number(n) => vec![n.as_f64().unwrap() as f32],
@@ -35,7 +37,7 @@ fn flat(v: &Value) -> Vec<f32> {
     }
 }
 
-fn shape(v: &Value) -> Vec<usize> {
+pub(crate) fn shape(v: &Value) -> Vec<usize> {
     match v {
         Value::Array(items) => {
             let mut s = vec![items.len()];
@@ -48,7 +50,7 @@ fn shape(v: &Value) -> Vec<usize> {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
         .iter()
@@ -57,12 +59,12 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// A tensor's values as f32, whatever its dtype.
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub(crate) fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 
 /// Agreement asked of each precision, relative to the largest reference magnitude (at least 1).
-fn tolerance(precision: Precision) -> f32 {
+pub(crate) fn tolerance(precision: Precision) -> f32 {
     match precision {
         Precision::F32 => 1e-4,
         Precision::F16 => 1e-2,
@@ -70,7 +72,7 @@ fn tolerance(precision: Precision) -> f32 {
     }
 }
 
-fn check(got: &[f32], expected: &[f32], what: &str, tolerance: f32) {
+pub(crate) fn check(got: &[f32], expected: &[f32], what: &str, tolerance: f32) {
     assert_eq!(got.len(), expected.len(), "{what}: length");
     assert!(got.iter().all(|v| v.is_finite()), "{what}: not finite");
     let scale = expected.iter().fold(1f32, |m, v| m.max(v.abs()));
@@ -165,6 +167,13 @@ pub const IN_RANGE: LossScale = LossScale {
     skipped: 0,
 };
 
+/// `tests/fixtures/train_step.json`.
+pub(crate) fn read_fixture() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("train_step.json"))
+        .expect("tests/fixtures/train_step.json: run make_reference.py --train-step-only");
+    serde_json::from_str(&text).unwrap()
+}
+
 /// A step's inputs.
 pub type Batches<B> = Box<dyn Fn() -> ImageBatch<B>>;
 
@@ -177,9 +186,7 @@ pub fn setup<B: AutodiffBackend>(
 ) -> (MocoopModel<B>, Value, Batches<B>) {
     let tol = tolerance(precision);
     let check = |got: &[f32], expected: &[f32], what: &str| check(got, expected, what, tol);
-    let text = std::fs::read_to_string(fixtures().join("train_step.json"))
-        .expect("tests/fixtures/train_step.json: run make_reference.py --train-step-only");
-    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let fixture = read_fixture();
     let case = &fixture["cases"][name];
     let cfg = &case["settings"];
     let device = device.clone();
@@ -226,6 +233,14 @@ pub fn setup<B: AutodiffBackend>(
         gate_prototypes: GatePrototypes::PerClass,
         gate_target: GateTarget::TopKUniform,
         gate_target_detached: true,
+        hand_made: cfg["hand_made"].as_str().map(str::to_string),
+        lambda_kg: cfg["lambda_kg"].as_f64().unwrap_or(0.0) as f32,
+        kg_distance: KgDistance::Cosine,
+        prograd: cfg["prograd_lambda"].as_f64().map(|lambda| ProGradConfig {
+            lambda: lambda as f32,
+            temperature: f("prograd_temperature"),
+            scope: ProjectionScope::PerParameter,
+        }),
     };
     let classes = ClassSetup {
         train: classes_all[..n_train].to_vec(),
@@ -237,7 +252,7 @@ pub fn setup<B: AutodiffBackend>(
         clip, tokenizer, mixture, &groups, &classes, loss, ln_tuning, 0.0, &device,
     )
     .unwrap();
-    model.settings.clip_norm = Some(f("clip_norm"));
+    model.settings.clip_norm = cfg["clip_norm"].as_f64().map(|c| c as f32);
     model.settings.ln_lr_scale = cfg["ln_lr_scale"].as_f64().unwrap();
     if precision.needs_loss_scaling() {
         model.state.loss_scale = Some(IN_RANGE);
@@ -261,7 +276,13 @@ pub fn setup<B: AutodiffBackend>(
         .unwrap();
     assert!(saved.is_empty());
 
-    // The batch.
+    (model, case.clone(), fixture_batch(&fixture, &device))
+}
+
+/// The fixture's pixels as preprocessed here (their sum checked against the reference's) and its
+/// labels: the batch of every case.
+pub(crate) fn fixture_batch<B: AutodiffBackend>(fixture: &Value, device: &B::Device) -> Batches<B> {
+    let device = device.clone();
     let size = 32;
     let pixels: Vec<Vec<f32>> = strings(&fixture["images"])
         .iter()
@@ -286,7 +307,7 @@ pub fn setup<B: AutodiffBackend>(
         indices: (0..n).collect(),
         share: 1.0,
     };
-    (model, case.clone(), Box::new(batch))
+    Box::new(batch)
 }
 
 /// Runs fixture case `name` on `device` at `precision` and asserts that the forward pass, the

@@ -19,7 +19,6 @@ use safetensors::tensor::TensorInfo;
 use sha2::{Digest, Sha256};
 
 use mocoop_model::Clip;
-use mocoop_model::prompt::MixtureOfPrompts;
 
 use crate::TrainError;
 use crate::model::visual_ln_params;
@@ -38,21 +37,6 @@ pub struct Checkpoint {
     pub blobs: BTreeMap<String, Vec<u8>>,
     /// The metadata (`format`, `method`, `epoch`, `mixture`, `digest`, …).
     pub metadata: HashMap<String, String>,
-}
-
-/// The trainable tensors of a model, by checkpoint name.
-pub fn trainable_tensors<B: Backend>(
-    clip: &Clip<B>,
-    mixture: &MixtureOfPrompts<B>,
-    ln_tuning: bool,
-) -> Vec<(String, TensorData)> {
-    let mut out = mixture.tensors();
-    if ln_tuning {
-        for (name, param) in visual_ln_params(clip) {
-            out.push((name, param.val().into_data()));
-        }
-    }
-    out
 }
 
 /// One tensor of the file: name, dtype, shape, little-endian bytes.

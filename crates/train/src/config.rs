@@ -18,6 +18,12 @@ pub enum Method {
     Mocoop,
     /// One soft prompt (Zhou et al.'s CoOp).
     Coop,
+    /// CoOp's context shifted per image by a meta-net (Zhou et al.'s CoCoOp).
+    Cocoop,
+    /// CoOp kept near the hand-made prompt's text features (Yao et al.'s KgCoOp).
+    Kgcoop,
+    /// CoOp whose gradient never points against zero-shot CLIP's (Zhu et al.'s ProGrad).
+    Prograd,
     /// No training: CLIP with hand-written prompts.
     #[value(alias = "zero_shot", alias = "zeroshot", alias = "zs")]
     ZeroShot,
@@ -28,6 +34,9 @@ impl std::fmt::Display for Method {
         f.write_str(match self {
             Self::Mocoop => "mocoop",
             Self::Coop => "coop",
+            Self::Cocoop => "cocoop",
+            Self::Kgcoop => "kgcoop",
+            Self::Prograd => "prograd",
             Self::ZeroShot => "zero-shot",
         })
     }
@@ -70,6 +79,54 @@ pub enum TextClasses {
     Train,
 }
 
+/// The distance KgCoOp's knowledge guidance keeps small (decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum KgDistance {
+    /// `1 − cos` averaged over the classes (the official code; default).
+    #[default]
+    Cosine,
+    /// The squared L2 distance of the normalised features, averaged over the classes (the paper).
+    #[value(name = "l2", alias = "squared-l2")]
+    SquaredL2,
+}
+
+/// Where ProGrad compares the two gradients (decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectionScope {
+    /// Each trainable tensor on its own (the official code; default).
+    #[default]
+    #[value(alias = "per_parameter")]
+    PerParameter,
+    /// Every trainable tensor as one vector.
+    Global,
+}
+
+/// ProGrad's update: the cross-entropy gradient `G_ce`, projected off the gradient `G_kl` of the
+/// distillation from zero-shot CLIP wherever the two point against each other:
+/// `G = G_ce − λ (G_ce·Ĝ_kl) Ĝ_kl` when `G_ce·G_kl < 0`, else `G_ce`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProGradConfig {
+    /// λ, how much of the opposing component is removed (1: all of it).
+    pub lambda: f32,
+    /// Temperature `T` of the distillation `T² · CE(softmax(t/T), softmax(s/T))`.
+    pub temperature: f32,
+    /// Per tensor or global.
+    pub scope: ProjectionScope,
+}
+
+impl Default for ProGradConfig {
+    /// The official configuration: λ = 1, T = 1, per tensor.
+    fn default() -> Self {
+        Self {
+            lambda: 1.0,
+            temperature: 1.0,
+            scope: ProjectionScope::PerParameter,
+        }
+    }
+}
+
 /// Weights and options of the loss terms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossConfig {
@@ -92,6 +149,21 @@ pub struct LossConfig {
     /// Whether the gating target is a fixed (detached) target (decision; default yes). Only the
     /// soft target has a gradient at all.
     pub gate_target_detached: bool,
+    /// The hand-made prompt (with `{}`) whose frozen text features KgCoOp's guidance and ProGrad's
+    /// teacher use.
+    #[serde(default)]
+    pub hand_made: Option<String>,
+    /// Weight of KgCoOp's knowledge guidance `L_kg`: the distance of the learned class text
+    /// features from the hand-made prompt's.
+    #[serde(default)]
+    pub lambda_kg: f32,
+    /// The distance of `L_kg`.
+    #[serde(default)]
+    pub kg_distance: KgDistance,
+    /// ProGrad's gradient projection (its distillation term `kl` is logged, not added to the
+    /// loss).
+    #[serde(default)]
+    pub prograd: Option<ProGradConfig>,
 }
 
 impl LossConfig {
@@ -107,6 +179,10 @@ impl LossConfig {
             gate_prototypes: GatePrototypes::PerClass,
             gate_target: GateTarget::TopKUniform,
             gate_target_detached: true,
+            hand_made: None,
+            lambda_kg: 0.0,
+            kg_distance: KgDistance::Cosine,
+            prograd: None,
         }
     }
 
@@ -117,6 +193,30 @@ impl LossConfig {
             lambda_gate: 0.0,
             ..Self::mocoop()
         }
+    }
+
+    /// KgCoOp: cross-entropy and `λ_kg = 8` times `1 − cos` to `hand_made`'s features.
+    pub fn kgcoop(hand_made: &str) -> Self {
+        Self {
+            hand_made: Some(hand_made.to_string()),
+            lambda_kg: 8.0,
+            ..Self::coop()
+        }
+    }
+
+    /// ProGrad: cross-entropy, its gradient projected against the distillation from `hand_made`'s
+    /// zero-shot logits (λ = 1, T = 1, per tensor).
+    pub fn prograd(hand_made: &str) -> Self {
+        Self {
+            hand_made: Some(hand_made.to_string()),
+            prograd: Some(ProGradConfig::default()),
+            ..Self::coop()
+        }
+    }
+
+    /// Whether a loss term uses the hand-made prompt's features.
+    pub fn needs_hand_made(&self) -> bool {
+        self.lambda_kg > 0.0 || self.prograd.is_some()
     }
 }
 
@@ -275,6 +375,7 @@ impl TrainConfig {
             ("lambda-gate", l.lambda_gate),
             ("lambda-lb", l.lambda_lb),
             ("lambda-kd", l.lambda_kd),
+            ("lambda-kg", l.lambda_kg),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!("--{name} must be finite and >= 0, got {value}"));
@@ -294,6 +395,28 @@ impl TrainConfig {
                 "--router-noise must be >= 0, got {}",
                 self.router_noise
             ));
+        }
+        if l.needs_hand_made() && l.hand_made.as_deref().is_none_or(|t| !t.contains("{}")) {
+            return Err(
+                "KgCoOp's guidance and ProGrad need a hand-made prompt with {} (--hand-made)"
+                    .into(),
+            );
+        }
+        if let Some(p) = &l.prograd {
+            if !(p.lambda.is_finite() && p.lambda >= 0.0) {
+                return Err(format!("--prograd-lambda must be >= 0, got {}", p.lambda));
+            }
+            if !(p.temperature.is_finite() && p.temperature > 0.0) {
+                return Err(format!(
+                    "--prograd-temperature must be positive, got {}",
+                    p.temperature
+                ));
+            }
+            if self.ln_tuning {
+                return Err(
+                    "ProGrad runs the text side twice per step and needs --ln-tuning false".into(),
+                );
+            }
         }
         if self.cached_views > 0 && self.ln_tuning {
             return Err(

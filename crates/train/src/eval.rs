@@ -1,185 +1,70 @@
-//! Evaluation of runs: trained mixtures, CoOp and zero-shot CLIP through one code path (a
-//! [`PromptClassifier`] with every text feature cached, then the image encoder per batch).
+//! Evaluation of runs, whatever their method: a loaded run ([`TrainedRun`]) gives a classifier
+//! per class set (`learner::ImageClassifier`), and accuracy is counted over a test split.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
-use mocoop_data::{
-    Dataset, Item, Loader, LoaderConfig, Subsample, load_dataset, subsample_classes,
-};
+use mocoop_data::{Item, Loader, LoaderConfig, Subsample, load_dataset, subsample_classes};
 use mocoop_model::Clip;
-use mocoop_model::prompt::{HardPrompts, MixtureOfPrompts, PromptClassifier};
-use mocoop_model::templates::{TemplateGroups, TemplateTable};
 use mocoop_model::tokenizer::ClipTokenizer;
 
-use crate::config::{DataConfig, Method, Setting, TrainConfig, ZeroShotPrompts};
+use crate::config::{Setting, TrainConfig};
+use crate::learner::{ImageClassifier, TrainedLearner};
 use crate::run::{self, RunResults, SplitResult};
 use crate::{TrainError, checkpoint, losses, resume};
 
-/// Prompts are encoded this many at a time at inference.
-pub const TEXT_CHUNK: usize = 1024;
-
-/// The template groups for `dataset`: from `groups_file` when given (its section for the
-/// dataset, or its only section), else from the built-in table.
-pub fn template_groups(
-    groups_file: Option<&Path>,
-    dataset: &str,
-) -> Result<TemplateGroups, TrainError> {
-    let table = match groups_file {
-        Some(path) => TemplateTable::from_file(path),
-        None => Ok(TemplateTable::builtin()),
-    }
-    .map_err(|e| TrainError::Config(e.to_string()))?;
-    let names: Vec<String> = table.datasets().map(str::to_string).collect();
-    let key = if groups_file.is_some() && names.len() == 1 && !names.contains(&dataset.to_string())
-    {
-        names[0].clone()
-    } else {
-        dataset.to_string()
-    };
-    table.groups(&key).map_err(|e| {
-        let hint = if groups_file.is_none() {
-            " (pass --groups FILE with template groups for this dataset)"
-        } else {
-            ""
-        };
-        TrainError::Config(format!("{e}{hint}"))
-    })
-}
-
-/// The training data of a run: its few-shot subset, cut to the base classes in base-to-new.
-/// Returns the dataset and a note for the user, if any.
-pub fn training_data(data: &DataConfig) -> Result<(Dataset, Option<String>), TrainError> {
-    let full = load_dataset(&data.dataset, &data.root)?;
-    let few = mocoop_data::few_shot(&full, data.shots, data.seed)?;
-    let dataset = match data.setting {
-        Setting::Base2new => subsample_classes(&few.dataset, Subsample::Base),
-        Setting::Fewshot => few.dataset,
-    };
-    Ok((dataset, few.note))
-}
-
-/// A run ready for inference: CLIP (with the run's image LayerNorms) and its prompts.
+/// A run ready for inference: its configuration and its method's trained form.
 #[derive(Debug)]
 pub struct TrainedRun<B: Backend> {
     /// The run's configuration.
     pub config: TrainConfig,
-    /// CLIP, with the trained image LayerNorms when the run tuned them.
-    pub clip: Clip<B>,
-    /// The trained mixture (`None` for zero-shot runs).
-    pub mixture: Option<MixtureOfPrompts<B>>,
+    /// The trained (or zero-shot) method.
+    pub learner: Box<dyn TrainedLearner<B>>,
     /// The run directory.
     pub dir: PathBuf,
 }
 
 impl<B: Backend> TrainedRun<B> {
-    /// Loads `run`'s configuration and checkpoint onto `clip` (the CLIP the run was trained
-    /// with). With `expected`, a run of another method is an error.
-    pub fn load(
-        run_dir: &Path,
-        clip: Clip<B>,
-        tokenizer: &ClipTokenizer,
-        expected: Option<Method>,
-        device: &B::Device,
-    ) -> Result<Self, TrainError> {
-        let config = run::read_config(run_dir, expected)?;
-        let clip = clip.with_precision(config.precision);
-        if config.method == Method::ZeroShot {
-            return Ok(Self {
-                config,
-                clip,
-                mixture: None,
-                dir: run_dir.to_path_buf(),
-            });
-        }
-        let (path, mut ckpt) = final_checkpoint(run_dir, &config)?;
-        let method = ckpt.metadata.get("method").cloned().unwrap_or_default();
-        if method != config.method.to_string() {
-            return Err(TrainError::Run(format!(
-                "{}: the checkpoint is from a {method} run but config.json describes a {} run",
-                path.display(),
-                config.method
-            )));
-        }
-        let mixture = MixtureOfPrompts::new(config.mixture.clone(), &clip, tokenizer, device)?;
-        let mixture = mixture
-            .load_tensors(&mut ckpt.tensors, device)
-            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
-        let clip = if config.ln_tuning {
-            checkpoint::load_visual_ln(clip, &mut ckpt.tensors, device)?
-        } else {
-            clip
-        };
-        if !ckpt.tensors.is_empty() {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: unexpected tensors {:?} for this run's configuration",
-                path.display(),
-                ckpt.tensors.keys().collect::<Vec<_>>()
-            )));
-        }
-        Ok(Self {
-            config,
-            clip,
-            mixture: Some(mixture),
-            dir: run_dir.to_path_buf(),
-        })
+    /// CLIP as the run uses it (with its image LayerNorms, if it tuned them).
+    pub fn clip(&self) -> &Clip<B> {
+        self.learner.clip()
     }
 
-    /// The classifier over `classnames` (text features computed once). For zero-shot runs the
-    /// templates come from `dataset`'s groups (ensemble) or the run's single template.
+    /// The classifier over `classnames` (what the method caches computed once). `dataset` names
+    /// the template groups of methods that use hand-made prompts.
     pub fn classifier(
         &self,
         tokenizer: &ClipTokenizer,
         classnames: &[String],
         dataset: &str,
         device: &B::Device,
-    ) -> Result<PromptClassifier<B>, TrainError> {
-        let scale = self.clip.logit_scale();
-        match &self.mixture {
-            Some(mixture) => {
-                let prompts =
-                    mixture.class_prompts(&self.clip.text, tokenizer, classnames, device)?;
-                Ok(mixture.classifier(&self.clip.text, &prompts, scale, TEXT_CHUNK))
-            }
-            None => {
-                let groups: Vec<Vec<String>> = match &self.config.zero_shot {
-                    ZeroShotPrompts::Template { template } => vec![vec![template.clone()]],
-                    ZeroShotPrompts::Ensemble => {
-                        template_groups(self.config.data.groups_file.as_deref(), dataset)?
-                            .groups()
-                            .to_vec()
-                    }
-                };
-                let hard =
-                    HardPrompts::from_groups(&self.clip, tokenizer, &groups, classnames, device)?;
-                Ok(PromptClassifier::ensemble(&hard, scale))
-            }
-        }
+    ) -> Result<Box<dyn ImageClassifier<B> + '_>, TrainError> {
+        self.learner
+            .classifier(tokenizer, classnames, dataset, device)
     }
 }
 
-/// Top-1 accuracy of `classifier` on `items`: `(correct, total)`.
+/// Top-1 accuracy of `classifier` on `items` (preprocessed at `image_size`): `(correct, total)`.
 pub fn accuracy<B: Backend>(
-    clip: &Clip<B>,
-    classifier: &PromptClassifier<B>,
+    classifier: &dyn ImageClassifier<B>,
+    image_size: usize,
     dataset: &str,
     items: Vec<Item>,
     batch_size: usize,
     workers: usize,
     device: &B::Device,
 ) -> Result<(usize, usize), TrainError> {
-    let size = clip.config().vision.image_size as u32;
     let config = LoaderConfig {
         workers,
-        ..LoaderConfig::test(size, batch_size.max(1))
+        ..LoaderConfig::test(image_size as u32, batch_size.max(1))
     };
     let loader = Loader::new(dataset, items, config);
     let (mut correct, mut total) = (0usize, 0usize);
     for batch in loader.epoch::<B>(0, device) {
         let batch = batch?;
         let n = batch.indices.len();
-        let logits = classifier.logits(clip.encode_image(batch.images));
+        let logits = classifier.predict(batch.images).logits;
         let hits = losses::correct(logits, batch.labels)
             .into_data()
             .convert::<f32>()
@@ -259,8 +144,8 @@ pub fn evaluate_run<B: Backend>(
         let dataset = subsample_classes(&full, split.subsample());
         let classifier = run.classifier(tokenizer, &dataset.classnames, &name, device)?;
         let (correct, images) = accuracy(
-            &run.clip,
-            &classifier,
+            classifier.as_ref(),
+            run.clip().config().vision.image_size,
             &name,
             dataset.test.clone(),
             target.batch_size,
@@ -285,7 +170,7 @@ pub fn evaluate_run<B: Backend>(
 
 /// The final checkpoint of a finished run; when it is damaged, the last epoch's checkpoint (the same
 /// tensors, kept for resuming), with a warning.
-fn final_checkpoint(
+pub(crate) fn final_checkpoint(
     run_dir: &Path,
     config: &TrainConfig,
 ) -> Result<(PathBuf, checkpoint::Checkpoint), TrainError> {

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::step::MocoopOutput;
+use crate::step::StepOutput;
 
 /// The per-epoch statistics file of a run.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -55,7 +55,7 @@ pub struct EpochSums {
 
 impl EpochSums {
     /// Adds the values of one training step, or of one device's share of it.
-    pub fn add(&mut self, output: &MocoopOutput) {
+    pub fn add(&mut self, output: &StepOutput) {
         let n = output.batch as f64;
         for (key, value) in &output.values {
             let entry = self.values.entry(key.to_string()).or_insert((0.0, 0.0));
@@ -134,7 +134,7 @@ impl Journal {
     }
 
     /// The [`NonFinite`] record of the next step, whose values are `output`'s.
-    pub fn non_finite(&self, output: &MocoopOutput) -> NonFinite {
+    pub fn non_finite(&self, output: &StepOutput) -> NonFinite {
         NonFinite {
             step: self.step + 1,
             epoch: self.epoch_of_next_step(),
@@ -147,7 +147,7 @@ impl Journal {
     }
 
     /// Counts one applied step whose device shares reported `outputs`.
-    pub fn count_step(&mut self, outputs: &[MocoopOutput]) {
+    pub fn count_step(&mut self, outputs: &[StepOutput]) {
         for output in outputs {
             self.sums.add(output);
         }

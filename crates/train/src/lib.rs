@@ -1,17 +1,22 @@
 #![warn(missing_docs)]
-//! MoCoOp training and evaluation on Burn: losses, the burn-train `Learner` step, optimiser
-//! grouping and clipping, the epoch schedule, checkpoints of the trainable tensors only, run
-//! directories, and evaluation of trained runs, CoOp and zero-shot CLIP through one code path.
+//! Prompt learning on Burn: the method interface ([`learner`]) and the methods ([`methods`]:
+//! MoCoOp, CoOp, zero-shot CLIP), one trainer for all of them (the burn-train `Learner` stepped
+//! by this crate's loop, the epoch schedule, checkpoints of the trainable tensors only, resuming),
+//! run directories, and evaluation of any method's runs through one code path.
 
 pub mod checkpoint;
 pub mod config;
 pub(crate) mod data;
 pub mod eval;
 pub(crate) mod features;
+pub mod hand_made;
 pub mod image_parts;
+pub mod inputs;
 pub(crate) mod journal;
+pub mod learner;
 pub mod loss_scale;
 pub(crate) mod losses;
+pub mod methods;
 pub(crate) mod metrics;
 pub mod model;
 pub mod protocol;
@@ -30,11 +35,15 @@ use std::path::Path;
 pub use config::{LossConfig, Method, OptimConfig, TrainConfig, epoch_lr};
 pub use eval::{EvalSplit, EvalTarget, TrainedRun, evaluate_run};
 pub use journal::EpochRecord;
+pub use learner::{
+    ImageClassifier, LearnerSetup, LossTerm, Prediction, PromptLearner, TrainedLearner,
+};
+pub use methods::{resume, train};
 pub use model::{ClassSetup, MocoopModel, StepTerms};
 pub use recipe::{LrScaling, Recipe};
 pub use run::{RunResults, SplitResult};
-pub use step::MocoopOutput;
-pub use trainer::{DeviceSplit, TrainOptions, TrainReport, resume, train};
+pub use step::StepOutput;
+pub use trainer::{DeviceSplit, TrainOptions, TrainReport};
 
 /// Why training or evaluation failed.
 #[derive(Debug, thiserror::Error)]

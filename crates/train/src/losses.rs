@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, activation};
 
-use crate::config::GateTarget;
+use crate::config::{GateTarget, KgDistance};
 
 /// Mean cross-entropy of logits `[N, C]` against labels `[N]`.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
@@ -88,6 +88,36 @@ pub fn mean_entropy<B: Backend>(p: Tensor<B, 2>) -> Tensor<B, 1> {
 pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     let n = labels.dims()[0];
     logits.argmax(1).reshape([n]).equal(labels).float().sum()
+}
+
+/// KgCoOp's knowledge guidance: the distance of each expert's class text features `z` `[E, C, D]`
+/// from the hand-made prompt's `t` `[C, D]` (both L2-normalised), averaged over experts and
+/// classes: `1 − cos`, or the squared L2 distance.
+pub fn knowledge_guidance<B: Backend>(
+    z: Tensor<B, 3>,
+    t: Tensor<B, 2>,
+    distance: KgDistance,
+) -> Tensor<B, 1> {
+    let [e, c, d] = z.dims();
+    let t = t.reshape([1, c, d]);
+    let per_class = match distance {
+        KgDistance::Cosine => -(z * t).sum_dim(2) + 1.0,
+        KgDistance::SquaredL2 => (z - t).powi_scalar(2).sum_dim(2),
+    };
+    per_class.reshape([e * c]).mean()
+}
+
+/// ProGrad's distillation from zero-shot logits `teacher` at temperature `temp`:
+/// `T² · mean_n Σ_c −softmax(teacher/T) · log softmax(student/T)` (a cross-entropy with the
+/// teacher's soft targets, as the official code computes it).
+pub fn soft_target_ce<B: Backend>(
+    student: Tensor<B, 2>,
+    teacher: Tensor<B, 2>,
+    temp: f32,
+) -> Tensor<B, 1> {
+    let p_t = activation::softmax(teacher.detach() / temp, 1);
+    let log_s = activation::log_softmax(student / temp, 1);
+    -(p_t * log_s).sum_dim(1).mean() * (temp * temp)
 }
 
 #[cfg(test)]

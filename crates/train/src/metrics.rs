@@ -1,4 +1,4 @@
-//! burn-train metrics over [`MocoopOutput`]: the loss and each term, accuracy, router entropy,
+//! burn-train metrics over [`StepOutput`]: the loss and each term, accuracy, router entropy,
 //! per-expert load, and the learning rate.
 
 use std::sync::Arc;
@@ -9,10 +9,10 @@ use burn::train::metric::{
     NumericEntry, SerializedEntry,
 };
 
-use crate::step::MocoopOutput;
+use crate::step::StepOutput;
 
-impl Adaptor<MocoopOutput> for MocoopOutput {
-    fn adapt(&self) -> MocoopOutput {
+impl Adaptor<StepOutput> for StepOutput {
+    fn adapt(&self) -> StepOutput {
         self.clone()
     }
 }
@@ -50,13 +50,13 @@ impl ValueMetric {
 }
 
 impl Metric for ValueMetric {
-    type Input = MocoopOutput;
+    type Input = StepOutput;
 
     fn name(&self) -> MetricName {
         self.name.clone()
     }
 
-    fn update(&mut self, item: &MocoopOutput, _metadata: &MetricMetadata) -> SerializedEntry {
+    fn update(&mut self, item: &StepOutput, _metadata: &MetricMetadata) -> SerializedEntry {
         let value = item.value(self.key).unwrap_or(f64::NAN);
         let mut format = FormatOptions::new(self.name()).precision(4);
         if let Some(unit) = self.unit {
@@ -160,13 +160,13 @@ impl Default for ExpertLoadMetric {
 }
 
 impl Metric for ExpertLoadMetric {
-    type Input = MocoopOutput;
+    type Input = StepOutput;
 
     fn name(&self) -> MetricName {
         self.name.clone()
     }
 
-    fn update(&mut self, item: &MocoopOutput, _metadata: &MetricMetadata) -> SerializedEntry {
+    fn update(&mut self, item: &StepOutput, _metadata: &MetricMetadata) -> SerializedEntry {
         if self.sums.len() != item.loads.len() {
             self.sums = vec![0.0; item.loads.len()];
             self.steps = 0;

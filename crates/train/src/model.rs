@@ -62,6 +62,9 @@ pub struct StepSettings {
     pub clip_norm: Option<f32>,
     /// Learning-rate multiplier of the image LayerNorms.
     pub ln_lr_scale: f64,
+    /// Whether the image LayerNorms train (they are then among the saved tensors).
+    #[serde(default)]
+    pub ln_tuning: bool,
     /// Seed of the router noise: each image's noise is drawn on the host from this seed, the
     /// step number and the image's position in the item list, so that a resumed run, or one split
     /// across devices, draws the same noise.
@@ -94,13 +97,24 @@ pub struct StepTerms<B: Backend> {
     pub logits: Tensor<B, 2>,
     /// The weighted total loss `[1]`.
     pub loss: Tensor<B, 1>,
-    /// Each computed loss term, unweighted: `ce`, then `text`, `gate`, `lb`, `kd` when their
-    /// weight is positive.
+    /// Each computed loss term, unweighted: `ce`, then `text`, `gate`, `lb`, `kd`, `kg` when
+    /// their weight is positive, and ProGrad's `kl` (not part of `loss`: its gradient only steers
+    /// the projection).
     pub terms: Vec<(&'static str, Tensor<B, 1>)>,
     /// Router logits `[N, E]` (with noise, in training), if there is a router.
     pub router_logits: Option<Tensor<B, 2>>,
     /// Gates `[N, E]`.
     pub gates: Tensor<B, 2>,
+}
+
+impl<B: Backend> StepTerms<B> {
+    /// The loss term `name`, if the step computed it.
+    pub fn term(&self, name: &str) -> Option<Tensor<B, 1>> {
+        self.terms
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, t)| t.clone())
+    }
 }
 
 /// CLIP + mixture of prompts + the per-run constants of the losses.
@@ -121,6 +135,9 @@ pub struct MocoopModel<B: Backend> {
     pub gate_prototypes: Option<Tensor<B, 3>>,
     /// Zero-shot ensemble text features of the training classes `[C_train, D]` (for `L_kd`).
     pub teacher: Option<Tensor<B, 2>>,
+    /// The hand-made prompt's text features of the training classes `[C_train, D]` (KgCoOp's
+    /// `L_kg`, ProGrad's teacher).
+    pub hand_made: Option<Tensor<B, 2>>,
     /// The other devices' shares of the prompts when the text side is split by class (empty:
     /// every prompt is encoded on the model's device); see [`Self::split_text`].
     pub text_shards: Vec<TextShard<B>>,
@@ -195,7 +212,7 @@ impl<B: Backend> MocoopModel<B> {
     ) -> Result<Self, PromptError> {
         let clip = freeze_clip(clip, ln_tuning);
         let mixture = MixtureOfPrompts::new(mixture, &clip, tokenizer, device)?;
-        Self::with_mixture(
+        let mut model = Self::with_mixture(
             clip,
             tokenizer,
             mixture,
@@ -204,7 +221,9 @@ impl<B: Backend> MocoopModel<B> {
             loss,
             router_noise,
             device,
-        )
+        )?;
+        model.settings.ln_tuning = ln_tuning;
+        Ok(model)
     }
 
     /// [`Self::new`] with an already built (or loaded) mixture; `clip` must already be frozen
@@ -265,6 +284,15 @@ impl<B: Backend> MocoopModel<B> {
                 teacher = Some(hard_train.ensemble());
             }
         }
+        let hand_made = match loss.hand_made.as_deref() {
+            Some(template) if loss.needs_hand_made() => {
+                let groups = [vec![template.to_string()]];
+                let hard =
+                    HardPrompts::from_groups(&clip, tokenizer, &groups, &classes.train, device)?;
+                Some(hard.ensemble())
+            }
+            _ => None,
+        };
         let scale = clip.logit_scale().exp();
         Ok(Self {
             clip,
@@ -274,6 +302,7 @@ impl<B: Backend> MocoopModel<B> {
             text_prototypes,
             gate_prototypes,
             teacher,
+            hand_made,
             text_shards: Vec::new(),
             settings: StepSettings {
                 loss,
@@ -281,6 +310,7 @@ impl<B: Backend> MocoopModel<B> {
                 scale,
                 clip_norm: Some(1.0),
                 ln_lr_scale: 0.1,
+                ln_tuning: false,
                 noise_seed: 0,
                 cached_features: false,
                 encode_all_experts: false,
@@ -389,6 +419,7 @@ impl<B: Backend> MocoopModel<B> {
             Some(index) => z_encoded.clone().select(1, index.clone()),
             None => z_encoded.clone(),
         };
+        let z_train = z.clone();
         let logits = self.mixture.logits(f.clone(), z, gates.clone(), s.scale);
         let ce = losses::cross_entropy(logits.clone(), labels.clone());
         let mut loss = ce.clone();
@@ -436,10 +467,16 @@ impl<B: Backend> MocoopModel<B> {
         if l.lambda_kd > 0.0
             && let Some(t) = &self.teacher
         {
-            let teacher_logits = f.detach().matmul(t.clone().transpose()) * s.scale;
+            let teacher_logits = f.clone().detach().matmul(t.clone().transpose()) * s.scale;
             let term = losses::distillation(logits.clone(), teacher_logits);
             loss = loss + term.clone() * l.lambda_kd;
             terms.push(("kd", term));
+        }
+        for (name, term, weight) in self.hand_made_terms(&f, z_train, &logits) {
+            if weight > 0.0 {
+                loss = loss + term.clone() * weight;
+            }
+            terms.push((name, term));
         }
         StepTerms {
             logits,
@@ -448,6 +485,34 @@ impl<B: Backend> MocoopModel<B> {
             router_logits,
             gates,
         }
+    }
+}
+
+impl<B: Backend> MocoopModel<B> {
+    /// The terms that compare with the hand-made prompt's features, with their weights in the
+    /// loss: KgCoOp's `kg` (the training classes' text features `z` against them) and ProGrad's
+    /// `kl` (weight 0: the logits against the zero-shot logits, for the projection only).
+    fn hand_made_terms(
+        &self,
+        f: &Tensor<B, 2>,
+        z: Tensor<B, 3>,
+        logits: &Tensor<B, 2>,
+    ) -> Vec<(&'static str, Tensor<B, 1>, f32)> {
+        let Some(t) = &self.hand_made else {
+            return Vec::new();
+        };
+        let l = &self.settings.loss;
+        let mut out = Vec::new();
+        if l.lambda_kg > 0.0 {
+            let term = losses::knowledge_guidance(z, t.clone(), l.kg_distance);
+            out.push(("kg", term, l.lambda_kg));
+        }
+        if let Some(p) = &l.prograd {
+            let zero_shot = f.clone().detach().matmul(t.clone().transpose()) * self.settings.scale;
+            let term = losses::soft_target_ce(logits.clone(), zero_shot, p.temperature);
+            out.push(("kl", term, 0.0));
+        }
+        out
     }
 }
 

@@ -11,9 +11,16 @@
 //! constant warm-up rate of 1e-5; the image LayerNorms (tuned by MoCoOp only) train at 0.1× the
 //! rate. The setting (base-to-new or few-shot) does not enter: the description gives the few-shot
 //! setting no recipe of its own, and the transfer protocols, which train on ImageNet in the
-//! few-shot setting, get ImageNet's by its name.
+//! few-shot setting, get ImageNet's by its name. CoOp and zero-shot CLIP share MoCoOp's schedule.
+//!
+//! CoCoOp uses its official configuration (10 epochs, 1 of warm-up, at batch size 1 and learning
+//! rate 0.002, not scaled, no clipping). KgCoOp and ProGrad use their official configurations on every dataset (one warm-up epoch at
+//! 1e-5, learning rate 0.002 not scaled with the batch, no clipping): KgCoOp 100 epochs at batch
+//! 128 (`vit_b16_ep100_ctxv1`, λ_kg = 8), ProGrad 100 epochs at batch 32 (`rn50_ep100`, λ = 1,
+//! T = 1), each with its own hand-made prompt for the dataset (`hand_made`).
 
 use crate::config::{LossConfig, Method, OptimConfig};
+use crate::hand_made::hand_made_template;
 
 /// How the learning rate follows the batch size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,6 +67,12 @@ pub struct Recipe {
 impl Recipe {
     /// The recipe of `method` on the dataset named `dataset` (as in the dataset registry).
     pub fn for_run(method: Method, dataset: &str) -> Self {
+        if let Some(template) = hand_made_template(method, dataset) {
+            return Self::official(method, template);
+        }
+        if method == Method::Cocoop {
+            return Self::cocoop();
+        }
         let (epochs, warmup_epochs, batch_size, base_lr, lr_scaling) = if dataset == IMAGENET {
             (10, 1, 1, 0.002, LrScaling::None)
         } else {
@@ -83,6 +96,48 @@ impl Recipe {
             } else {
                 LossConfig::coop()
             },
+        }
+    }
+
+    /// KgCoOp's or ProGrad's official configuration, with `hand_made` as the dataset's prompt.
+    fn official(method: Method, hand_made: &str) -> Self {
+        let (batch_size, loss) = if method == Method::Kgcoop {
+            (128, LossConfig::kgcoop(hand_made))
+        } else {
+            (32, LossConfig::prograd(hand_made))
+        };
+        Self {
+            epochs: 100,
+            warmup_epochs: 1,
+            warmup_lr: 1e-5,
+            batch_size,
+            base_lr: 0.002,
+            lr_scaling: LrScaling::None,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_norm: None,
+            ln_lr_scale: 0.1,
+            ln_tuning: false,
+            loss,
+        }
+    }
+
+    /// CoCoOp's official configuration (`vit_b16_c4_ep10_batch1_ctxv1`): 10 epochs (1 of warm-up
+    /// at 1e-5) at batch size 1 and learning rate 0.002, not scaled, no clipping.
+    fn cocoop() -> Self {
+        Self {
+            epochs: 10,
+            warmup_epochs: 1,
+            warmup_lr: 1e-5,
+            batch_size: 1,
+            base_lr: 0.002,
+            lr_scaling: LrScaling::None,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_norm: None,
+            ln_lr_scale: 0.1,
+            ln_tuning: false,
+            loss: LossConfig::coop(),
         }
     }
 
@@ -176,6 +231,31 @@ mod tests {
             // The schedule is the dataset's, whatever the method.
             assert_eq!(other.optim(32, 50), mocoop.optim(32, 50));
         }
+    }
+
+    #[test]
+    fn kgcoop_and_prograd_follow_their_official_configurations() {
+        let kg = Recipe::for_run(Method::Kgcoop, "oxford_pets");
+        assert_eq!((kg.epochs, kg.warmup_epochs, kg.batch_size), (100, 1, 128));
+        assert!(close(kg.lr(32), 0.002) && kg.clip_norm.is_none() && !kg.ln_tuning);
+        assert_eq!(kg.loss.lambda_kg, 8.0);
+        assert_eq!(
+            kg.loss.hand_made.as_deref(),
+            Some("a photo of a {}, a type of pet.")
+        );
+        let pg = Recipe::for_run(Method::Prograd, "oxford_pets");
+        assert_eq!((pg.epochs, pg.batch_size), (100, 32));
+        assert_eq!(
+            pg.loss.hand_made.as_deref(),
+            Some("a type of pet, a photo of a {}.")
+        );
+        assert_eq!(
+            pg.loss.prograd.map(|p| (p.lambda, p.temperature)),
+            Some((1.0, 1.0))
+        );
+        // A dataset the tables do not name, a custom one, gets the common prompt.
+        let custom = Recipe::for_run(Method::Kgcoop, "my_data");
+        assert_eq!(custom.loss.hand_made.as_deref(), Some("a photo of a {}."));
     }
 
     #[test]

@@ -14,14 +14,13 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, ParamId};
 use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::checkpoint::{self, Checkpoint};
 use crate::journal::EpochSums;
 use crate::loss_scale::LossScale;
-use crate::model::{MocoopModel, visual_ln_params};
 
 /// Name of the byte tensor holding the optimiser state.
 pub const OPTIMIZER_BLOB: &str = "state.optimizer";
@@ -67,19 +66,6 @@ pub struct ResumePoint {
     pub checkpoint: Checkpoint,
     /// Where the run stood.
     pub state: ResumeState,
-}
-
-/// The trainable tensors' parameter ids, by checkpoint name.
-pub fn param_ids<B: Backend>(model: &MocoopModel<B>, ln_tuning: bool) -> Vec<(String, ParamId)> {
-    let mut ids = model.mixture.param_ids();
-    if ln_tuning {
-        ids.extend(
-            visual_ln_params(&model.clip)
-                .into_iter()
-                .map(|(name, param)| (name, param.id)),
-        );
-    }
-    ids
 }
 
 /// Loads saved optimiser state into `optim`, moving each parameter's state from the id it had when

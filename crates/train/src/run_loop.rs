@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::split::split_dataloader;
 use burn::data::dataloader::{DataLoaderIterator, Progress};
-use burn::module::AutodiffModule;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
@@ -30,14 +29,15 @@ use mocoop_data::ImageBatch;
 
 use crate::data::DataErrors;
 use crate::journal::{self, Journal, NonFinite};
-use crate::model::MocoopModel;
+use crate::learner::PromptLearner;
+use crate::model::StepState;
 use crate::saver::{self, CheckpointSaver};
-use crate::step::MocoopOutput;
+use crate::step::StepOutput;
 
 /// The learning components of a run.
-type Components<B, LR, O> = LearningComponentsMarker<B, LR, MocoopModel<B>, O>;
+type Components<B, LR, M, O> = LearningComponentsMarker<B, LR, M, O>;
 /// The event processor of a run.
-type Processor<B, LR, O> = SupervisedTrainingEventProcessor<Components<B, LR, O>>;
+type Processor<B, LR, M, O> = SupervisedTrainingEventProcessor<Components<B, LR, M, O>>;
 
 /// How a run's loop ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +66,8 @@ pub struct RunState {
     pub saver: CheckpointSaver,
     /// How the loop ended.
     pub outcome: Outcome,
+    /// Where the model's training stood when the loop ended (the f16 loss scale's skipped steps).
+    pub model: StepState,
 }
 
 impl RunState {
@@ -89,18 +91,20 @@ pub struct RunLoop<B: AutodiffBackend> {
 impl<B: AutodiffBackend> RunLoop<B> {
     /// A loop over `devices` (data parallel when several; the first holds the model) continuing
     /// `journal`, saving through `saver`, stopping cleanly once `stop` is set and at the first
-    /// error in `data_errors`.
+    /// error in `data_errors`; `model` is where the model's training stands at the start.
     pub fn new(
         devices: Vec<B::Device>,
         journal: Journal,
         saver: CheckpointSaver,
         stop: Option<Arc<AtomicBool>>,
         data_errors: DataErrors,
+        model: StepState,
     ) -> Self {
         let state = RunState {
             journal,
             saver,
             outcome: Outcome::Finished,
+            model,
         };
         Self {
             devices,
@@ -127,31 +131,33 @@ impl<B: AutodiffBackend> RunLoop<B> {
 }
 
 /// The training steps of one epoch: one device's batches, or every device's part of each batch.
-enum EpochSteps<'a, B, LR, O>
+enum EpochSteps<'a, B, LR, M, O>
 where
     B: AutodiffBackend,
     LR: LrScheduler + 'static,
-    O: Optimizer<MocoopModel<B>, B> + 'static,
+    M: PromptLearner<B>,
+    O: Optimizer<M, B> + 'static,
 {
     One(Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a>),
     Many {
         iterators: Vec<Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a>>,
-        step: &'a MultiDevicesTrainStep<Components<B, LR, O>>,
+        step: &'a MultiDevicesTrainStep<Components<B, LR, M, O>>,
     },
 }
 
-impl<B, LR, O> EpochSteps<'_, B, LR, O>
+impl<B, LR, M, O> EpochSteps<'_, B, LR, M, O>
 where
     B: AutodiffBackend,
     LR: LrScheduler + 'static,
-    O: Optimizer<MocoopModel<B>, B> + 'static,
+    M: PromptLearner<B>,
+    O: Optimizer<M, B> + 'static,
 {
     /// The outputs of the next step (one per device share) and the epoch's progress, or `None`
     /// at the epoch's end.
     fn next(
         &mut self,
-        learner: &Learner<Components<B, LR, O>>,
-    ) -> Option<(Vec<TrainOutput<MocoopOutput>>, Progress)> {
+        learner: &Learner<Components<B, LR, M, O>>,
+    ) -> Option<(Vec<TrainOutput<StepOutput>>, Progress)> {
         match self {
             Self::One(iterator) => {
                 let batch = iterator.next()?;
@@ -172,9 +178,9 @@ where
 }
 
 /// The sum of the device shares' gradients, on the model's device.
-fn summed_grads<B: AutodiffBackend>(
-    outputs: Vec<TrainOutput<MocoopOutput>>,
-    model: &MocoopModel<B>,
+fn summed_grads<B: AutodiffBackend, M: PromptLearner<B>>(
+    outputs: Vec<TrainOutput<StepOutput>>,
+    model: &M,
     device: &B::Device,
 ) -> GradientsParams {
     if outputs.len() == 1 {
@@ -187,20 +193,21 @@ fn summed_grads<B: AutodiffBackend>(
     accumulator.grads()
 }
 
-impl<B, LR, O> SupervisedLearningStrategy<Components<B, LR, O>> for RunLoop<B>
+impl<B, LR, M, O> SupervisedLearningStrategy<Components<B, LR, M, O>> for RunLoop<B>
 where
     B: AutodiffBackend,
     LR: LrScheduler + 'static,
-    O: Optimizer<MocoopModel<B>, B> + 'static,
+    M: PromptLearner<B>,
+    O: Optimizer<M, B> + 'static,
 {
     fn fit(
         &self,
-        components: TrainingComponents<Components<B, LR, O>>,
-        mut learner: Learner<Components<B, LR, O>>,
-        train: TrainLoader<Components<B, LR, O>>,
-        valid: ValidLoader<Components<B, LR, O>>,
+        components: TrainingComponents<Components<B, LR, M, O>>,
+        mut learner: Learner<Components<B, LR, M, O>>,
+        train: TrainLoader<Components<B, LR, M, O>>,
+        valid: ValidLoader<Components<B, LR, M, O>>,
         starting_epoch: usize,
-    ) -> (MocoopModel<B>, Processor<B, LR, O>) {
+    ) -> (M, Processor<B, LR, M, O>) {
         let main = self.devices[0].clone();
         learner.fork(&main);
         let loaders = if self.devices.len() > 1 {
@@ -210,7 +217,7 @@ where
         };
         let valid = valid.to_device(&main);
         let multi = (self.devices.len() > 1)
-            .then(|| MultiDevicesTrainStep::<Components<B, LR, O>>::new(&self.devices));
+            .then(|| MultiDevicesTrainStep::<Components<B, LR, M, O>>::new(&self.devices));
         let mut processor = components.event_processor;
         let mut state = self.finish();
         let epochs = components.num_epochs;
@@ -243,8 +250,10 @@ where
                 break;
             }
         }
+        let model = learner.model();
+        state.model = model.state();
         *self.lock() = Some(state);
-        (learner.model(), processor)
+        (model, processor)
     }
 }
 
@@ -258,22 +267,23 @@ struct EpochContext<'a, B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> RunLoop<B> {
     /// Trains one epoch; `false` when the run stops (its [`Outcome`] is then set).
-    fn train_epoch<LR, O>(
+    fn train_epoch<LR, M, O>(
         &self,
-        learner: &mut Learner<Components<B, LR, O>>,
-        mut steps: EpochSteps<'_, B, LR, O>,
-        processor: &mut Processor<B, LR, O>,
+        learner: &mut Learner<Components<B, LR, M, O>>,
+        mut steps: EpochSteps<'_, B, LR, M, O>,
+        processor: &mut Processor<B, LR, M, O>,
         state: &mut RunState,
         context: &EpochContext<'_, B>,
     ) -> bool
     where
         LR: LrScheduler + 'static,
-        O: Optimizer<MocoopModel<B>, B> + 'static,
+        M: PromptLearner<B>,
+        O: Optimizer<M, B> + 'static,
     {
         let mut iteration = 0;
         while let Some((outputs, progress)) = steps.next(learner) {
             learner.lr_step();
-            let items: Vec<MocoopOutput> = outputs.iter().map(|o| o.item.clone()).collect();
+            let items: Vec<StepOutput> = outputs.iter().map(|o| o.item.clone()).collect();
             if let Some(bad) = items.iter().find(|o| !o.loss_is_finite()) {
                 state.outcome = Outcome::NonFinite(state.journal.non_finite(bad));
                 context.interrupter.stop(Some("non-finite loss"));
@@ -316,16 +326,17 @@ impl<B: AutodiffBackend> RunLoop<B> {
     }
 
     /// Saves the checkpoint `name` of a run the user stopped mid-epoch.
-    fn interrupt<LR, O>(
+    fn interrupt<LR, M, O>(
         &self,
-        learner: &Learner<Components<B, LR, O>>,
+        learner: &Learner<Components<B, LR, M, O>>,
         state: &mut RunState,
         name: &str,
         context: &EpochContext<'_, B>,
     ) -> bool
     where
         LR: LrScheduler + 'static,
-        O: Optimizer<MocoopModel<B>, B> + 'static,
+        M: PromptLearner<B>,
+        O: Optimizer<M, B> + 'static,
     {
         if let Err(error) = save_checkpoint(learner, state, name, context.store) {
             return self.fail(state, error.to_string(), context);
@@ -344,15 +355,16 @@ impl<B: AutodiffBackend> RunLoop<B> {
 }
 
 /// Ends the epoch the last step finished: its checkpoint and its line in `metrics.jsonl`.
-fn close_epoch<B, LR, O>(
-    learner: &Learner<Components<B, LR, O>>,
+fn close_epoch<B, LR, M, O>(
+    learner: &Learner<Components<B, LR, M, O>>,
     state: &mut RunState,
     store: &EventStoreClient,
 ) -> Result<(), crate::TrainError>
 where
     B: AutodiffBackend,
     LR: LrScheduler + 'static,
-    O: Optimizer<MocoopModel<B>, B> + 'static,
+    M: PromptLearner<B>,
+    O: Optimizer<M, B> + 'static,
 {
     let mut record = state.journal.close_epoch(learner.lr_current());
     let name = format!("epoch-{:03}.safetensors", record.epoch);
@@ -364,8 +376,8 @@ where
 
 /// Writes the checkpoint `name` of the learner's model and optimiser after the journal's steps;
 /// returns its path relative to the run directory.
-fn save_checkpoint<B, LR, O>(
-    learner: &Learner<Components<B, LR, O>>,
+fn save_checkpoint<B, LR, M, O>(
+    learner: &Learner<Components<B, LR, M, O>>,
     state: &mut RunState,
     name: &str,
     store: &EventStoreClient,
@@ -373,7 +385,8 @@ fn save_checkpoint<B, LR, O>(
 where
     B: AutodiffBackend,
     LR: LrScheduler + 'static,
-    O: Optimizer<MocoopModel<B>, B> + 'static,
+    M: PromptLearner<B>,
+    O: Optimizer<M, B> + 'static,
 {
     let optimizer = saver::optimizer_bytes(learner, store)?;
     state
@@ -382,15 +395,16 @@ where
 }
 
 /// One validation epoch through burn-train's event processor (its metrics and display).
-fn validate<B, LR, O>(
-    learner: &Learner<Components<B, LR, O>>,
-    valid: &ValidLoader<Components<B, LR, O>>,
-    processor: &mut Processor<B, LR, O>,
+fn validate<B, LR, M, O>(
+    learner: &Learner<Components<B, LR, M, O>>,
+    valid: &ValidLoader<Components<B, LR, M, O>>,
+    processor: &mut Processor<B, LR, M, O>,
     context: &EpochContext<'_, B>,
 ) where
     B: AutodiffBackend,
     LR: LrScheduler + 'static,
-    O: Optimizer<MocoopModel<B>, B> + 'static,
+    M: PromptLearner<B>,
+    O: Optimizer<M, B> + 'static,
 {
     let model = learner.model().valid();
     let mut iterator = valid.iter();

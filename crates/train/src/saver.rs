@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::checkpoint::{
     AsyncCheckpointer, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy,
 };
@@ -22,7 +22,7 @@ use burn::train::{Learner, LearningCheckpointer, LearningComponentsTypes};
 use crate::TrainError;
 use crate::checkpoint;
 use crate::journal::Journal;
-use crate::model::MocoopModel;
+use crate::learner::PromptLearner;
 use crate::resume::{self, ResumeState};
 
 /// Where and how a run saves its checkpoints.
@@ -30,8 +30,6 @@ use crate::resume::{self, ResumeState};
 pub struct CheckpointSaver {
     /// The run directory.
     dir: PathBuf,
-    /// Whether image LayerNorms are saved.
-    ln_tuning: bool,
     /// Metadata stored in every checkpoint.
     metadata: HashMap<String, String>,
     /// Checkpoints kept (older ones are deleted).
@@ -45,14 +43,12 @@ impl CheckpointSaver {
     /// checkpoints already there (a resumed run), oldest first.
     pub fn new(
         dir: &Path,
-        ln_tuning: bool,
         metadata: HashMap<String, String>,
         keep: usize,
         saved: Vec<PathBuf>,
     ) -> Self {
         Self {
             dir: dir.to_path_buf(),
-            ln_tuning,
             metadata,
             keep: keep.max(1),
             saved,
@@ -62,25 +58,26 @@ impl CheckpointSaver {
     /// Writes the checkpoint `name` (in the checkpoint folder) of `model` after `journal`'s
     /// steps, with the optimiser state `optimizer`, and deletes the oldest beyond the kept
     /// number. Returns the path relative to the run directory.
-    pub fn save<B: Backend>(
+    pub fn save<B: AutodiffBackend, M: PromptLearner<B>>(
         &mut self,
         name: &str,
-        model: &MocoopModel<B>,
+        model: &M,
         journal: &Journal,
         optimizer: Vec<u8>,
     ) -> Result<String, TrainError> {
         let relative = format!("{}/{name}", resume::CHECKPOINT_DIR);
         let path = self.dir.join(&relative);
-        let tensors = checkpoint::trainable_tensors(&model.clip, &model.mixture, self.ln_tuning);
+        let tensors = model.tensors();
         let state = ResumeState {
             step: journal.step,
             iters_per_epoch: journal.iters_per_epoch,
             partial: journal.sums.clone(),
-            param_ids: resume::param_ids(model, self.ln_tuning)
+            param_ids: model
+                .param_ids()
                 .into_iter()
                 .map(|(name, id)| (name, id.val()))
                 .collect(),
-            loss_scale: model.state.loss_scale,
+            loss_scale: model.state().loss_scale,
         };
         let mut metadata = self.metadata.clone();
         metadata.insert("epoch".into(), journal.epochs_done().to_string());

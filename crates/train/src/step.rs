@@ -8,25 +8,26 @@ use burn::tensor::{ElementConversion, Int, Tensor, activation};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 
 use mocoop_data::ImageBatch;
-use mocoop_model::clip::{cpu_parts, l2_normalize, tracks_gradients};
+use mocoop_model::clip::{VisionEncoder, cpu_parts, l2_normalize, tracks_gradients};
 
+use crate::config::{ProGradConfig, ProjectionScope};
 use crate::image_parts::ImageParts;
 use crate::losses;
 use crate::model::{MocoopModel, StepState, StepTerms};
 
 /// What a step reports, already on the host (one small read-back per step).
 #[derive(Debug, Clone, PartialEq)]
-pub struct MocoopOutput {
+pub struct StepOutput {
     /// Images in the batch.
     pub batch: usize,
-    /// `loss`, each loss term (`ce`, `text`, `gate`, `lb`, `kd`), `accuracy` (%), and
+    /// `loss`, each loss term (`ce`, `text`, `gate`, `lb`, `kd`, `kg`, `kl`), `accuracy` (%), and
     /// `router_entropy` (nats) when there is a router.
     pub values: Vec<(&'static str, f64)>,
     /// Fraction of the batch's top-K slots that went to each expert (empty without router).
     pub loads: Vec<f64>,
 }
 
-impl MocoopOutput {
+impl StepOutput {
     /// A reported value by key.
     pub fn value(&self, key: &str) -> Option<f64> {
         self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
@@ -38,10 +39,10 @@ impl MocoopOutput {
     }
 }
 
-impl ItemLazy for MocoopOutput {
-    type ItemSync = MocoopOutput;
+impl ItemLazy for StepOutput {
+    type ItemSync = StepOutput;
 
-    fn sync(self) -> MocoopOutput {
+    fn sync(self) -> StepOutput {
         self
     }
 }
@@ -51,7 +52,7 @@ pub fn host_output<B: Backend>(
     terms: &StepTerms<B>,
     labels: Tensor<B, 1, Int>,
     top_k: usize,
-) -> MocoopOutput {
+) -> StepOutput {
     let n = labels.dims()[0];
     let mut names: Vec<&'static str> = vec!["loss"];
     let mut parts = vec![terms.loss.clone().detach()];
@@ -88,7 +89,7 @@ pub fn host_output<B: Backend>(
         .iter()
         .map(|&v| f64::from(v))
         .collect();
-    MocoopOutput {
+    StepOutput {
         batch: n,
         values,
         loads,
@@ -200,17 +201,97 @@ fn unscale<B: Backend>(
     finite
 }
 
+/// The normalised features `[N, D]` of images through a frozen image encoder: run on the inner
+/// backend, since it records no graph either way (outside autodiff its activations and attention
+/// run as the fused loops of Burn's CPU backend).
+pub(crate) fn frozen_image_features<B: AutodiffBackend>(
+    vision: &VisionEncoder<B>,
+    images: Tensor<B, 4>,
+) -> Tensor<B, 2> {
+    Tensor::from_inner(l2_normalize(vision.valid().forward(images.inner())))
+}
+
+/// The dot products `(G_ce·G_kl, G_kl·G_kl)` of one tensor or of a scope of them.
+type Dots<B> = (Tensor<B, 1>, Tensor<B, 1>);
+
+/// `a · b` and `b · b` of the gradients of one tensor `id` (rank `D`) in `ce` and `kl`, if both
+/// have it.
+fn dots<B: Backend, const D: usize>(
+    ce: &GradientsParams,
+    kl: &GradientsParams,
+    id: ParamId,
+) -> Option<Dots<B>> {
+    let (a, b) = (ce.get::<B, D>(id)?, kl.get::<B, D>(id)?);
+    Some(((a * b.clone()).sum(), b.square().sum()))
+}
+
+/// `G_ce − λ · min(G_ce·G_kl, 0) / |G_kl|² · G_kl` for the tensor `id` of rank `D`, with the dot
+/// products `(ab, bb)` of its scope (the tensor's own, or every tensor's).
+fn project_one<B: Backend, const D: usize>(
+    ce: &mut GradientsParams,
+    kl: &GradientsParams,
+    id: ParamId,
+    (ab, bb): Dots<B>,
+    lambda: f32,
+) {
+    let (Some(a), Some(b)) = (ce.remove::<B, D>(id), kl.get::<B, D>(id)) else {
+        return;
+    };
+    let coef = (ab.clamp_max(0.0) / bb.clamp_min(1e-30)) * lambda;
+    let shape = [1; D];
+    ce.register(id, a - b * coef.reshape(shape));
+}
+
+/// ProGrad's update (see [`crate::config::ProGradConfig`]): the cross-entropy gradients `ce`,
+/// each projected off the distillation's `kl` where they point against it, per tensor or over
+/// every tensor of `one` (rank 1) and `two` (rank 2) at once. Computed on the device, without a
+/// branch: a non-negative dot product projects nothing.
+fn project<B: Backend>(
+    mut ce: GradientsParams,
+    kl: &GradientsParams,
+    one: &[ParamId],
+    two: &[ParamId],
+    prograd: &ProGradConfig,
+) -> GradientsParams {
+    let per_tensor: Vec<(ParamId, usize, Dots<B>)> = one
+        .iter()
+        .filter_map(|&id| Some((id, 1, dots::<B, 1>(&ce, kl, id)?)))
+        .chain(
+            two.iter()
+                .filter_map(|&id| Some((id, 2, dots::<B, 2>(&ce, kl, id)?))),
+        )
+        .collect();
+    let global = (prograd.scope == ProjectionScope::Global)
+        .then(|| {
+            per_tensor
+                .iter()
+                .map(|(_, _, d)| d.clone())
+                .reduce(|(a, b), (c, d)| (a + c, b + d))
+        })
+        .flatten();
+    for (id, rank, own) in per_tensor {
+        let scope = global.clone().unwrap_or(own);
+        if rank == 1 {
+            project_one::<B, 1>(&mut ce, kl, id, scope, prograd.lambda);
+        } else {
+            project_one::<B, 2>(&mut ce, kl, id, scope, prograd.lambda);
+        }
+    }
+    ce
+}
+
 impl<B: AutodiffBackend> MocoopModel<B> {
     /// Forward, read-back and backward of one training step; `None` gradients when the loss is
     /// not finite (the training loop then stops without applying the step).
     ///
     /// The loss is weighted by the batch's [`ImageBatch::share`] before the backward pass, so that
     /// the gradients of a step split across devices sum to those of the whole batch.
-    pub fn train_step(&self, batch: ImageBatch<B>) -> (MocoopOutput, Option<GradientsParams>) {
+    pub fn train_step(&self, batch: ImageBatch<B>) -> (StepOutput, Option<GradientsParams>) {
         let noise = self.router_noise(self.state.steps, &batch.indices, &batch.images.device());
         let (features, parts) = self.step_features(batch.images);
+        let again = (features.clone(), noise.clone());
         let terms = self.forward_features(features, batch.labels.clone(), noise, true);
-        let mut output = host_output(&terms, batch.labels, self.mixture.config().top_k);
+        let mut output = host_output(&terms, batch.labels.clone(), self.mixture.config().top_k);
         let loss_scale = self.state.loss_scale;
         if let Some(s) = loss_scale {
             output.values.push(("loss_scale", f64::from(s.scale)));
@@ -223,6 +304,20 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         let grads = match parts {
             Some(parts) => parts.backward(grads, self),
             None => GradientsParams::from_grads(grads, self),
+        };
+        let grads = match &self.settings.loss.prograd {
+            // The graph of the first pass is gone with its backward pass: the text side runs again
+            // for the distillation's gradient (the image features need no graph: ProGrad does not
+            // tune the image LayerNorms).
+            Some(prograd) => {
+                let (features, noise) = again;
+                let terms = self.forward_features(features, batch.labels, noise, true);
+                let kl = terms.term("kl").expect("ProGrad's step computes kl");
+                let kl = GradientsParams::from_grads((kl * factor).backward(), self);
+                let (one, two) = self.trainable_ids();
+                project::<B::InnerBackend>(grads, &kl, &one, &two, prograd)
+            }
+            None => grads,
         };
         (output, Some(grads))
     }
@@ -246,8 +341,7 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         } else if tracks_gradients(vision) {
             (self.image_features(images, true), None)
         } else {
-            let features = l2_normalize(vision.valid().forward(images.inner()));
-            (Tensor::from_inner(features), None)
+            (frozen_image_features(vision, images), None)
         }
     }
 
@@ -259,52 +353,93 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     ///
     /// `BB` is the optimiser's backend: burn-train's [`TrainStep::optimize`] names it separately
     /// from `B`, though they are the same.
-    pub fn apply_grads<BB, O>(mut self, optim: &mut O, lr: f64, mut grads: GradientsParams) -> Self
+    pub fn apply_grads<BB, O>(self, optim: &mut O, lr: f64, grads: GradientsParams) -> Self
     where
         BB: AutodiffBackend,
         O: Optimizer<Self, BB>,
         Self: AutodiffModule<BB>,
     {
         let (one, two) = self.trainable_ids();
-        if let Some(scale) = &mut self.state.loss_scale
-            && !grads.is_empty()
-        {
-            let finite = unscale::<B::InnerBackend>(&mut grads, &one, &two, scale.scale);
-            scale.update(finite);
-        }
-        let state = StepState {
-            steps: self.state.steps + 1,
-            ..self.state
+        let update = Update {
+            one,
+            two,
+            clip_norm: self.settings.clip_norm,
+            slow: (self.ln_param_ids(), self.settings.ln_lr_scale),
         };
-        let mut model = if grads.is_empty() {
-            self
-        } else {
-            if let Some(max_norm) = self.settings.clip_norm {
-                clip_global_norm::<B::InnerBackend>(&mut grads, &one, &two, max_norm);
-            }
-            let mut ln_grads = GradientsParams::new();
-            for id in self.ln_param_ids() {
-                if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
-                    ln_grads.register(id, g);
-                }
-            }
-            let ln_lr = lr * self.settings.ln_lr_scale;
-            let mut model = optim.step(lr, self, grads);
-            if !ln_grads.is_empty() {
-                model = optim.step(ln_lr, model, ln_grads);
-            }
-            model
-        };
+        let state = self.state;
+        let (mut model, state) = sgd_update(self, state, optim, lr, grads, update);
         model.state = state;
         model
     }
 }
 
+/// What the optimiser step of a method needs besides its gradients.
+pub(crate) struct Update {
+    /// Trainable parameter ids of rank 1.
+    pub(crate) one: Vec<ParamId>,
+    /// Trainable parameter ids of rank 2.
+    pub(crate) two: Vec<ParamId>,
+    /// Global gradient-norm clipping threshold.
+    pub(crate) clip_norm: Option<f32>,
+    /// Parameters trained at `lr ×` the factor (MoCoOp's image LayerNorms), and the factor.
+    pub(crate) slow: (Vec<ParamId>, f64),
+}
+
+/// The optimiser step every method shares: unscaling (f16 runs: a step whose gradients are not
+/// finite is skipped and the loss scale lowered), global-norm clipping over every trainable
+/// gradient, then the optimiser at `lr`, and again at `lr × factor` for the slow parameters (the
+/// same optimiser stepped twice with disjoint gradients; its state is kept per parameter).
+/// Returns the model and `state` with the step counted.
+pub(crate) fn sgd_update<BB, M, O>(
+    model: M,
+    mut state: StepState,
+    optim: &mut O,
+    lr: f64,
+    mut grads: GradientsParams,
+    update: Update,
+) -> (M, StepState)
+where
+    BB: AutodiffBackend,
+    O: Optimizer<M, BB>,
+    M: AutodiffModule<BB>,
+{
+    let Update {
+        one,
+        two,
+        clip_norm,
+        slow: (slow, factor),
+    } = update;
+    if let Some(scale) = &mut state.loss_scale
+        && !grads.is_empty()
+    {
+        let finite = unscale::<BB::InnerBackend>(&mut grads, &one, &two, scale.scale);
+        scale.update(finite);
+    }
+    state.steps += 1;
+    if grads.is_empty() {
+        return (model, state);
+    }
+    if let Some(max_norm) = clip_norm {
+        clip_global_norm::<BB::InnerBackend>(&mut grads, &one, &two, max_norm);
+    }
+    let mut slow_grads = GradientsParams::new();
+    for id in slow {
+        if let Some(g) = grads.remove::<BB::InnerBackend, 1>(id) {
+            slow_grads.register(id, g);
+        }
+    }
+    let mut model = optim.step(lr, model, grads);
+    if !slow_grads.is_empty() {
+        model = optim.step(lr * factor, model, slow_grads);
+    }
+    (model, state)
+}
+
 impl<B: AutodiffBackend> TrainStep for MocoopModel<B> {
     type Input = ImageBatch<B>;
-    type Output = MocoopOutput;
+    type Output = StepOutput;
 
-    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<MocoopOutput> {
+    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<StepOutput> {
         let (item, grads) = self.train_step(batch);
         TrainOutput {
             grads: grads.unwrap_or_default(),
@@ -324,9 +459,9 @@ impl<B: AutodiffBackend> TrainStep for MocoopModel<B> {
 
 impl<B: Backend> InferenceStep for MocoopModel<B> {
     type Input = ImageBatch<B>;
-    type Output = MocoopOutput;
+    type Output = StepOutput;
 
-    fn step(&self, batch: ImageBatch<B>) -> MocoopOutput {
+    fn step(&self, batch: ImageBatch<B>) -> StepOutput {
         let terms = self.forward(batch.images, batch.labels.clone(), None, false);
         host_output(&terms, batch.labels, self.mixture.config().top_k)
     }

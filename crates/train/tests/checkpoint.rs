@@ -18,10 +18,10 @@ use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
 use mocoop_test_support::reference::fixtures;
-use mocoop_train::checkpoint::{read, trainable_tensors, write};
+use mocoop_train::checkpoint::{read, write};
 use mocoop_train::config::{DataConfig, LossConfig, Method, Setting, TrainConfig, ZeroShotPrompts};
 use mocoop_train::model::visual_ln_params;
-use mocoop_train::{ClassSetup, MocoopModel, Recipe, TrainedRun, run};
+use mocoop_train::{ClassSetup, MocoopModel, PromptLearner, Recipe, TrainedRun, run};
 
 type B = Autodiff<Flex>;
 
@@ -31,6 +31,7 @@ fn values<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
 
 #[test]
 fn saved_run_reloads_to_identical_logits() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let device = Default::default();
     let tokenizer = ClipTokenizer::embedded();
     let weights = fixtures().join("openclip_quickgelu.safetensors");
@@ -119,7 +120,7 @@ fn saved_run_reloads_to_identical_logits() {
         cached_views: 0,
     };
     run::create(&dir, &config, false).unwrap();
-    let tensors = trainable_tensors(&model.clip, &model.mixture, true);
+    let tensors = PromptLearner::tensors(&model);
     let metadata = [("method".to_string(), "mocoop".to_string())].into();
     write(&run::checkpoint_path(&dir), &tensors, &[], metadata).unwrap();
     let saved = read(&run::checkpoint_path(&dir)).unwrap();
@@ -131,9 +132,8 @@ fn saved_run_reloads_to_identical_logits() {
     let fresh = Clip::<Flex>::load(&weights, &LoadOptions::default(), &device).unwrap();
     let loaded = TrainedRun::load(&dir, fresh, tokenizer, Some(Method::Mocoop), &device).unwrap();
     let memory = model.valid();
-    let f_loaded = loaded
-        .clip
-        .encode_image(batch_tensor::<Flex>(&pixels, 32, &device));
+    let images = batch_tensor::<Flex>(&pixels, 32, &device);
+    let f_loaded = loaded.clip().encode_image(images.clone());
     let f_memory = memory
         .clip
         .encode_image(batch_tensor::<Flex>(&pixels, 32, &device));
@@ -150,7 +150,7 @@ fn saved_run_reloads_to_identical_logits() {
             .mixture
             .classifier(&memory.clip.text, &prompts, memory.clip.logit_scale(), 1024);
     assert_eq!(
-        values(c_loaded.logits(f_loaded)),
+        values(c_loaded.predict(images).logits),
         values(c_memory.logits(f_memory))
     );
 
@@ -168,6 +168,7 @@ fn saved_run_reloads_to_identical_logits() {
 
 #[test]
 fn damaged_checkpoints_are_detected() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.safetensors");
     let tensors = [(
@@ -212,6 +213,7 @@ fn damaged_checkpoints_are_detected() {
 
 #[test]
 fn identical_content_gives_identical_bytes() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let dir = tempfile::tempdir().unwrap();
     let tensors = vec![
         (

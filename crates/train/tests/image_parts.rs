@@ -66,6 +66,7 @@ fn in_parts(clip: &Clip<B>, images: &Tensor<B, 4>, count: usize) -> Vec<(String,
 
 #[test]
 fn parts_give_the_whole_batch_gradients_and_repeat_bit_for_bit() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let clip = clip(true);
     let images = images(&clip, 5);
     let whole = {
@@ -96,6 +97,7 @@ fn parts_give_the_whole_batch_gradients_and_repeat_bit_for_bit() {
 
 #[test]
 fn the_batch_runs_whole_in_one_part_or_through_a_frozen_encoder() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let tuned = clip(true);
     let images = images(&tuned, 4);
     assert!(ImageParts::encode(&tuned.vision, &images, 1).is_none());

@@ -4,4 +4,5 @@
 
 mod checkpoint;
 mod image_parts;
+mod learner;
 mod reference_step;

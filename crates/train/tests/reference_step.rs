@@ -1,4 +1,4 @@
-//! One MoCoOp and one CoOp training step on the CPU against the PyTorch reference in
+//! One MoCoOp, CoOp, CoCoOp, KgCoOp and ProGrad training step on the CPU against the PyTorch reference in
 //! `tests/fixtures/train_step.json` (written by `tests/fixtures/make_reference.py`): logits, router
 //! logits, gates, every loss term, the gradients of the contexts, router, text bias and image
 //! LayerNorms, and the parameters after two SGD steps (momentum, weight decay, global-norm
@@ -21,31 +21,64 @@ type B = Autodiff<Flex>;
 
 #[test]
 fn mocoop_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
     run_case::<B>("mocoop", Precision::F32, &Default::default());
 }
 
 #[test]
 fn coop_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
     run_case::<B>("coop", Precision::F32, &Default::default());
 }
 
 #[test]
+fn kgcoop_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_case::<B>("kgcoop", Precision::F32, &Default::default());
+}
+
+/// The fixture's ProGrad case is one whose cross-entropy gradient points against the
+/// distillation's, so the projected gradient is what is compared (the script asserts it).
+#[test]
+fn prograd_step_with_its_projection_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_case::<B>("prograd", Precision::F32, &Default::default());
+}
+
+/// And one where the two agree: the gradient is the cross-entropy's, untouched.
+#[test]
+fn prograd_step_without_projection_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_case::<B>("prograd_kept", Precision::F32, &Default::default());
+}
+
+#[test]
+fn cocoop_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    mocoop_test_support::cocoop_step::run_cocoop_case::<B>(&Default::default());
+}
+
+#[test]
 fn mocoop_step_in_f16_with_loss_scaling_stays_near_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
     run_case::<B>("mocoop", Precision::F16, &Default::default());
 }
 
 #[test]
 fn mocoop_step_in_bf16_stays_near_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
     run_case::<B>("mocoop", Precision::Bf16, &Default::default());
 }
 
 #[test]
 fn coop_step_in_bf16_stays_near_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
     run_case::<B>("coop", Precision::Bf16, &Default::default());
 }
 
 #[test]
 fn an_overflowing_f16_step_is_skipped_and_the_loss_scale_lowered() {
+    let _serial = mocoop_test_support::serial_autodiff();
     let (mut model, _, batch) = setup::<B>("mocoop", Precision::F16, &Default::default());
     // A scale that overflows f32: the scaled loss and its gradients are infinite.
     let huge = LossScale {

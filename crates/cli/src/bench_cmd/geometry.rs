@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use mocoop_model::Clip;
 use mocoop_model::config::ClipConfig;
-use mocoop_model::weights::{LoadedWeights, StateDict, WeightLayout};
 
 /// A model size. The PyTorch reference (`bench/reference/mocoop_step.py`) builds the same sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -45,11 +44,8 @@ impl Geometry {
     /// A CLIP of this size with seeded random weights, through the same loading code as a real
     /// checkpoint.
     pub fn random_clip<B: Backend>(self, seed: u64, device: &B::Device) -> Result<Clip<B>> {
-        let weights = LoadedWeights {
-            config: self.config(),
-            state: StateDict::random(seed),
-            layout: WeightLayout::OpenAi,
-        };
-        Clip::from_weights(weights, device).context("building the random CLIP")
+        self.config()
+            .init(seed, device)
+            .context("building the random CLIP")
     }
 }

@@ -1,13 +1,14 @@
-//! Timing one case on one backend: the training step through the trainer's own code
-//! (`MocoopModel::train_step` + `apply_grads` with burn's SGD), and inference through the
-//! `PromptClassifier` that `classify --prompts` and `eval` use.
+//! Timing one case on one backend: the training step through the method interface the trainer
+//! steps (`PromptLearner`: burn-train's `TrainStep::step` + `optimize`, with burn's SGD), and
+//! inference through the classifier that `classify --prompts` and `eval` use
+//! (`TrainedLearner::classifier`).
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
-use burn::module::Module;
+use anyhow::{Result, anyhow, bail};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::{TrainOutput, TrainStep};
 
 use mocoop_data::{BatchPart, ImageBatch};
 use mocoop_model::Precision;
@@ -16,8 +17,11 @@ use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_train::config::Method;
 use mocoop_train::loss_scale::LossScale;
+use mocoop_train::methods::mixture::{MixtureRun, TEXT_CHUNK};
 use mocoop_train::recipe::Recipe;
-use mocoop_train::{ClassSetup, DeviceSplit, MocoopModel};
+use mocoop_train::{
+    ClassSetup, DeviceSplit, MocoopModel, PromptLearner, StepOutput, TrainedLearner,
+};
 
 use super::cases::{CaseName, CaseSpec, class_names, expert_groups, synthetic_batch};
 use super::geometry::Geometry;
@@ -25,8 +29,6 @@ use super::report::peak_rss_mib;
 
 /// Experts mixed per image (the paper's K).
 const TOP_K: usize = 2;
-/// Prompts encoded at a time when the inference classifier caches its text features.
-const TEXT_CHUNK: usize = 256;
 
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
@@ -100,16 +102,13 @@ pub fn measure<B: AutodiffBackend>(
 /// strategy does for `train --device a,b`: each device forks the model and runs its part of the
 /// batch (its loss weighted by its share) on a thread of its own, and the gradients are summed on
 /// the main device.
-fn step_gradients<B: AutodiffBackend>(
-    model: &MocoopModel<B>,
+fn step_gradients<B: AutodiffBackend, M: PromptLearner<B>>(
+    model: &M,
     batch: &ImageBatch<B>,
     devices: &[B::Device],
 ) -> Result<GradientsParams> {
     if let [_] = devices {
-        return model
-            .train_step(batch.clone())
-            .1
-            .context("the loss is not finite");
+        return finite_grads(TrainStep::step(model, batch.clone()));
     }
     let size = batch.indices.len();
     let workers: Vec<_> = devices
@@ -138,13 +137,21 @@ fn step_gradients<B: AutodiffBackend>(
             (model.clone().fork(device), part)
         })
         .collect();
-    let parts = on_threads(workers, |(worker, part)| worker.train_step(part).1);
+    let parts = on_threads(workers, |(worker, part)| TrainStep::step(&worker, part));
     let mut sum = GradientsAccumulator::new();
-    for grads in parts {
-        let grads = grads.context("the loss is not finite")?;
+    for output in parts {
+        let grads = finite_grads(output)?;
         sum.accumulate(model, grads.to_device(&devices[0], model));
     }
     Ok(sum.grads())
+}
+
+/// A step's gradients; an error when its loss is not finite.
+fn finite_grads(output: TrainOutput<StepOutput>) -> Result<GradientsParams> {
+    if !output.item.loss_is_finite() {
+        bail!("the loss is not finite");
+    }
+    Ok(output.grads)
 }
 
 fn training<B: AutodiffBackend>(
@@ -196,7 +203,7 @@ fn training<B: AutodiffBackend>(
     };
     let (ms_per_step, model) = timed(schedule, model, |model| {
         let grads = step_gradients(&model, &batch, step_devices)?;
-        let model = model.apply_grads(&mut optim, optim_config.lr, grads);
+        let model = TrainStep::optimize(model, &mut optim, optim_config.lr, grads);
         sync::<B>(device)?;
         Ok(model)
     })?;
@@ -291,19 +298,28 @@ fn inference<B: Backend>(
     let config = MixtureConfig::mocoop(&groups, TOP_K.min(spec.experts), schedule.seed);
     let mixture = MixtureOfPrompts::new(config, &clip, tokenizer, device)?;
     let names = class_names(spec.classes);
-    let prompts = mixture.class_prompts(&clip.text, tokenizer, &names, device)?;
-    let classifier = mixture.classifier(&clip.text, &prompts, clip.logit_scale(), TEXT_CHUNK);
+    let run = MixtureRun {
+        clip: clip.clone(),
+        mixture,
+        ln_tuning: false,
+    };
+    let classifier = run.classifier(tokenizer, &names, "bench", device)?;
     let (ms_per_step, ()) = timed(schedule, (), |()| {
-        let logits = classifier.logits(clip.encode_image(images.clone()));
-        drop(logits.into_data());
+        drop(classifier.predict(images.clone()).logits.into_data());
         Ok(())
     })?;
     let peak = peak_rss_mib();
     let mut parts = Vec::new();
     if schedule.breakdown {
         let f = clip.encode_image(images.clone());
+        let prompts = run
+            .mixture
+            .class_prompts(&clip.text, tokenizer, &names, device)?;
+        let text = run
+            .mixture
+            .classifier(&clip.text, &prompts, clip.logit_scale(), TEXT_CHUNK);
         let (mix, ()) = timed(schedule, (), |()| {
-            drop(classifier.logits(f.clone()).into_data());
+            drop(text.logits(f.clone()).into_data());
             Ok(())
         })?;
         parts.push(("router + mixture on cached text features".to_string(), mix));

@@ -111,7 +111,7 @@ pub fn test_load<B: Backend>(
         )
     })?;
     let mut picks = vec![0usize; config.mixture.num_experts()];
-    route(&run, &data.dataset, &dataset.test, device, |_, gates| {
+    route(&run, tokenizer, &dataset, device, |_, gates| {
         for (e, _) in gates.iter().enumerate().filter(|(_, g)| **g > 0.0) {
             picks[e] += 1;
         }

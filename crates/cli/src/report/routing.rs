@@ -9,32 +9,34 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 use mocoop_data::{Dataset, Item, Loader, LoaderConfig};
 use mocoop_model::prompt::ExpertInit;
+use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_train::TrainedRun;
 
 use super::plots::{self, Figure, HeatMap, ImageRow};
 use super::table::Table;
 use crate::model_args::to_rows;
 
-/// Runs `run`'s router over `items` (images of `dataset`) and hands each item with its gates
-/// (`[E]`, zero for the experts not picked; `1 / E` each without a router) to `visit`.
+/// Runs `run`'s classifier over `items` (images of `dataset`, classes `classnames`) and hands each
+/// item with its gates (`[E]`, zero for the experts not picked; one expert's weight 1 for a method
+/// without routing) to `visit`.
 pub fn route<B: Backend>(
     run: &TrainedRun<B>,
-    dataset: &str,
-    items: &[Item],
+    tokenizer: &ClipTokenizer,
+    dataset: &Dataset,
     device: &B::Device,
     mut visit: impl FnMut(&Item, &[f32]),
 ) -> Result<()> {
-    let Some(mixture) = &run.mixture else {
-        anyhow::bail!("a zero-shot run has no experts to route to");
-    };
-    let size = run.clip.config().vision.image_size as u32;
-    let loader = Loader::new(dataset, items.to_vec(), LoaderConfig::test(size, 64));
+    let classifier = run.classifier(tokenizer, &dataset.classnames, &dataset.name, device)?;
+    let size = run.clip().config().vision.image_size as u32;
+    let items = &dataset.test;
+    let loader = Loader::new(&dataset.name, items.clone(), LoaderConfig::test(size, 64));
     for batch in loader.epoch::<B>(0, device) {
         let batch = batch?;
-        let n = batch.indices.len();
-        let features = run.clip.encode_image(batch.images);
-        let gates = mixture.gates(mixture.router_logits(features), n, device);
-        for (row, &index) in to_rows(gates)?.iter().zip(&batch.indices) {
+        let rows = match classifier.predict(batch.images).gates {
+            Some(gates) => to_rows(gates)?,
+            None => vec![vec![1.0]; batch.indices.len()],
+        };
+        for (row, &index) in rows.iter().zip(&batch.indices) {
             visit(&items[index], row);
         }
     }
@@ -97,6 +99,7 @@ impl Routing {
     /// per image style, with each expert's most confident examples.
     pub fn of_run<B: Backend>(
         run: &TrainedRun<B>,
+        tokenizer: &ClipTokenizer,
         dataset: &Dataset,
         styles: &[&str],
         style: impl Fn(&Item) -> Option<&'static str>,
@@ -104,7 +107,7 @@ impl Routing {
     ) -> Result<Self> {
         let templates = run.config.mixture.experts.iter().map(expert_name).collect();
         let mut routing = Self::new(templates, styles, &dataset.classnames);
-        route(run, &dataset.name, &dataset.test, device, |item, gates| {
+        route(run, tokenizer, dataset, device, |item, gates| {
             routing.add(style(item), item.label, gates, &item.path);
         })?;
         Ok(routing)

@@ -100,15 +100,11 @@ fn routing<B: Backend>(
     if config.method != Method::Mocoop || report.results.is_none() {
         return Ok(None);
     }
-    let checkpoint = CheckpointArgs {
-        weights: config.weights.clone(),
-        activation: config.activation,
-        precision: config.precision,
-    };
+    let checkpoint = CheckpointArgs::of_run(config, None);
     let loaded = checkpoint.load::<B>(spec, device)?;
     let run = TrainedRun::load(&report.run, loaded.clip, &loaded.tokenizer, None, device)?;
     let dataset = mocoop_data::load_dataset(&config.data.dataset, &config.data.root)?;
-    Routing::of_run(&run, &dataset, &[], |_| None, device).map(Some)
+    Routing::of_run(&run, &loaded.tokenizer, &dataset, &[], |_| None, device).map(Some)
 }
 
 /// Adds the routing figures (saved beside the page) to the page and the summary.

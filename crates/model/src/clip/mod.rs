@@ -19,11 +19,27 @@ use burn::tensor::{FloatDType, Tensor, TensorData};
 
 use crate::config::ClipConfig;
 use crate::precision::{CastWeights, Precision};
-use crate::weights::{self, LoadOptions, LoadedWeights, WeightsError};
+use crate::weights::{self, LoadOptions, LoadedWeights, StateDict, WeightLayout, WeightsError};
 pub use parts::{cpu_parts, on_threads, tracks_gradients};
 pub use sequences::index_tensor;
 pub use text::{TextEncoder, eot_positions};
 pub use vision::VisionEncoder;
+
+impl ClipConfig {
+    /// A CLIP of this geometry with freshly initialised weights, on `device`: Burn's
+    /// `config.init(&device)`, built through the same loading code as a checkpoint (LayerNorm
+    /// scales 1, biases 0, `logit_scale` ln(100), every other weight N(0, 0.02²)). The seed is
+    /// explicit, not the backend's RNG, so that the same seed gives the same model on every
+    /// backend (tests, benchmarks and pretraining compare across backends).
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Result<Clip<B>, WeightsError> {
+        let weights = LoadedWeights {
+            config: self.clone(),
+            state: StateDict::random(seed),
+            layout: WeightLayout::Native,
+        };
+        Clip::from_weights(weights, device)
+    }
+}
 
 /// CLIP, built from any supported checkpoint, on any Burn backend.
 #[derive(Module, Debug)]

@@ -18,6 +18,36 @@ use crate::clip::{Clip, TextEncoder, l2_normalize};
 use crate::templates::TemplateGroups;
 use crate::tokenizer::ClipTokenizer;
 
+/// A linear layer `[d_in] → [d_out]` initialised as PyTorch's `nn.Linear` is (weight and bias
+/// `U(±1/√d_in)`), drawn on the host from `seed` (weight first, row-major `[d_in, d_out]`, then
+/// bias), so that a run initialises the same on every backend.
+pub fn seeded_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Linear<B> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let bound = 1.0 / (d_in as f32).sqrt();
+    let mut draw = |count: usize| -> Vec<f32> {
+        (0..count)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect()
+    };
+    let weight = draw(d_in * d_out);
+    let bias = draw(d_out);
+    Linear {
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(weight, [d_in, d_out]),
+            device,
+        )),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias, [d_out]),
+            device,
+        ))),
+    }
+}
+
 /// What a mixture of prompts is made of; saved with every trained run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MixtureConfig {
@@ -133,27 +163,9 @@ impl<B: Backend> MixtureOfPrompts<B> {
         let text_bias = config
             .text_bias
             .then(|| Param::from_tensor(Tensor::zeros([d], device)));
-        let router = config.router.then(|| {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-            let bound = 1.0 / (d as f32).sqrt();
-            let mut draw = |count: usize| -> Vec<f32> {
-                (0..count)
-                    .map(|_| rng.random_range(-bound..bound))
-                    .collect()
-            };
-            let weight = draw(d * e);
-            let bias = draw(e);
-            Linear {
-                weight: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(weight, [d, e]),
-                    device,
-                )),
-                bias: Some(Param::from_tensor(Tensor::from_data(
-                    TensorData::new(bias, [e]),
-                    device,
-                ))),
-            }
-        });
+        let router = config
+            .router
+            .then(|| seeded_linear(d, e, config.seed, device));
         Ok(Self {
             pool,
             text_bias,

@@ -27,7 +27,7 @@ mod shard;
 pub use classifier::{PromptClassifier, mix_logits, top_k_gates};
 pub use hard::HardPrompts;
 pub use layout::{ExpertInit, ExpertLayout, PromptSequences};
-pub use mixture::{MixtureConfig, MixtureOfPrompts};
+pub use mixture::{MixtureConfig, MixtureOfPrompts, seeded_linear};
 pub use pool::{ClassPrompts, PromptPool};
 pub use shard::TextShard;
 

@@ -171,6 +171,40 @@ impl<B: Backend> ClassPrompts<B> {
         self.eot.len()
     }
 
+    /// Text-encoder outputs `[N, rows, D]` (not normalised) of every row once per context table
+    /// of `tables` (`[N, T, width]`, each laid out as [`PromptPool::table`]): the prompts of a
+    /// method whose contexts differ per image (CoCoOp), encoded together in buckets of similar
+    /// length of at most `chunk` rows.
+    pub fn encode_per_table(
+        &self,
+        text: &TextEncoder<B>,
+        tables: Tensor<B, 3>,
+        chunk: usize,
+    ) -> Tensor<B, 3> {
+        let [n, t, width] = tables.dims();
+        let rows = self.rows();
+        let [_, len, _] = self.fixed.dims();
+        let device = self.fixed.device();
+        // Table `k`'s rows follow the earlier tables' in one table; each copy of the prompts
+        // points into its own.
+        let offsets: Vec<i64> = (0..n).map(|k| (k * t) as i64).collect();
+        let offsets = Tensor::<B, 1, Int>::from_data(TensorData::new(offsets, [n]), &device)
+            .reshape([n, 1, 1]);
+        let index =
+            (self.ctx_index.clone().unsqueeze_dim::<3>(0) + offsets).reshape([n * rows, len]);
+        let fixed = self
+            .fixed
+            .clone()
+            .unsqueeze_dim::<4>(0)
+            .repeat_dim(0, n)
+            .reshape([n * rows, len, self.fixed.dims()[2]]);
+        let eot: Vec<usize> = (0..n).flat_map(|_| self.eot.iter().copied()).collect();
+        let table = tables.reshape([n * t, width]);
+        let encoded = encode_rows(text, &fixed, &index, &eot, table, chunk);
+        let d = encoded.dims()[1];
+        encoded.reshape([n, rows, d])
+    }
+
     /// Text-encoder outputs `[len, D]` (not normalised) of rows `start..start + len` with the
     /// contexts from `table`, encoded in buckets of similar length of at most `chunk` rows.
     pub fn encode(

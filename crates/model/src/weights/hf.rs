@@ -17,7 +17,8 @@ pub(super) fn is_hf_layout(tensors: &BTreeMap<String, TensorData>) -> bool {
     tensors.keys().any(|k| k.starts_with("vision_model."))
 }
 
-/// Loads a transformers model directory (`config.json` + `model.safetensors` or `pytorch_model.bin`).
+/// Loads a transformers model directory (`config.json` + `model.safetensors` or `pytorch_model.bin`);
+/// the directory is known not to be an open_clip hub folder.
 pub(super) fn load_dir(
     dir: &Path,
 ) -> Result<(StateDict, WeightLayout, StatedConfig), WeightsError> {
@@ -27,7 +28,11 @@ pub(super) fn load_dir(
         .find(|path| path.is_file())
         .ok_or_else(|| WeightsError::Format {
             path: dir.to_path_buf(),
-            message: "directory holds neither model.safetensors nor pytorch_model.bin".into(),
+            message: "directory holds neither a transformers model (config.json with \
+                      model.safetensors or pytorch_model.bin) nor an open_clip one \
+                      (open_clip_config.json with open_clip_model.safetensors or \
+                      open_clip_pytorch_model.bin)"
+                .into(),
         })?;
     let (state, layout, stated) = super::load_file(&weights)?;
     if layout != WeightLayout::HuggingFace {
@@ -82,6 +87,7 @@ pub(super) fn read_config(path: &Path) -> Result<StatedConfig, WeightsError> {
         layer_norm_eps: vision
             .get("layer_norm_eps")
             .and_then(serde_json::Value::as_f64),
+        ..StatedConfig::default()
     })
 }
 

@@ -12,15 +12,23 @@
 //! - TorchScript archives (`torch.jit.save`), such as OpenAI's released `ViT-*.pt` files;
 //! - transformers `CLIPModel` checkpoints: a directory with `config.json` and `model.safetensors` (or
 //!   `pytorch_model.bin`), or one of those files with its `config.json` beside it;
+//! - open_clip hub folders: `open_clip_config.json` with `open_clip_model.safetensors` (or
+//!   `open_clip_pytorch_model.bin`), or one of those files with the configuration beside it
+//!   ([`open_clip`]); a bare state dict takes its configuration from `--arch NAME` or
+//!   `--open-clip-config FILE` instead;
+//! - any of these in the Hugging Face cache, as `hf:ORG/NAME` ([`hf_cache`]);
 //! - the project's own format: a `.safetensors` file whose metadata carries the [`ClipConfig`]
 //!   (see [`native`]).
 //!
 //! fp16, bf16 and f64 tensors are kept in their stored type here and converted to the backend's float
 //! type when the model is built.
 
+mod architectures;
 mod archive;
 mod hf;
+pub mod hf_cache;
 pub mod native;
+mod open_clip;
 mod pickle;
 mod torch_save;
 mod torchscript;
@@ -31,6 +39,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{DType, TensorData};
 
 use crate::config::{Activation, ClipConfig, TextConfig, VisionConfig, default_heads};
+use crate::preprocess::Preprocess;
 
 /// Why a checkpoint could not be read or does not fit the model.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +87,17 @@ pub enum WeightsError {
     /// The configuration cannot be determined or is inconsistent.
     #[error("{0}")]
     Config(String),
+    /// An `hf:` model that the Hugging Face cache does not hold (nothing is downloaded).
+    #[error(
+        "{message} (looked in {path}; nothing is downloaded: fetch the model first, e.g. with \
+         `hf download ORG/NAME`, or point HF_HUB_CACHE / HF_HOME at the cache that holds it)"
+    )]
+    NotInCache {
+        /// The directory or file that is not there.
+        path: PathBuf,
+        /// What is missing.
+        message: String,
+    },
 }
 
 /// Where a checkpoint came from, recorded so that conversions and error messages can say so.
@@ -231,12 +251,32 @@ impl StateDict {
     }
 }
 
-/// Settings that a checkpoint may not carry, supplied by the user.
-#[derive(Debug, Clone, Default)]
+/// Settings that a checkpoint may not carry, supplied by the user: command-line flags, defined
+/// once here (the CLI's `CheckpointArgs` and `cargo xtask convert` flatten them).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct LoadOptions {
-    /// Overrides the MLP activation (needed for open_clip GELU models saved as bare state dicts,
-    /// which do not record it; OpenAI-layout files otherwise default to QuickGELU).
+    /// MLP activation, for state dicts that do not record it (OpenAI layout defaults to
+    /// quick_gelu; open_clip models without "quickgelu" in their name need `gelu`). Overrides
+    /// what the checkpoint states.
+    #[arg(long, ignore_case = true)]
     pub activation: Option<Activation>,
+    /// open_clip architecture of a bare state dict (ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336,
+    /// ViT-H-14, ViT-g-14, ViT-bigG-14, each also as NAME-quickgelu): heads, activation and MLP
+    /// width, checked against the tensors.
+    #[arg(long, value_name = "NAME", conflicts_with = "open_clip_config")]
+    pub arch: Option<String>,
+    /// open_clip configuration of a bare state dict: an `open_clip_config.json` or one of
+    /// open_clip's `model_configs/*.json`.
+    #[arg(long, value_name = "FILE")]
+    pub open_clip_config: Option<PathBuf>,
+    /// Attention heads of the image encoder, for checkpoints that do not state them (otherwise
+    /// width / 64, OpenAI's rule). Overrides what the checkpoint states.
+    #[arg(long, value_name = "N")]
+    pub vision_heads: Option<usize>,
+    /// Attention heads of the text encoder, for checkpoints that do not state them (otherwise
+    /// width / 64). Overrides what the checkpoint states.
+    #[arg(long, value_name = "N")]
+    pub text_heads: Option<usize>,
 }
 
 /// A checkpoint read into canonical form, ready to build a model from.
@@ -251,35 +291,74 @@ pub struct LoadedWeights {
 }
 
 /// Heads and activation that a file's own configuration states (transformers `config.json`, or the
-/// native metadata); anything absent falls back to OpenAI's rules.
+/// native metadata), or the user; anything absent falls back to OpenAI's rules.
 #[derive(Debug, Default)]
 struct StatedConfig {
     vision_heads: Option<usize>,
     text_heads: Option<usize>,
     activation: Option<Activation>,
     layer_norm_eps: Option<f64>,
+    preprocess: Option<Preprocess>,
+    /// A whole architecture (open_clip's configuration), checked against the tensors.
+    geometry: Option<open_clip::Geometry>,
 }
 
-/// Reads a checkpoint file or directory in any supported format.
+impl StatedConfig {
+    /// Everything a whole configuration states.
+    fn whole(geometry: open_clip::Geometry) -> Self {
+        let config = &geometry.config;
+        Self {
+            vision_heads: Some(config.vision.heads),
+            text_heads: Some(config.text.heads),
+            activation: Some(config.activation),
+            layer_norm_eps: Some(config.layer_norm_eps),
+            preprocess: Some(config.preprocess),
+            geometry: Some(geometry),
+        }
+    }
+
+    /// The user's flags take the place of what the file states.
+    fn overridden_by(mut self, options: &LoadOptions) -> Self {
+        self.vision_heads = options.vision_heads.or(self.vision_heads);
+        self.text_heads = options.text_heads.or(self.text_heads);
+        self.activation = options.activation.or(self.activation);
+        self
+    }
+}
+
+/// Reads a checkpoint file or directory in any supported format (or an `hf:` model in the
+/// Hugging Face cache, [`hf_cache`]).
 pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedWeights, WeightsError> {
-    let metadata = std::fs::metadata(path).map_err(|source| WeightsError::Io {
+    let named = open_clip::from_options(options)?;
+    let path = hf_cache::resolve(path)?;
+    let metadata = std::fs::metadata(&path).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let (state, layout, stated) = if metadata.is_dir() {
-        hf::load_dir(path)?
+        load_dir(&path)?
     } else {
-        load_file(path)?
+        load_file(&path)?
     };
-    let mut config = infer_config(&state, &stated)?;
-    if let Some(activation) = options.activation {
-        config.activation = activation;
-    }
+    let stated = named.unwrap_or(stated).overridden_by(options);
+    let config = infer_config(&state, &stated)?;
     Ok(LoadedWeights {
         config,
         state,
         layout,
     })
+}
+
+/// Reads a model directory: an open_clip hub folder, or a transformers one.
+fn load_dir(dir: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), WeightsError> {
+    match open_clip::hub_weights(dir) {
+        Some(weights) => {
+            let loaded = load_file(&weights)?;
+            open_clip::check_layout(loaded.1, &weights)?;
+            Ok(loaded)
+        }
+        None => hf::load_dir(dir),
+    }
 }
 
 /// Reads one weight file and turns it into canonical layout.
@@ -296,7 +375,7 @@ fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), Wei
             return Err(WeightsError::Format {
                 path: path.to_path_buf(),
                 message: "unknown weight file extension: expected .safetensors, .pt, .pth or .bin \
-                          (or a transformers model directory)"
+                          (or a transformers or open_clip model directory, or hf:ORG/NAME)"
                     .into(),
             });
         }
@@ -307,6 +386,8 @@ fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), Wei
             text_heads: Some(config.text.heads),
             activation: Some(config.activation),
             layer_norm_eps: Some(config.layer_norm_eps),
+            preprocess: Some(config.preprocess),
+            geometry: None,
         };
         return Ok((StateDict::new(tensors), WeightLayout::Native, stated));
     }
@@ -316,6 +397,19 @@ fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), Wei
         let state = hf::to_openai_layout(tensors, path)?;
         return Ok((state, WeightLayout::HuggingFace, stated));
     }
+    openai_layout(path, tensors)
+}
+
+/// An OpenAI/open_clip state dict, with the configuration of the open_clip hub folder it is in, if
+/// it is in one; a ResNet, or no CLIP at all, is refused.
+fn openai_layout(
+    path: &Path,
+    mut tensors: BTreeMap<String, TensorData>,
+) -> Result<(StateDict, WeightLayout, StatedConfig), WeightsError> {
+    if tensors.contains_key("visual.attnpool.positional_embedding") {
+        return Err(open_clip::resnet_error(&path.display().to_string()));
+    }
+    open_clip::lift_custom_text(&mut tensors);
     if !tensors.contains_key("visual.conv1.weight") {
         return Err(WeightsError::Format {
             path: path.to_path_buf(),
@@ -331,11 +425,16 @@ fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), Wei
             ),
         });
     }
-    Ok((
-        StateDict::new(tensors),
-        WeightLayout::OpenAi,
-        StatedConfig::default(),
-    ))
+    let beside = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(open_clip::CONFIG_FILE);
+    let stated = if beside.is_file() {
+        open_clip::read_file(&beside)?
+    } else {
+        StatedConfig::default()
+    };
+    Ok((StateDict::new(tensors), WeightLayout::OpenAi, stated))
 }
 
 /// Reads a safetensors file; returns the embedded native configuration when there is one.
@@ -442,33 +541,35 @@ fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, 
             "found {vision_layers} image and {text_layers} text residual blocks; both must be > 0"
         )));
     }
+    let image_size = grid.checked_mul(patch_size).ok_or_else(|| {
+        WeightsError::Config(format!(
+            "a {grid}x{grid} grid of {patch_size}-pixel patches is too large"
+        ))
+    })?;
+    let [vision_heads, text_heads] = heads(stated, [vision_width, text_width])?;
     let config = ClipConfig {
         embed_dim: state.dim("text_projection", 1)?,
         vision: VisionConfig {
             width: vision_width,
             layers: vision_layers,
-            heads: stated
-                .vision_heads
-                .unwrap_or_else(|| default_heads(vision_width)),
+            heads: vision_heads,
             patch_size,
-            image_size: grid.checked_mul(patch_size).ok_or_else(|| {
-                WeightsError::Config(format!(
-                    "a {grid}x{grid} grid of {patch_size}-pixel patches is too large"
-                ))
-            })?,
+            image_size,
         },
         text: TextConfig {
             width: text_width,
             layers: text_layers,
-            heads: stated
-                .text_heads
-                .unwrap_or_else(|| default_heads(text_width)),
+            heads: text_heads,
             context_length: state.dim("positional_embedding", 0)?,
             vocab_size: state.dim("token_embedding.weight", 0)?,
         },
         activation: stated.activation.unwrap_or_default(),
         layer_norm_eps: stated.layer_norm_eps.unwrap_or(1e-5),
+        preprocess: stated.preprocess.unwrap_or_default(),
     };
+    if let Some(geometry) = &stated.geometry {
+        geometry.check(&config, state)?;
+    }
     for (what, width, heads) in [
         ("image", config.vision.width, config.vision.heads),
         ("text", config.text.width, config.text.heads),
@@ -480,4 +581,40 @@ fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, 
         }
     }
     Ok(config)
+}
+
+/// The image and text heads: as stated, or by OpenAI's rule of 64-wide heads, which is said once
+/// on stderr because a wrong guess loads without error and computes other features.
+fn heads(stated: &StatedConfig, widths: [usize; 2]) -> Result<[usize; 2], WeightsError> {
+    let encoders = [
+        ("image", "--vision-heads", stated.vision_heads),
+        ("text", "--text-heads", stated.text_heads),
+    ];
+    let mut heads = [0; 2];
+    let mut guessed = Vec::new();
+    for (((what, flag, stated), width), out) in encoders.into_iter().zip(widths).zip(&mut heads) {
+        *out = match stated {
+            Some(heads) => heads,
+            None => {
+                let heads = default_heads(width).ok_or_else(|| {
+                    WeightsError::Config(format!(
+                        "the checkpoint does not state the {what} encoder's attention heads, and \
+                         its width {width} is not a multiple of 64 (OpenAI's rule of 64-wide \
+                         heads): pass --vision-heads N --text-heads N, or the model's \
+                         configuration (--arch NAME or --open-clip-config FILE)"
+                    ))
+                })?;
+                guessed.push(format!("{heads} {what} heads ({flag})"));
+                heads
+            }
+        };
+    }
+    if !guessed.is_empty() {
+        eprintln!(
+            "note: the checkpoint does not state its attention heads; assuming 64-wide heads \
+             (OpenAI's rule): {}. If the model was trained otherwise, say so with those flags.",
+            guessed.join(", ")
+        );
+    }
+    Ok(heads)
 }

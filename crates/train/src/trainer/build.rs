@@ -7,7 +7,6 @@ use burn::tensor::backend::AutodiffBackend;
 
 use mocoop_data::{Dataset, LoaderConfig};
 use mocoop_model::Clip;
-use mocoop_model::prompt::TextShard;
 use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 
@@ -16,11 +15,11 @@ use crate::TrainError;
 use crate::config::{OptimConfig, TrainConfig};
 use crate::data::{DataErrors, EpochLoader, SkippedImages};
 use crate::features::{FeatureCache, FeatureLoader};
-use crate::loss_scale::LossScale;
-use crate::model::{ClassSetup, MocoopModel};
+use crate::learner::{LearnerSetup, PromptLearner};
+use crate::model::ClassSetup;
 
-/// The model to train, with the run's step settings.
-pub(super) fn build_model<B: AutodiffBackend>(
+/// The method's model for a new run.
+pub(super) fn build_model<B: AutodiffBackend, M: PromptLearner<B>>(
     config: &TrainConfig,
     clip: Clip<B>,
     tokenizer: &ClipTokenizer,
@@ -28,31 +27,20 @@ pub(super) fn build_model<B: AutodiffBackend>(
     dataset: &Dataset,
     options: &TrainOptions,
     device: &B::Device,
-) -> Result<MocoopModel<B>, TrainError> {
-    let classes = ClassSetup {
-        train: dataset.classnames.clone(),
-        reference: dataset.all_classnames.clone(),
-        train_in_reference: dataset.class_ids.clone(),
-    };
-    let mut model = MocoopModel::new(
+) -> Result<M, TrainError> {
+    M::build(LearnerSetup {
+        config,
         clip,
         tokenizer,
-        config.mixture.clone(),
-        groups.groups(),
-        &classes,
-        config.loss.clone(),
-        config.ln_tuning,
-        config.router_noise,
+        groups,
+        classes: ClassSetup {
+            train: dataset.classnames.clone(),
+            reference: dataset.all_classnames.clone(),
+            train_in_reference: dataset.class_ids.clone(),
+        },
+        encode_all_experts: options.encode_all_experts,
         device,
-    )?;
-    model.settings.clip_norm = config.optim.clip_norm;
-    model.settings.ln_lr_scale = config.optim.ln_lr_scale;
-    model.settings.noise_seed = config.data.seed;
-    model.settings.encode_all_experts = options.encode_all_experts;
-    if config.precision.needs_loss_scaling() {
-        model.state.loss_scale = Some(LossScale::default());
-    }
-    Ok(model)
+    })
 }
 
 /// Steps per epoch.
@@ -69,33 +57,17 @@ pub(super) fn iterations(config: &TrainConfig, dataset: &Dataset) -> Result<usiz
 
 /// Shares the steps between `devices`: returns how many parts each batch is cut into (1 when
 /// the prompts, not the batches, are split by class).
-pub(super) fn split_devices<B: AutodiffBackend>(
-    model: &mut MocoopModel<B>,
+pub(super) fn split_devices<B: AutodiffBackend, M: PromptLearner<B>>(
+    model: &mut M,
     split: DeviceSplit,
     devices: &[B::Device],
     notes: &mut Vec<String>,
-) -> usize {
+) -> Result<usize, TrainError> {
     if split == DeviceSplit::Batch {
-        return devices.len();
+        return Ok(devices.len());
     }
-    model.split_text(devices);
-    let rows = model.prompts.rows();
-    let shards = &model.text_shards;
-    let shares: Vec<String> = std::iter::once(TextShard::first_device_rows(shards, rows))
-        .chain(shards.iter().map(TextShard::rows))
-        .map(|n| n.to_string())
-        .collect();
-    notes.push(if shares.len() > 1 {
-        format!(
-            "each step's {rows} prompts were encoded on {} devices, in shares of {} prompts \
-             (about equal in tokens)",
-            shares.len(),
-            shares.join(", ")
-        )
-    } else {
-        "the prompts were not split by class: there was one device".to_string()
-    });
-    1
+    notes.push(model.split_text_by_class(devices)?);
+    Ok(1)
 }
 
 /// The loaders of a run.
@@ -107,17 +79,17 @@ pub(super) struct Loaders<B: AutodiffBackend> {
 
 /// The training loader (images, or cached features, which are computed here) cut into `parts`
 /// per batch, and the validation loader (empty unless the run validates).
-pub(super) fn build_loaders<B: AutodiffBackend>(
+pub(super) fn build_loaders<B: AutodiffBackend, M: PromptLearner<B>>(
     config: &TrainConfig,
     dataset: &Dataset,
-    model: &mut MocoopModel<B>,
+    model: &mut M,
     parts: usize,
     options: &TrainOptions,
     device: &B::Device,
     errors: &DataErrors,
 ) -> Result<Loaders<B>, TrainError> {
     let data = &config.data;
-    let size = model.clip.config().vision.image_size as u32;
+    let size = model.clip().config().vision.image_size as u32;
     let train_config = LoaderConfig {
         workers: data.workers,
         skip_bad_images: data.skip_bad_images,
@@ -125,7 +97,7 @@ pub(super) fn build_loaders<B: AutodiffBackend>(
     };
     let (train, skipped) = if config.cached_views > 0 {
         let (cache, skipped) = FeatureCache::compute(
-            &model.clip.valid(),
+            &model.clip().valid(),
             &data.dataset,
             &dataset.train,
             train_config,
@@ -138,7 +110,7 @@ pub(super) fn build_loaders<B: AutodiffBackend>(
             present: cache.present,
             views: cache.views,
         };
-        model.settings.cached_features = true;
+        model.use_cached_features()?;
         let items = dataset.train.clone();
         let loader = FeatureLoader::new(&data.dataset, items, train_config, cache, device.clone());
         (TrainLoader::Features(loader.split_across(parts)), skipped)
@@ -178,11 +150,11 @@ pub(super) fn build_loaders<B: AutodiffBackend>(
     })
 }
 
-/// burn's SGD over the model, as the run's optimiser.
-pub(super) type Sgd<B> =
-    OptimizerAdaptor<burn::optim::Sgd<<B as AutodiffBackend>::InnerBackend>, MocoopModel<B>, B>;
+/// burn's SGD over the model `M`, as the run's optimiser.
+pub(super) type Sgd<B, M> =
+    OptimizerAdaptor<burn::optim::Sgd<<B as AutodiffBackend>::InnerBackend>, M, B>;
 
 /// The run's SGD over the model.
-pub(super) fn optimiser<B: AutodiffBackend>(optim: &OptimConfig) -> Sgd<B> {
-    optim.sgd().init::<B, MocoopModel<B>>()
+pub(super) fn optimiser<B: AutodiffBackend, M: PromptLearner<B>>(optim: &OptimConfig) -> Sgd<B, M> {
+    optim.sgd().init::<B, M>()
 }

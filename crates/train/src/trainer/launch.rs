@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{Learner, LearningComponentsMarker, SupervisedTraining, TrainingStrategy};
 
@@ -13,8 +12,8 @@ use super::{TrainOptions, checkpoint_metadata};
 use crate::TrainError;
 use crate::config::TrainConfig;
 use crate::data::DataErrors;
+use crate::learner::PromptLearner;
 use crate::metrics::{ExpertLoadMetric, LrMetric, ValueMetric};
-use crate::model::MocoopModel;
 use crate::renderer::BarRenderer;
 use crate::run;
 use crate::run_loop::{Outcome, RunLoop, RunState};
@@ -23,19 +22,18 @@ use crate::schedule::EpochSchedule;
 
 /// Runs the epochs left through burn-train (its learner, metrics and display) with this crate's
 /// loop; returns the trained model and the loop's state.
-pub(super) fn run_epochs<B: AutodiffBackend>(
+pub(super) fn run_epochs<B: AutodiffBackend, M: PromptLearner<B>>(
     config: &TrainConfig,
     out: &Path,
     options: &TrainOptions,
-    start: Start<B>,
+    start: Start<B, M>,
     loaders: Loaders<B>,
     devices: Vec<B::Device>,
     errors: DataErrors,
-) -> (MocoopModel<B::InnerBackend>, RunState) {
+) -> (M::InnerModule, RunState) {
     let epochs_done = start.journal.epochs_done();
     let saver = CheckpointSaver::new(
         out,
-        config.ln_tuning,
         checkpoint_metadata(config),
         options.keep_checkpoints,
         start.saved,
@@ -46,13 +44,15 @@ pub(super) fn run_epochs<B: AutodiffBackend>(
         saver,
         options.stop.clone(),
         errors,
+        start.model.state(),
     ));
     if epochs_done >= config.optim.epochs {
         return (start.model.valid(), run_loop.finish());
     }
     let mut training = metrics(
         SupervisedTraining::new(out, loaders.train.shared(), Arc::new(loaders.valid)),
-        config,
+        &start.model,
+        config.validate,
     )
     .with_application_logger(None)
     .num_epochs(config.optim.epochs)
@@ -67,36 +67,30 @@ pub(super) fn run_epochs<B: AutodiffBackend>(
 }
 
 /// The learning components of a run.
-type Components<B> = LearningComponentsMarker<B, EpochSchedule, MocoopModel<B>, Sgd<B>>;
+type Components<B, M> = LearningComponentsMarker<B, EpochSchedule, M, Sgd<B, M>>;
 
-/// Registers the metrics burn-train shows: the loss and each weighted term, accuracy, the
-/// learning rate, the router's entropy and loads, and the validation loss and accuracy.
-fn metrics<B: AutodiffBackend>(
-    training: SupervisedTraining<Components<B>>,
-    config: &TrainConfig,
-) -> SupervisedTraining<Components<B>> {
+/// Registers the metrics burn-train shows: the loss, the cross-entropy and each of the method's
+/// loss terms, accuracy, the learning rate, the router's entropy and loads (a method with routed
+/// experts), and, when the run validates, the validation loss and accuracy.
+fn metrics<B: AutodiffBackend, M: PromptLearner<B>>(
+    training: SupervisedTraining<Components<B, M>>,
+    model: &M,
+    validate: bool,
+) -> SupervisedTraining<Components<B, M>> {
     let mut training = training
         .metric_train_numeric(ValueMetric::new("Loss", "loss"))
         .metric_train_numeric(ValueMetric::new("CE", "ce"))
         .metric_train_numeric(ValueMetric::accuracy())
         .metric_train_numeric(LrMetric::default());
-    let l = &config.loss;
-    for (weight, name, key) in [
-        (l.lambda_text, "L_text", "text"),
-        (l.lambda_gate, "L_gate", "gate"),
-        (l.lambda_lb, "L_lb", "lb"),
-        (l.lambda_kd, "L_kd", "kd"),
-    ] {
-        if weight > 0.0 {
-            training = training.metric_train_numeric(ValueMetric::new(name, key));
-        }
+    for term in model.loss_terms() {
+        training = training.metric_train_numeric(ValueMetric::new(term.name, term.key));
     }
-    if config.mixture.router {
+    if model.routed_experts().is_some() {
         training = training
             .metric_train_numeric(ValueMetric::new("Router entropy", "router_entropy"))
             .metric_train(ExpertLoadMetric::default());
     }
-    if config.validate {
+    if validate {
         training = training
             .metric_valid_numeric(ValueMetric::new("Loss", "loss"))
             .metric_valid_numeric(ValueMetric::accuracy());

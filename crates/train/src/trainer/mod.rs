@@ -1,5 +1,5 @@
-//! A training run end to end: data, model, burn-train `Learner`, checkpoints, final evaluation,
-//! in named stages (`build`, `restart`, `launch`).
+//! A training run end to end, for any method ([`PromptLearner`]): data, model, burn-train
+//! `Learner`, checkpoints, final evaluation, in named stages (`build`, `restart`, `launch`).
 
 mod build;
 mod launch;
@@ -11,19 +11,20 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use burn::data::dataloader::DataLoader;
-use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use mocoop_data::ImageBatch;
+use mocoop_data::{Dataset, ImageBatch};
 use mocoop_model::Clip;
 use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 
 use crate::config::{Method, TrainConfig};
 use crate::data::{DataErrors, EpochCursor, EpochLoader, SkippedImages};
-use crate::eval::{EvalTarget, TrainedRun, evaluate_run, template_groups, training_data};
+use crate::eval::{EvalTarget, TrainedRun, evaluate_run};
 use crate::features::FeatureLoader;
+use crate::inputs::{template_groups, training_data};
 use crate::journal::{EpochRecord, Journal};
+use crate::learner::{PromptLearner, TrainedLearner};
 use crate::run::{self, RunResults};
 use crate::schedule::EpochSchedule;
 use crate::{TrainError, checkpoint};
@@ -58,14 +59,15 @@ pub struct TrainOptions {
 
 /// How a training step is shared between several devices. Either way the result is the
 /// one-device result up to floating-point summation order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceSplit {
     /// Data parallel: each device gets a part of every batch and runs the whole step on it,
     /// text side included (burn-train's multi-device strategy).
     #[default]
     Batch,
     /// The text side split by class: the first device runs the step, and every device encodes a
-    /// share of the `E × C` prompts (see [`MocoopModel::split_text`]). For many classes, where
+    /// share of the prompts (see [`PromptLearner::split_text_by_class`]; MoCoOp and CoOp split their
+    /// `E × C` prompts). For many classes, where
     /// the prompts, not the images, take the time.
     Classes,
 }
@@ -137,75 +139,82 @@ fn checkpoint_metadata(config: &TrainConfig) -> HashMap<String, String> {
     ])
 }
 
-/// Trains (or, for zero-shot CLIP, only evaluates) the run described by `config` into `out`.
-///
-/// With several `devices` and [`DeviceSplit::Batch`], every step's batch is split across them
-/// (data parallel, burn-train's multi-device strategy): each computes the loss of its part,
-/// weighted by the part's share of the batch, and the summed gradients are applied once on the
-/// first device, which also holds the model between steps and runs everything else. The result
-/// is the one-device result up to floating-point summation order (the load-balancing loss `L_lb`,
-/// a statistic of the whole batch, is computed per part). With [`DeviceSplit::Classes`], the
-/// first device runs every step and the others encode shares of its prompts. `clip` must be on
-/// the first device.
-pub fn train<B: AutodiffBackend>(
-    config: TrainConfig,
-    clip: Clip<B>,
-    tokenizer: &ClipTokenizer,
-    out: &Path,
-    options: &TrainOptions,
-    devices: &[B::Device],
-) -> Result<TrainReport, TrainError> {
-    fit(config, clip, tokenizer, out, options, devices, false)
+/// A run to train (or continue): what every method's training starts from.
+pub(crate) struct Run<'a, B: AutodiffBackend> {
+    /// The run's configuration.
+    pub(crate) config: TrainConfig,
+    /// The tokenizer of the run's CLIP.
+    pub(crate) tokenizer: &'a ClipTokenizer,
+    /// The run directory.
+    pub(crate) out: &'a Path,
+    /// How the run behaves beyond its configuration.
+    pub(crate) options: &'a TrainOptions,
+    /// The devices to train on, the model's first.
+    pub(crate) devices: &'a [B::Device],
+    /// Whether an existing run is continued.
+    pub(crate) resuming: bool,
 }
 
-/// Continues the run in `run` (killed, or interrupted) from its newest intact checkpoint with the
-/// configuration in its `config.json`; `clip` must be the model named there. The result is the
-/// one the uninterrupted run would have had. A finished run is not trained again: its results
-/// are returned (evaluated first if they are missing). `devices` need not be those the run
-/// started on.
-pub fn resume<B: AutodiffBackend>(
-    run: &Path,
-    clip: Clip<B>,
-    tokenizer: &ClipTokenizer,
-    options: &TrainOptions,
-    devices: &[B::Device],
-) -> Result<TrainReport, TrainError> {
-    let config = run::read_config(run, None)?;
-    fit(config, clip, tokenizer, run, options, devices, true)
+/// What a run has once its inputs are checked and its directory is ready.
+struct Opened {
+    dataset: Dataset,
+    groups: TemplateGroups,
+    notes: Vec<String>,
 }
 
-/// [`train`] (a new run) or [`resume`] (`resuming`), in stages: checks, the model, the device
-/// split, the loaders, the optimiser, the resume point, the loop, the final checkpoint and the
-/// evaluation.
-fn fit<B: AutodiffBackend>(
-    config: TrainConfig,
-    clip: Clip<B>,
-    tokenizer: &ClipTokenizer,
-    out: &Path,
-    options: &TrainOptions,
-    devices: &[B::Device],
-    resuming: bool,
-) -> Result<TrainReport, TrainError> {
+/// The first stage of every run: checks, the report of a run that already finished (`Err`), or
+/// the training data and template groups with the run directory created.
+fn open<B: AutodiffBackend>(run: &Run<'_, B>) -> Result<Result<Opened, TrainReport>, TrainError> {
+    let config = &run.config;
     config.validate().map_err(TrainError::Config)?;
-    let Some(device) = devices.first() else {
+    if run.devices.is_empty() {
         return Err(TrainError::Config("no device to train on".into()));
-    };
-    if resuming && let Some(report) = finished(out, &config, options)? {
-        return Ok(report);
     }
-    let clip = clip.with_precision(config.precision);
+    if run.resuming
+        && let Some(report) = finished(run.out, config, run.options)?
+    {
+        return Ok(Err(report));
+    }
     let (dataset, note) = training_data(&config.data)?;
-    let mut notes: Vec<String> = note.into_iter().collect();
-    let groups = checked_groups(&config)?;
-    if !resuming {
-        run::create(out, &config, options.overwrite)?;
+    let groups = checked_groups(config)?;
+    if !run.resuming {
+        run::create(run.out, config, run.options.overwrite)?;
     }
-    if config.method == Method::ZeroShot {
-        return zero_shot(config, clip.valid(), tokenizer, out, options, device, notes);
-    }
-    let mut model = build_model(&config, clip, tokenizer, &groups, &dataset, options, device)?;
+    Ok(Ok(Opened {
+        dataset,
+        groups,
+        notes: note.into_iter().collect(),
+    }))
+}
+
+/// Trains the run with method model `M`, in stages: checks, the model, the device split, the
+/// loaders, the optimiser, the resume point, the loop, the final checkpoint and the evaluation.
+pub(crate) fn fit<B, M>(run: Run<'_, B>, clip: Clip<B>) -> Result<TrainReport, TrainError>
+where
+    B: AutodiffBackend,
+    M: PromptLearner<B>,
+{
+    let Opened {
+        dataset,
+        groups,
+        mut notes,
+    } = match open(&run)? {
+        Ok(opened) => opened,
+        Err(report) => return Ok(report),
+    };
+    let Run {
+        config,
+        tokenizer,
+        out,
+        options,
+        devices,
+        resuming,
+    } = run;
+    let device = &devices[0];
+    let clip = clip.with_precision(config.precision);
+    let mut model: M = build_model(&config, clip, tokenizer, &groups, &dataset, options, device)?;
     let iters = iterations(&config, &dataset)?;
-    let parts = split_devices(&mut model, options.split, devices, &mut notes);
+    let parts = split_devices(&mut model, options.split, devices, &mut notes)?;
     if parts > config.data.batch_size.min(dataset.train.len()) {
         return Err(TrainError::Config(format!(
             "{parts} devices need a batch size and a training set of at least {parts} images \
@@ -220,21 +229,14 @@ fn fit<B: AutodiffBackend>(
     )?;
     let start = Start {
         model,
-        optim: optimiser::<B>(&config.optim),
+        optim: optimiser::<B, M>(&config.optim),
         schedule: EpochSchedule::new(config.optim.clone(), iters),
         journal: Journal::new(iters),
         saved: Vec::new(),
     };
     let start = if resuming {
-        resume_point(
-            start,
-            &config,
-            out,
-            &loaders.train,
-            options.quiet,
-            &mut notes,
-            device,
-        )?
+        let train = &loaders.train;
+        resume_point(start, out, train, options.quiet, &mut notes, device)?
     } else {
         start
     };
@@ -246,27 +248,19 @@ fn fit<B: AutodiffBackend>(
     let skipped = loaders.skipped.clone();
     let (model, state) = run_epochs(&config, out, options, start, loaders, loop_devices, errors);
     let state = stopped(state, out)?;
+    let trained = M::into_trained(model);
 
-    let tensors = checkpoint::trainable_tensors(&model.clip, &model.mixture, config.ln_tuning);
     let mut metadata = checkpoint_metadata(&config);
     metadata.insert("epoch".into(), config.optim.epochs.to_string());
-    checkpoint::write(&run::checkpoint_path(out), &tensors, &[], metadata)?;
-
-    let results = if options.evaluate {
-        let trained = TrainedRun {
-            config: config.clone(),
-            clip: model.clip,
-            mixture: Some(model.mixture),
-            dir: out.to_path_buf(),
-        };
-        let results = evaluate_run(&trained, tokenizer, &eval_target(&config, options), device)?;
-        run::write_json(&out.join(run::RESULTS_FILE), &results)?;
-        Some(results)
-    } else {
-        None
-    };
+    checkpoint::write(
+        &run::checkpoint_path(out),
+        &trained.tensors(),
+        &[],
+        metadata,
+    )?;
+    let results = conclude(config, trained, tokenizer, out, options, device)?;
     notes.extend(skipped_note(&skipped));
-    if let Some(scale) = model.state.loss_scale.filter(|s| s.skipped > 0) {
+    if let Some(scale) = state.model.loss_scale.filter(|s| s.skipped > 0) {
         notes.push(format!(
             "f16: {} step(s) skipped for overflowing gradients while the loss scale came down \
              (now {})",
@@ -282,14 +276,60 @@ fn fit<B: AutodiffBackend>(
     })
 }
 
-/// What to evaluate a finished run on: its own test split(s).
-fn eval_target(config: &TrainConfig, options: &TrainOptions) -> EvalTarget {
-    EvalTarget {
+/// A "run" of a method that trains nothing (zero-shot CLIP): it is evaluated when asked.
+pub(crate) fn evaluate_only<B: AutodiffBackend>(
+    run: Run<'_, B>,
+    learner: Box<dyn TrainedLearner<B::InnerBackend>>,
+) -> Result<TrainReport, TrainError> {
+    let notes = match open(&run)? {
+        Ok(opened) => opened.notes,
+        Err(report) => return Ok(report),
+    };
+    let device = &run.devices[0];
+    let results = conclude(
+        run.config,
+        learner,
+        run.tokenizer,
+        run.out,
+        run.options,
+        device,
+    )?;
+    Ok(TrainReport {
+        run: run.out.to_path_buf(),
+        steps: 0,
+        epochs: Vec::new(),
+        results,
+        notes,
+    })
+}
+
+/// The last stage: the trained run evaluated on its own test split(s) into `results.json`, when
+/// the options ask for it.
+fn conclude<B: Backend>(
+    config: TrainConfig,
+    learner: Box<dyn TrainedLearner<B>>,
+    tokenizer: &ClipTokenizer,
+    out: &Path,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<Option<RunResults>, TrainError> {
+    if !options.evaluate {
+        return Ok(None);
+    }
+    let target = EvalTarget {
         dataset: None,
         split: None,
         batch_size: options.eval_batch_size,
         workers: config.data.workers,
-    }
+    };
+    let trained = TrainedRun {
+        config,
+        learner,
+        dir: out.to_path_buf(),
+    };
+    let results = evaluate_run(&trained, tokenizer, &target, device)?;
+    run::write_json(&out.join(run::RESULTS_FILE), &results)?;
+    Ok(Some(results))
 }
 
 /// The run's template groups, one per expert for MoCoOp.
@@ -304,39 +344,6 @@ fn checked_groups(config: &TrainConfig) -> Result<TemplateGroups, TrainError> {
         )));
     }
     Ok(groups)
-}
-
-/// A zero-shot "run": nothing trains; it is evaluated when asked.
-fn zero_shot<B: Backend>(
-    config: TrainConfig,
-    clip: Clip<B>,
-    tokenizer: &ClipTokenizer,
-    out: &Path,
-    options: &TrainOptions,
-    device: &B::Device,
-    notes: Vec<String>,
-) -> Result<TrainReport, TrainError> {
-    let target = eval_target(&config, options);
-    let trained = TrainedRun {
-        config,
-        clip,
-        mixture: None,
-        dir: out.to_path_buf(),
-    };
-    let results = if options.evaluate {
-        let results = evaluate_run(&trained, tokenizer, &target, device)?;
-        run::write_json(&out.join(run::RESULTS_FILE), &results)?;
-        Some(results)
-    } else {
-        None
-    };
-    Ok(TrainReport {
-        run: out.to_path_buf(),
-        steps: 0,
-        epochs: Vec::new(),
-        results,
-        notes,
-    })
 }
 
 /// The note listing the training images left out as unreadable, if any.

@@ -8,7 +8,8 @@ use super::build::Sgd;
 use super::{TrainLoader, TrainOptions, TrainReport};
 use crate::config::TrainConfig;
 use crate::journal::{self, Journal};
-use crate::model::{MocoopModel, StepState};
+use crate::learner::PromptLearner;
+use crate::model::StepState;
 use crate::resume::{self, ResumePoint};
 use crate::run::{self, RunResults};
 use crate::schedule::EpochSchedule;
@@ -16,9 +17,9 @@ use crate::{TrainError, checkpoint};
 
 /// Where the loop starts: the model, optimiser and schedule, the journal, and the checkpoints
 /// already on disk.
-pub(super) struct Start<B: AutodiffBackend> {
-    pub(super) model: MocoopModel<B>,
-    pub(super) optim: Sgd<B>,
+pub(super) struct Start<B: AutodiffBackend, M: PromptLearner<B>> {
+    pub(super) model: M,
+    pub(super) optim: Sgd<B, M>,
     pub(super) schedule: EpochSchedule,
     pub(super) journal: Journal,
     pub(super) saved: Vec<PathBuf>,
@@ -26,15 +27,14 @@ pub(super) struct Start<B: AutodiffBackend> {
 
 /// `start` moved to the run's newest intact checkpoint (none: the run starts over, its outputs
 /// cleared).
-pub(super) fn resume_point<B: AutodiffBackend>(
-    start: Start<B>,
-    config: &TrainConfig,
+pub(super) fn resume_point<B: AutodiffBackend, M: PromptLearner<B>>(
+    start: Start<B, M>,
     out: &Path,
     train: &TrainLoader<B>,
     quiet: bool,
     notes: &mut Vec<String>,
     device: &B::Device,
-) -> Result<Start<B>, TrainError> {
+) -> Result<Start<B, M>, TrainError> {
     let scan = resume::scan(out)?;
     for damaged in &scan.damaged {
         eprintln!("warning: {damaged}");
@@ -61,11 +61,11 @@ pub(super) fn resume_point<B: AutodiffBackend>(
             state.step
         );
     }
-    let (mut model, optim) = restore(start.model, start.optim, point, config.ln_tuning, device)?;
-    model.state = StepState {
+    let (mut model, optim) = restore(start.model, start.optim, point, device)?;
+    model.set_state(StepState {
         steps: state.step as u64,
-        loss_scale: state.loss_scale.or(model.state.loss_scale),
-    };
+        loss_scale: state.loss_scale.or(model.state().loss_scale),
+    });
     let epochs_done = state.epochs_done();
     train
         .cursor()
@@ -122,34 +122,25 @@ pub(super) fn finished(
 
 /// Puts a checkpoint's trainable tensors and optimiser state into a freshly built model and
 /// optimiser.
-fn restore<B: AutodiffBackend, O, T>(
-    model: MocoopModel<B>,
+fn restore<B: AutodiffBackend, M: PromptLearner<B>, O, T>(
+    model: M,
     optim: O,
     point: ResumePoint,
-    ln_tuning: bool,
     device: &B::Device,
-) -> Result<(MocoopModel<B>, O), TrainError>
+) -> Result<(M, O), TrainError>
 where
-    O: burn::optim::Optimizer<
-            MocoopModel<B>,
-            B,
-            Record = hashbrown::HashMap<burn::module::ParamId, T>,
-        >,
+    O: burn::optim::Optimizer<M, B, Record = hashbrown::HashMap<burn::module::ParamId, T>>,
     T: burn::record::Record<B>,
 {
     let path = point.path.display().to_string();
+    let in_file = |e: TrainError| TrainError::Checkpoint(format!("{path}: {e}"));
     let mut checkpoint = point.checkpoint;
-    let mut model = model;
-    model.mixture = model
-        .mixture
+    let model = model
         .load_tensors(&mut checkpoint.tensors, device)
-        .map_err(|e| TrainError::Checkpoint(format!("{path}: {e}")))?;
-    if ln_tuning {
-        model.clip = checkpoint::load_visual_ln(model.clip, &mut checkpoint.tensors, device)?;
-    }
+        .map_err(in_file)?;
     let bytes = &checkpoint.blobs[resume::OPTIMIZER_BLOB];
-    let ids = resume::param_ids(&model, ln_tuning);
+    let ids = model.param_ids();
     let optim = resume::restore_optimizer(optim, bytes, &point.state.param_ids, &ids, device)
-        .map_err(|e| TrainError::Checkpoint(format!("{path}: {e}")))?;
+        .map_err(in_file)?;
     Ok((model, optim))
 }

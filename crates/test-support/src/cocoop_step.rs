@@ -1,0 +1,184 @@
+//! The CoCoOp case of the training-step fixture (`cases.cocoop` of `tests/fixtures/train_step.json`,
+//! written from CoOp's `trainers/cocoop.py`): logits, the cross-entropy, the gradients of the
+//! context and the meta-net, and the tensors after two SGD steps, checked on any autodiff backend.
+
+use std::collections::BTreeMap;
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::TrainStep;
+use serde_json::Value;
+
+use mocoop_model::Clip;
+use mocoop_model::prompt::{ExpertInit, MixtureConfig};
+use mocoop_model::templates::TemplateGroups;
+use mocoop_model::tokenizer::ClipTokenizer;
+use mocoop_model::weights::LoadOptions;
+use mocoop_train::config::{DataConfig, LossConfig, Method, Setting, TrainConfig, ZeroShotPrompts};
+use mocoop_train::methods::cocoop::CocoopModel;
+use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner, Recipe};
+
+use crate::reference::fixtures;
+use crate::train_step::{check, fixture_batch, flat, read_fixture, shape, strings, values};
+
+/// A reference tensor in this project's layout: PyTorch's `[out, in]` linear weights transposed.
+fn ours(name: &str, value: &Value) -> TensorData {
+    let (data, dims) = (flat(value), shape(value));
+    if name.ends_with(".weight") {
+        let (rows, cols) = (dims[0], dims[1]);
+        let t: Vec<f32> = (0..cols * rows)
+            .map(|k| data[(k % rows) * cols + k / rows])
+            .collect();
+        TensorData::new(t, [cols, rows])
+    } else {
+        TensorData::new(data, dims)
+    }
+}
+
+/// The run configuration of the case.
+fn config(cfg: &Value) -> TrainConfig {
+    let template = cfg["template"].as_str().unwrap().to_string();
+    TrainConfig {
+        method: Method::Cocoop,
+        weights: fixtures().join("openclip_quickgelu.safetensors"),
+        activation: None,
+        precision: Default::default(),
+        data: DataConfig {
+            dataset: "test".into(),
+            root: "unused".into(),
+            setting: Setting::Fewshot,
+            shots: 1,
+            seed: 1,
+            batch_size: 4,
+            workers: 0,
+            groups_file: None,
+            skip_bad_images: false,
+        },
+        mixture: MixtureConfig::coop(ExpertInit::Template { template }, 0),
+        loss: LossConfig::coop(),
+        optim: Recipe::for_run(Method::Cocoop, "test").optim(4, 2),
+        ln_tuning: false,
+        router_noise: 0.0,
+        validate: false,
+        zero_shot: ZeroShotPrompts::Ensemble,
+        cached_views: 0,
+    }
+}
+
+/// The tensors of `model` by checkpoint name, as f32.
+fn tensors<B: AutodiffBackend>(model: &CocoopModel<B>) -> BTreeMap<String, Vec<f32>> {
+    PromptLearner::tensors(model)
+        .into_iter()
+        .map(|(name, data)| (name, data.convert::<f32>().to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+/// Runs the CoCoOp case on `device` in f32 against the reference to 1e-4.
+pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
+    let check = |got: &[f32], expected: &[f32], what: &str| check(got, expected, what, 1e-4);
+    let fixture = read_fixture();
+    let case = &fixture["cases"]["cocoop"];
+    let cfg = &case["settings"];
+    let config = config(cfg);
+    let clip = Clip::<B>::load(&config.weights, &LoadOptions::default(), device).unwrap();
+    let template = cfg["template"].as_str().unwrap().to_string();
+    let groups = TemplateGroups::new("test", vec![vec![template]]).unwrap();
+    let model = CocoopModel::build(LearnerSetup {
+        config: &config,
+        clip,
+        tokenizer: ClipTokenizer::embedded(),
+        groups: &groups,
+        classes: ClassSetup::all(strings(&cfg["classes_all"])),
+        encode_all_experts: false,
+        device,
+    })
+    .unwrap();
+    // The context starts from the template's words, as in the reference; the meta-net from the
+    // reference's draws.
+    let ctx = &case["ctx_init"]["ctx.0"];
+    check(
+        &tensors(&model)["ctx.0"],
+        &flat(ctx),
+        "cocoop: initial ctx.0",
+    );
+    let mut saved: BTreeMap<String, TensorData> = case["init"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, value)| (name.clone(), ours(name, value)))
+        .collect();
+    saved.insert("ctx.0".into(), ours("ctx.0", ctx));
+    let mut model = model.load_tensors(&mut saved, device).unwrap();
+
+    let batch = fixture_batch::<B>(&fixture, device);
+    let b = batch();
+    let f = Clip::encode_image(&model.clip, b.images);
+    let terms = model.forward_features(f, b.labels);
+    check(
+        &values(terms.logits),
+        &flat(&case["logits"]),
+        "cocoop: logits",
+    );
+    let ce = values(terms.loss)[0];
+    check(
+        &[ce],
+        &[case["terms"]["ce"].as_f64().unwrap() as f32],
+        "cocoop: ce",
+    );
+
+    let (_, grads) = model.train_step(batch());
+    let grads = grads.expect("a finite loss");
+    check_grads(&model, &grads, &case["grads"]);
+
+    let sgd = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay(Some(WeightDecayConfig {
+            penalty: cfg["weight_decay"].as_f64().unwrap() as f32,
+        }));
+    let mut optim = sgd.init::<B, CocoopModel<B>>();
+    let lr = cfg["lr"].as_f64().unwrap();
+    model = TrainStep::optimize(model, &mut optim, lr, grads);
+    let (_, grads) = model.train_step(batch());
+    model = TrainStep::optimize(model, &mut optim, lr, grads.unwrap());
+    let after = tensors(&model);
+    for (name, value) in case["after_2_steps"].as_object().unwrap() {
+        let expected = ours(name, value).to_vec::<f32>().unwrap();
+        check(
+            &after[name],
+            &expected,
+            &format!("cocoop: {name} after two steps"),
+        );
+    }
+}
+
+/// Every trainable tensor's gradient against the reference's.
+fn check_grads<B: AutodiffBackend>(
+    model: &CocoopModel<B>,
+    grads: &GradientsParams,
+    expected: &Value,
+) {
+    let expected = expected.as_object().unwrap();
+    let ids = model.param_ids();
+    assert_eq!(ids.len(), expected.len(), "cocoop: trainable tensors");
+    for (name, id) in ids {
+        let want = ours(&name, &expected[&name]);
+        let got = if want.shape.len() == 1 {
+            values(grads.get::<B::InnerBackend, 1>(id).expect("a gradient"))
+        } else {
+            values(grads.get::<B::InnerBackend, 2>(id).expect("a gradient"))
+        };
+        check(
+            &got,
+            &want.to_vec::<f32>().unwrap(),
+            &format!("cocoop: grad {name}"),
+            1e-4,
+        );
+    }
+}

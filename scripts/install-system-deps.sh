@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests need: Mesa's software Vulkan driver (lavapipe) and the Vulkan
-# loader, so that the WGPU backend runs on machines without a GPU. Idempotent; needs root or sudo.
+# loader, so that the WGPU backend runs on machines without a GPU. With `--browser`, also Debian's
+# Chromium, which scripts/check-report.sh renders report.html in. Idempotent; needs root or sudo.
 set -euo pipefail
 packages=(mesa-vulkan-drivers libvulkan1)
+[ "${1:-}" = "--browser" ] && packages+=(chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -63,12 +63,8 @@ impl OnBackend for EvalArgs {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let config = read_config(&self.run, self.method)?;
         let checkpoint = CheckpointArgs {
-            weights: self
-                .weights
-                .clone()
-                .unwrap_or_else(|| config.weights.clone()),
             load: self.load.clone().or(&config.load),
-            precision: config.precision,
+            ..CheckpointArgs::of_run(&config, self.weights.clone())
         };
         let loaded = checkpoint.load::<B::InnerBackend>(&self.device, &device)?;
         let run = TrainedRun::load(

@@ -7,11 +7,13 @@ mod demo_cmd;
 mod device;
 mod embed;
 mod eval_cmd;
+mod grid_progress;
+mod inspect_cmd;
 mod interrupt;
 mod model_args;
-mod plot;
 mod pretrain_cmd;
 mod protocol_cmd;
+mod report;
 mod train_cmd;
 
 use clap::parser::ValueSource;
@@ -49,6 +51,9 @@ enum Command {
     Train(Box<train_cmd::TrainArgs>),
     /// Evaluate a run directory on a test split (its own dataset or another one).
     Eval(eval_cmd::EvalArgs),
+    /// Show a run: settings, accuracy, parameters, checkpoint digest, and the words nearest to
+    /// each learned context vector.
+    Inspect(inspect_cmd::InspectArgs),
     /// Run a protocol grid (base2new, fewshot, domain, cross-dataset) and write its results table.
     Protocol(Box<protocol_cmd::ProtocolArgs>),
     /// Measure training and inference throughput and peak memory on a random-weight CLIP.
@@ -86,6 +91,7 @@ fn main() -> std::process::ExitCode {
         Command::Pretrain(args) => dispatch(&args.device().clone(), args),
         Command::Train(args) => dispatch_all(&args.devices().clone(), *args),
         Command::Eval(args) => dispatch(&args.device().clone(), args),
+        Command::Inspect(args) => dispatch(&args.device().clone(), args),
         Command::Protocol(args) => dispatch_all(&args.devices().clone(), *args),
         Command::Bench(args) => args.run(),
     };

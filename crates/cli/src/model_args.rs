@@ -55,6 +55,16 @@ pub struct LoadedClip<B: Backend> {
 }
 
 impl CheckpointArgs {
+    /// The CLIP a run was trained with, as its configuration records it (`weights` for another
+    /// path to it).
+    pub fn of_run(config: &mocoop_train::config::TrainConfig, weights: Option<PathBuf>) -> Self {
+        Self {
+            weights: weights.unwrap_or_else(|| config.weights.clone()),
+            load: config.load.clone(),
+            precision: config.precision,
+        }
+    }
+
     /// Loads the checkpoint onto `device`, which the user named `spec` (for errors).
     pub fn load<B: Backend>(&self, spec: &DeviceSpec, device: &B::Device) -> Result<LoadedClip<B>> {
         check_precision::<B>(self.precision, spec, device)?;

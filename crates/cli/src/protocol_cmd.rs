@@ -1,5 +1,6 @@
 //! `mocoop protocol`: runs a whole evaluation grid of the CoOp family (datasets × shots × seeds),
-//! resuming where it stopped, and writes the results table as Markdown and JSON.
+//! resuming where it stopped, and writes the results table as Markdown and JSON, and the report
+//! of every method run in the same folder (`crate::report::protocol`).
 //!
 //! Runs go to `OUT/<method>/<dataset>/shots<k>-seed<s>/` (ordinary run directories); a run whose
 //! `results.json` exists with the same configuration is reused, an unfinished one with the same
@@ -21,6 +22,7 @@ use mocoop_train::run::{self, RunResults};
 use mocoop_train::{EvalSplit, EvalTarget, TrainedRun, evaluate_run, resume, train};
 
 use crate::device::{DeviceList, OnDevices};
+use crate::grid_progress::GridProgress;
 use crate::model_args::CheckpointArgs;
 use crate::train_cmd::{RunData, TrainFlags};
 
@@ -169,12 +171,12 @@ impl OnDevices for ProtocolArgs {
         let method = self.flags.method;
         let loaded = self.checkpoint.load::<B>(self.device.main(), &device)?;
         let total = datasets.len() * shots.len() * self.seeds.len();
+        let mut progress = GridProgress::new(total);
         let mut cells = Vec::new();
-        let mut index = 0;
         for dataset in &datasets {
             for &k in &shots {
                 for &seed in &self.seeds {
-                    index += 1;
+                    let cell = format!("{dataset} shots {k} seed {seed}");
                     let dir = self
                         .out
                         .join(method.to_string())
@@ -190,18 +192,15 @@ impl OnDevices for ProtocolArgs {
                     let config = self.flags.config(&self.checkpoint, &run_data)?;
                     let results = match reusable(&dir, &config)? {
                         Some(results) => {
-                            eprintln!(
-                                "[{index}/{total}] {dataset} shots {k} seed {seed}: done before"
-                            );
+                            progress.begin(&cell, false);
                             results
                         }
                         None => {
-                            eprintln!(
-                                "[{index}/{total}] {dataset} shots {k} seed {seed}: training"
-                            );
+                            progress.begin(&cell, true);
                             let mut options = self.flags.options(true);
                             options.evaluate = true;
                             options.stop = Some(crate::interrupt::stop_flag());
+                            options.progress = Some(progress.bars());
                             let (clip, tokenizer) = (loaded.clip.clone(), &loaded.tokenizer);
                             let report = if unfinished(&dir, &config) {
                                 resume(&dir, clip, tokenizer, &options, &devices)
@@ -220,6 +219,7 @@ impl OnDevices for ProtocolArgs {
                         results,
                     });
                     if targets.is_empty() {
+                        progress.end();
                         continue;
                     }
                     let mut trained = None;
@@ -252,10 +252,10 @@ impl OnDevices for ProtocolArgs {
                             run::write_json(&file, &results)?;
                             results
                         };
-                        eprintln!(
+                        progress.say(&format!(
                             "    {target}: {:.2}%",
                             results.splits.first().map_or(f64::NAN, |s| s.accuracy)
-                        );
+                        ));
                         cells.push(CellResult {
                             dataset: dataset.clone(),
                             seed,
@@ -264,9 +264,11 @@ impl OnDevices for ProtocolArgs {
                             results,
                         });
                     }
+                    progress.end();
                 }
             }
         }
+        progress.finish();
         let title = format!("{} — {method}", self.name());
         let table = match self.protocol {
             ProtocolName::Base2new => base2new_table(&title, &cells),
@@ -286,6 +288,8 @@ impl OnDevices for ProtocolArgs {
             "table": table,
         });
         run::write_json(&self.out.join(format!("{stem}.json")), &out)?;
+        let report = crate::report::protocol::write(&self.out, self.name())?;
+        eprintln!("report: {}", report.display());
         println!("{md}");
         Ok(())
     }

@@ -306,6 +306,7 @@ impl TrainFlags {
             stop: None,
             encode_all_experts: self.encode_all_experts,
             split: self.split,
+            progress: None,
         }
     }
 
@@ -476,11 +477,7 @@ impl TrainArgs {
             );
         }
         let config = run::read_config(dir, None)?;
-        let checkpoint = CheckpointArgs {
-            weights: config.weights.clone(),
-            load: config.load.clone(),
-            precision: config.precision,
-        };
+        let checkpoint = CheckpointArgs::of_run(&config, None);
         let loaded = checkpoint.load::<B>(self.device.main(), &devices[0])?;
         resume(dir, loaded.clip, &loaded.tokenizer, options, devices)
             .with_context(|| format!("resuming {}", dir.display()))
@@ -536,6 +533,12 @@ impl OnDevices for TrainArgs {
         for note in &report.notes {
             eprintln!("note: {note}");
         }
+        let written = crate::report::run::write::<B::InnerBackend>(
+            &report,
+            self.devices().main(),
+            &devices[0],
+        )?;
+        eprintln!("report: {}", written.display());
         let last = report.epochs.last();
         let out = json!({
             "run": report.run,

@@ -70,9 +70,14 @@ fn reduced_demo_writes_table_and_report() {
     let report = out.join("report");
     for file in [
         "summary.md",
+        "report.html",
         "training_curves.png",
+        "training_curves.svg",
         "routing_by_style.png",
+        "routing_by_style.svg",
         "routing_by_class.png",
+        "routing_by_class.svg",
+        "expert_examples.png",
     ] {
         assert!(report.join(file).is_file(), "{file} missing");
     }
@@ -137,4 +142,55 @@ fn reduced_demo_writes_table_and_report() {
         .sum();
     assert_eq!(by_style, 32 * 3 * 2);
     assert_eq!(by_class, 32 * 3 * 2);
+
+    // The heat map of the styles shows those counts, row by row, and names the experts by
+    // their templates.
+    let svg = std::fs::read_to_string(report.join("routing_by_style.svg")).unwrap();
+    let cells: Vec<u64> = svg
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next()?.trim().parse().ok())
+        .collect();
+    let counts: Vec<u64> = routing["by_style"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|v| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()))
+        .collect();
+    assert_eq!(cells, counts);
+    for template in routing["templates"].as_array().unwrap() {
+        let template = template.as_str().unwrap().replace('&', "&amp;");
+        assert!(svg.contains(&template), "{template} not on the heat map");
+    }
+    // `inspect --test-load` finds the same router choices on the same test images.
+    let inspect = Command::new(env!("CARGO_BIN_EXE_mocoop"))
+        .args(["inspect", "--json", "--test-load"])
+        .arg(out.join("runs/mocoop"))
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let inspect: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(inspect["test_images"], 32 * 3);
+    let experts = inspect["experts"].as_array().unwrap();
+    for (e, expert) in experts.iter().enumerate() {
+        let picked: u64 = routing["by_style"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v[e].as_u64().unwrap())
+            .sum();
+        let share = expert["test_load"].as_f64().unwrap();
+        assert!(
+            (share - picked as f64 / (32 * 3 * 2) as f64).abs() < 1e-12,
+            "expert {e}"
+        );
+    }
+
+    // The page holds the tables and every figure, inlined.
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 4);
+    assert!(html.contains("<td>MoCoOp</td>") && html.contains("Configuration"));
 }

@@ -78,6 +78,36 @@ fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
     let results = &out["results"];
     let trained = split(results, "all");
     assert!(trained["accuracy"].as_f64().unwrap() >= 75.0, "{results}");
+
+    // The run's report: curves of every loss term, the router's choices per class (top-K of each
+    // of the 4 x 6 test images) and each expert's examples, in one page.
+    let report = run.join("report");
+    let read = |file: &str| std::fs::read_to_string(report.join(file)).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let top_k = config["mixture"]["top_k"].as_u64().unwrap();
+    let heat_map = read("routing_by_class.svg");
+    let cells: Vec<u64> = heat_map
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(cells.len(), 4 * 5, "{cells:?}");
+    assert_eq!(cells.iter().sum::<u64>(), 4 * 6 * top_k);
+    for (class, _) in CLASSES {
+        assert!(heat_map.contains(class), "{class} not on the heat map");
+    }
+    let curves = read("training_curves.svg");
+    for panel in [
+        "loss term L_text",
+        "loss term L_gate",
+        "training accuracy",
+        "learning rate",
+    ] {
+        assert!(curves.contains(panel), "no {panel} panel");
+    }
+    let html = read("report.html");
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 3);
+    assert!(read("summary.md").contains("| dtd all |"));
     assert_eq!(trained["images"], 24);
 
     // Only the trainable tensors are saved: kilobytes.
@@ -394,6 +424,26 @@ fn protocol_runs_the_grid_resumes_and_writes_the_table() {
     assert_eq!(json["cells"].as_array().unwrap().len(), 2);
     assert!(out.join("results-base2new-mocoop.md").is_file());
     assert!(out.join("mocoop/dtd/shots8-seed2/results.json").is_file());
+
+    // The report shows every method run into the same folder: a CoOp grid beside MoCoOp's.
+    let coop = mocoop(&[&args[..], &["--method", "coop"]].concat());
+    assert!(
+        coop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&coop.stderr)
+    );
+    let report = out.join("report-base2new");
+    let svg = std::fs::read_to_string(report.join("base_new_hm.svg")).unwrap();
+    for text in [">dtd · coop<", ">dtd · mocoop<", ">base<", ">new<", ">HM<"] {
+        let found = svg
+            .replace(['\n', ' '], "")
+            .contains(&text.replace(' ', ""));
+        assert!(found, "{text} not in the figure");
+    }
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("base2new — coop") && html.contains("base2new — mocoop"));
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 1);
+    assert!(report.join("summary.md").is_file() && report.join("base_new_hm.png").is_file());
 
     // A second call reuses the finished runs and reproduces the table.
     let again = mocoop(&args);

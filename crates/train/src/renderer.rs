@@ -1,5 +1,7 @@
 //! Live training display: a progress bar per epoch with the running metrics (on a terminal), and
-//! one summary line per epoch (always, on stderr, unless quiet).
+//! one summary line per epoch (always, on stderr, unless quiet). Under a caller's
+//! `MultiProgress` (`TrainOptions::progress`) the bar is drawn below the caller's bars and the
+//! lines above them.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +10,7 @@ use burn::train::renderer::{
     EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining, ProgressType, TrainingProgress,
 };
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 #[derive(Default)]
 struct Running {
@@ -31,11 +33,12 @@ pub struct BarRenderer {
     printed_epoch: usize,
     valid_epoch: usize,
     quiet: bool,
+    under: Option<MultiProgress>,
 }
 
 impl BarRenderer {
-    /// A renderer; `quiet` prints nothing.
-    pub fn new(quiet: bool) -> Self {
+    /// A renderer; `quiet` prints nothing; `under` holds the caller's bars, if any.
+    pub fn new(quiet: bool, under: Option<MultiProgress>) -> Self {
         Self {
             names: Vec::new(),
             pending: Vec::new(),
@@ -47,6 +50,17 @@ impl BarRenderer {
             printed_epoch: 0,
             valid_epoch: 0,
             quiet,
+            under,
+        }
+    }
+
+    /// Prints a line on stderr (above the caller's bars, when they are drawn).
+    fn line(&self, line: &str) {
+        match &self.under {
+            Some(multi) if !multi.is_hidden() => {
+                let _ = multi.println(line);
+            }
+            _ => eprintln!("{line}"),
         }
     }
 
@@ -141,7 +155,7 @@ impl BarRenderer {
             bar.finish_and_clear();
         }
         if !self.quiet {
-            eprintln!("{line}");
+            self.line(&line);
         }
         self.train.clear();
     }
@@ -172,8 +186,13 @@ impl MetricsRendererTraining for BarRenderer {
         let Some(progress) = item.progress else {
             return;
         };
+        let under = self.under.clone();
         let bar = self.bar.get_or_insert_with(|| {
             let bar = ProgressBar::new(progress.items_total as u64);
+            let bar = match under {
+                Some(multi) => multi.add(bar),
+                None => bar,
+            };
             bar.set_style(
                 ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
                     .expect("valid template")
@@ -195,11 +214,11 @@ impl MetricsRendererTraining for BarRenderer {
             self.end_epoch();
             self.valid_epoch = epoch;
             if !self.quiet {
-                eprintln!(
+                self.line(&format!(
                     "  valid {epoch}/{}  {}",
                     self.epochs,
                     Self::summary(&self.valid)
-                );
+                ));
             }
             self.valid.clear();
         }

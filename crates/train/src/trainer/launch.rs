@@ -56,7 +56,7 @@ pub(super) fn run_epochs<B: AutodiffBackend, M: PromptLearner<B>>(
     )
     .with_application_logger(None)
     .num_epochs(config.optim.epochs)
-    .renderer(BarRenderer::new(options.quiet))
+    .renderer(BarRenderer::new(options.quiet, options.progress.clone()))
     .with_training_strategy(TrainingStrategy::Custom(run_loop.clone()));
     if epochs_done > 0 {
         training = training.checkpoint(epochs_done);

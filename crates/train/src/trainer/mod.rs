@@ -52,6 +52,9 @@ pub struct TrainOptions {
     pub encode_all_experts: bool,
     /// How a run on several devices shares its steps between them.
     pub split: DeviceSplit,
+    /// The caller's progress bars (e.g. a protocol grid's overall bar): the epoch bar is drawn
+    /// under them and the epoch lines above them. `None`: the bar stands alone.
+    pub progress: Option<indicatif::MultiProgress>,
 }
 
 /// How a training step is shared between several devices. Either way the result is the
@@ -80,6 +83,7 @@ impl Default for TrainOptions {
             stop: None,
             encode_all_experts: false,
             split: DeviceSplit::Batch,
+            progress: None,
         }
     }
 }

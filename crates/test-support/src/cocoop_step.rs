@@ -17,12 +17,13 @@ use mocoop_model::prompt::{ExpertInit, MixtureConfig};
 use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
-use mocoop_train::config::{DataConfig, LossConfig, Method, Setting, TrainConfig, ZeroShotPrompts};
+use mocoop_train::config::{LossConfig, Method, TrainConfig};
 use mocoop_train::methods::cocoop::CocoopModel;
-use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner, Recipe};
+use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner};
 
-use crate::reference::fixtures;
-use crate::train_step::{check, fixture_batch, flat, read_fixture, shape, strings, values};
+use crate::train_step::{
+    check, fixture_batch, fixture_config, flat, read_fixture, shape, strings, values,
+};
 
 /// A reference tensor in this project's layout: PyTorch's `[out, in]` linear weights transposed.
 fn ours(name: &str, value: &Value) -> TensorData {
@@ -41,31 +42,8 @@ fn ours(name: &str, value: &Value) -> TensorData {
 /// The run configuration of the case.
 fn config(cfg: &Value) -> TrainConfig {
     let template = cfg["template"].as_str().unwrap().to_string();
-    TrainConfig {
-        method: Method::Cocoop,
-        weights: fixtures().join("openclip_quickgelu.safetensors"),
-        load: Default::default(),
-        precision: Default::default(),
-        data: DataConfig {
-            dataset: "test".into(),
-            root: "unused".into(),
-            setting: Setting::Fewshot,
-            shots: 1,
-            seed: 1,
-            batch_size: 4,
-            workers: 0,
-            groups_file: None,
-            skip_bad_images: false,
-        },
-        mixture: MixtureConfig::coop(ExpertInit::Template { template }, 0),
-        loss: LossConfig::coop(),
-        optim: Recipe::for_run(Method::Cocoop, "test").optim(4, 2),
-        ln_tuning: false,
-        router_noise: 0.0,
-        validate: false,
-        zero_shot: ZeroShotPrompts::Ensemble,
-        cached_views: 0,
-    }
+    let mixture = MixtureConfig::coop(ExpertInit::Template { template }, 0);
+    fixture_config(Method::Cocoop, mixture, LossConfig::coop(), false)
 }
 
 /// The tensors of `model` by checkpoint name, as f32.

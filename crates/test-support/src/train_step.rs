@@ -21,11 +21,12 @@ use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
 use mocoop_train::config::{
-    GatePrototypes, GateTarget, KgDistance, LossConfig, ProGradConfig, ProjectionScope, TextClasses,
+    DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, ProGradConfig,
+    ProjectionScope, Setting, TextClasses, TrainConfig, ZeroShotPrompts,
 };
 use mocoop_train::loss_scale::LossScale;
 use mocoop_train::model::visual_ln_params;
-use mocoop_train::{ClassSetup, MocoopModel};
+use mocoop_train::{ClassSetup, MocoopModel, Recipe};
 
 use crate::reference::fixtures;
 
@@ -166,6 +167,42 @@ pub const IN_RANGE: LossScale = LossScale {
     good_steps: 0,
     skipped: 0,
 };
+
+/// A run of `method` on the fixture CLIP (`openclip_quickgelu.safetensors`) over a dataset named
+/// `test` that is never read, for tests that build a method's model or run directory directly:
+/// few-shot, batch 4, the method's recipe for 5 epochs, no router noise.
+pub fn fixture_config(
+    method: Method,
+    mixture: MixtureConfig,
+    loss: LossConfig,
+    ln_tuning: bool,
+) -> TrainConfig {
+    TrainConfig {
+        method,
+        weights: fixtures().join("openclip_quickgelu.safetensors"),
+        load: Default::default(),
+        precision: Default::default(),
+        data: DataConfig {
+            dataset: "test".into(),
+            root: "unused".into(),
+            setting: Setting::Fewshot,
+            shots: 1,
+            seed: 1,
+            batch_size: 4,
+            workers: 0,
+            groups_file: None,
+            skip_bad_images: false,
+        },
+        mixture,
+        loss,
+        optim: Recipe::for_run(method, "test").optim(4, 5),
+        ln_tuning,
+        router_noise: 0.0,
+        validate: false,
+        zero_shot: ZeroShotPrompts::Ensemble,
+        cached_views: 0,
+    }
+}
 
 /// `tests/fixtures/train_step.json`.
 pub(crate) fn read_fixture() -> Value {

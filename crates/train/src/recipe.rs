@@ -101,13 +101,25 @@ impl Recipe {
 
     /// KgCoOp's or ProGrad's official configuration, with `hand_made` as the dataset's prompt.
     fn official(method: Method, hand_made: &str) -> Self {
-        let (batch_size, loss) = if method == Method::Kgcoop {
-            (128, LossConfig::kgcoop(hand_made))
+        if method == Method::Kgcoop {
+            Self::official_schedule(100, 128, LossConfig::kgcoop(hand_made))
         } else {
-            (32, LossConfig::prograd(hand_made))
-        };
+            Self::official_schedule(100, 32, LossConfig::prograd(hand_made))
+        }
+    }
+
+    /// CoCoOp's official configuration (`vit_b16_c4_ep10_batch1_ctxv1`): 10 epochs at batch
+    /// size 1.
+    fn cocoop() -> Self {
+        Self::official_schedule(10, 1, LossConfig::coop())
+    }
+
+    /// The schedule the CoOp family's official configurations share: `epochs` (1 of warm-up at
+    /// 1e-5) at `batch_size` and learning rate 0.002, not scaled, no clipping, SGD with momentum
+    /// 0.9 and weight decay 5e-4, the image LayerNorms frozen.
+    fn official_schedule(epochs: usize, batch_size: usize, loss: LossConfig) -> Self {
         Self {
-            epochs: 100,
+            epochs,
             warmup_epochs: 1,
             warmup_lr: 1e-5,
             batch_size,
@@ -119,25 +131,6 @@ impl Recipe {
             ln_lr_scale: 0.1,
             ln_tuning: false,
             loss,
-        }
-    }
-
-    /// CoCoOp's official configuration (`vit_b16_c4_ep10_batch1_ctxv1`): 10 epochs (1 of warm-up
-    /// at 1e-5) at batch size 1 and learning rate 0.002, not scaled, no clipping.
-    fn cocoop() -> Self {
-        Self {
-            epochs: 10,
-            warmup_epochs: 1,
-            warmup_lr: 1e-5,
-            batch_size: 1,
-            base_lr: 0.002,
-            lr_scaling: LrScaling::None,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            clip_norm: None,
-            ln_lr_scale: 0.1,
-            ln_tuning: false,
-            loss: LossConfig::coop(),
         }
     }
 

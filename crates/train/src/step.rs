@@ -12,6 +12,7 @@ use mocoop_model::clip::{VisionEncoder, cpu_parts, l2_normalize, tracks_gradient
 
 use crate::config::{ProGradConfig, ProjectionScope};
 use crate::image_parts::ImageParts;
+use crate::loss_scale::LossScale;
 use crate::losses;
 use crate::model::{MocoopModel, StepState, StepTerms};
 
@@ -94,6 +95,20 @@ pub fn host_output<B: Backend>(
         values,
         loads,
     }
+}
+
+/// A training step's values read back ([`host_output`]), with the f16 loss scale it ran at.
+pub(crate) fn read_back<B: Backend>(
+    terms: &StepTerms<B>,
+    labels: Tensor<B, 1, Int>,
+    top_k: usize,
+    loss_scale: Option<LossScale>,
+) -> StepOutput {
+    let mut output = host_output(terms, labels, top_k);
+    if let Some(s) = loss_scale {
+        output.values.push(("loss_scale", f64::from(s.scale)));
+    }
+    output
 }
 
 impl<B: Backend> MocoopModel<B> {
@@ -291,11 +306,9 @@ impl<B: AutodiffBackend> MocoopModel<B> {
         let (features, parts) = self.step_features(batch.images);
         let again = (features.clone(), noise.clone());
         let terms = self.forward_features(features, batch.labels.clone(), noise, true);
-        let mut output = host_output(&terms, batch.labels.clone(), self.mixture.config().top_k);
         let loss_scale = self.state.loss_scale;
-        if let Some(s) = loss_scale {
-            output.values.push(("loss_scale", f64::from(s.scale)));
-        }
+        let top_k = self.mixture.config().top_k;
+        let output = read_back(&terms, batch.labels.clone(), top_k, loss_scale);
         if !output.loss_is_finite() {
             return (output, None);
         }

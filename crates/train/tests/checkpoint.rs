@@ -18,8 +18,9 @@ use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
 use mocoop_test_support::reference::fixtures;
+use mocoop_test_support::train_step::fixture_config;
 use mocoop_train::checkpoint::{read, write};
-use mocoop_train::config::{DataConfig, LossConfig, Method, Setting, TrainConfig, ZeroShotPrompts};
+use mocoop_train::config::{LossConfig, Method};
 use mocoop_train::model::visual_ln_params;
 use mocoop_train::{ClassSetup, MocoopModel, PromptLearner, Recipe, TrainedRun, run};
 
@@ -93,32 +94,10 @@ fn saved_run_reloads_to_identical_logits() {
     // Save as a run.
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("checkpoint-round-trip");
     let _ = std::fs::remove_dir_all(&dir);
-    let config = TrainConfig {
-        method: Method::Mocoop,
-        weights: weights.clone(),
-        load: Default::default(),
-        precision: Default::default(),
-        data: DataConfig {
-            dataset: "test".into(),
-            root: dir.clone(),
-            setting: Setting::Fewshot,
-            shots: 1,
-            seed: 1,
-            batch_size: 4,
-            workers: 0,
-            groups_file: None,
-            skip_bad_images: false,
-        },
-        mixture,
-        loss: LossConfig::mocoop(),
-        // The published recipe as it stands (batch size 32, 50 epochs).
-        optim: Recipe::for_run(Method::Mocoop, "test").optim(32, 50),
-        ln_tuning: true,
-        router_noise: 0.0,
-        validate: false,
-        zero_shot: ZeroShotPrompts::Ensemble,
-        cached_views: 0,
-    };
+    let mut config = fixture_config(Method::Mocoop, mixture, LossConfig::mocoop(), true);
+    config.data.root = dir.clone();
+    // The published recipe as it stands (batch size 32, 50 epochs).
+    config.optim = Recipe::for_run(Method::Mocoop, "test").optim(32, 50);
     run::create(&dir, &config, false).unwrap();
     let tensors = PromptLearner::tensors(&model);
     let metadata = [("method".to_string(), "mocoop".to_string())].into();

@@ -17,9 +17,9 @@ use mocoop_model::prompt::{ExpertInit, MixtureConfig};
 use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
-use mocoop_test_support::reference::fixtures;
-use mocoop_train::config::{DataConfig, LossConfig, Method, Setting, TrainConfig, ZeroShotPrompts};
-use mocoop_train::{ClassSetup, LearnerSetup, MocoopModel, PromptLearner, Recipe};
+use mocoop_test_support::train_step::fixture_config;
+use mocoop_train::config::{LossConfig, Method, TrainConfig};
+use mocoop_train::{ClassSetup, LearnerSetup, MocoopModel, PromptLearner};
 
 type B = Autodiff<Flex>;
 
@@ -53,31 +53,7 @@ fn config(method: Method, ln_tuning: bool) -> TrainConfig {
         ),
         _ => (MixtureConfig::mocoop(&groups(), 2, 1), LossConfig::mocoop()),
     };
-    TrainConfig {
-        method,
-        weights: fixtures().join("openclip_quickgelu.safetensors"),
-        load: Default::default(),
-        precision: Default::default(),
-        data: DataConfig {
-            dataset: "test".into(),
-            root: "unused".into(),
-            setting: Setting::Fewshot,
-            shots: 1,
-            seed: 1,
-            batch_size: 4,
-            workers: 0,
-            groups_file: None,
-            skip_bad_images: false,
-        },
-        mixture,
-        loss,
-        optim: Recipe::for_run(method, "test").optim(4, 5),
-        ln_tuning,
-        router_noise: 0.0,
-        validate: false,
-        zero_shot: ZeroShotPrompts::Ensemble,
-        cached_views: 0,
-    }
+    fixture_config(method, mixture, loss, ln_tuning)
 }
 
 /// The model of `config` through the interface.

@@ -28,7 +28,7 @@ use crate::learner::{
 use crate::loss_scale::LossScale;
 use crate::losses;
 use crate::model::{StepState, StepTerms};
-use crate::step::{StepOutput, Update, frozen_image_features, host_output, sgd_update};
+use crate::step::{StepOutput, Update, frozen_image_features, host_output, read_back, sgd_update};
 
 /// The meta-net `π`: `Linear(D, D/16) → ReLU → Linear(D/16, width)`, from the image feature to
 /// one token added to every context vector.
@@ -276,11 +276,8 @@ impl<B: AutodiffBackend> CocoopModel<B> {
             frozen_image_features(&self.clip.vision, batch.images)
         };
         let terms = self.forward_features(f, batch.labels.clone());
-        let mut output = host_output(&terms, batch.labels, 1);
         let loss_scale = self.state.loss_scale;
-        if let Some(s) = loss_scale {
-            output.values.push(("loss_scale", f64::from(s.scale)));
-        }
+        let output = read_back(&terms, batch.labels, 1, loss_scale);
         if !output.loss_is_finite() {
             return (output, None);
         }

@@ -80,8 +80,10 @@ fn given(matches: &clap::ArgMatches, subcommand: &str) -> Vec<String> {
 fn main() -> std::process::ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Command::Train(args) = &mut cli.command {
-        args.given = given(&matches, "train");
+    match &mut cli.command {
+        Command::Train(args) => args.flags.given = given(&matches, "train"),
+        Command::Protocol(args) => args.flags.given = given(&matches, "protocol"),
+        _ => {}
     }
     let result = match cli.command {
         Command::Demo(args) => dispatch(&args.device().clone(), args),

@@ -72,8 +72,9 @@ pub struct ProtocolArgs {
     /// Folder of the runs and the results table.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// The method and its settings.
     #[command(flatten)]
-    flags: TrainFlags,
+    pub flags: TrainFlags,
 }
 
 impl ProtocolArgs {

@@ -81,12 +81,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "RUN")]
     resume: Option<PathBuf>,
 
+    /// The method and its settings.
     #[command(flatten)]
-    flags: TrainFlags,
-
-    /// The arguments given on the command line (filled in by `main`; checked against --resume).
-    #[arg(skip)]
-    pub given: Vec<String>,
+    pub flags: TrainFlags,
 }
 
 /// The arguments that may accompany `--resume` (they do not change what is trained).
@@ -100,6 +97,58 @@ const RESUME_COMPATIBLE: [&str; 8] = [
     "keep_checkpoints",
     "eval_batch_size",
 ];
+
+/// The flags only some methods read, and those methods: one given with another method is an
+/// error rather than silently ignored.
+const METHOD_FLAGS: &[(&str, &[Method])] = {
+    use Method::*;
+    const MIXTURE: &[Method] = &[Mocoop];
+    const SOFT: &[Method] = &[Coop, Cocoop, Kgcoop, Prograd];
+    const SHARED: &[Method] = &[Mocoop, Coop, Kgcoop, Prograd];
+    &[
+        ("top_k", MIXTURE),
+        ("renormalize", MIXTURE),
+        ("router_noise", MIXTURE),
+        ("lambda_text", MIXTURE),
+        ("lambda_gate", MIXTURE),
+        ("lambda_lb", MIXTURE),
+        ("text_tau", MIXTURE),
+        ("text_classes", MIXTURE),
+        ("gate_prototypes", MIXTURE),
+        ("gate_target", MIXTURE),
+        ("gate_target_grad", MIXTURE),
+        ("encode_all_experts", MIXTURE),
+        ("groups", &[Mocoop, ZeroShot]),
+        ("ctx_init", SOFT),
+        ("ctx_template", SOFT),
+        ("n_ctx", SOFT),
+        ("ctx_std", SOFT),
+        ("text_bias", SHARED),
+        ("lambda_kd", SHARED),
+        ("lambda_kg", SHARED),
+        ("kg_distance", SHARED),
+        ("hand_made", &[Kgcoop, Prograd]),
+        ("prograd_lambda", &[Prograd]),
+        ("prograd_temperature", &[Prograd]),
+        ("prograd_scope", &[Prograd]),
+        ("zero_shot_template", &[ZeroShot]),
+    ]
+};
+
+/// An error naming the first flag in `given` that `method` does not read.
+fn check_method_flags(method: Method, given: &[String]) -> Result<()> {
+    for (flag, methods) in METHOD_FLAGS {
+        if given.iter().any(|g| g == flag) && !methods.contains(&method) {
+            let readers: Vec<String> = methods.iter().map(Method::to_string).collect();
+            bail!(
+                "--{} does not apply to --method {method} (only to {})",
+                flag.replace('_', "-"),
+                readers.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
 
 /// The method and every hyper-parameter of a run (shared by `train` and `protocol`).
 #[derive(Debug, Clone, clap::Args)]
@@ -267,6 +316,10 @@ pub struct TrainFlags {
     /// to encode (for many classes, ImageNet, where the prompts take the time).
     #[arg(long, value_enum, default_value_t = DeviceSplit::Batch)]
     split: DeviceSplit,
+    /// The flags typed on the command line (filled in by `main`): checked against `--resume` and
+    /// against the method.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 /// Which data one run trains on.
@@ -402,18 +455,7 @@ impl TrainFlags {
 
     /// The run configuration these flags describe for one dataset and seed.
     pub fn config(&self, checkpoint: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
-        let prograd_flags = [
-            self.prograd_lambda.is_some(),
-            self.prograd_temperature.is_some(),
-            self.prograd_scope.is_some(),
-        ];
-        if self.method != Method::Prograd && prograd_flags.contains(&true) {
-            bail!(
-                "--prograd-lambda, --prograd-temperature and --prograd-scope apply to --method \
-                 prograd, not {}",
-                self.method
-            );
-        }
+        check_method_flags(self.method, &self.given)?;
         let recipe = self.recipe(&run.dataset);
         let batch_size = self.batch_size.unwrap_or(recipe.batch_size);
         let data = DataConfig {
@@ -466,6 +508,7 @@ impl TrainArgs {
         devices: &[B::Device],
     ) -> Result<TrainReport> {
         if let Some(other) = self
+            .flags
             .given
             .iter()
             .find(|id| !RESUME_COMPATIBLE.contains(&id.as_str()))

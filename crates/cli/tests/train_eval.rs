@@ -300,7 +300,19 @@ fn cocoop_kgcoop_and_prograd_learn_and_a_reloaded_run_evaluates_identically() {
                 other.to_str().unwrap(),
                 &["--method", "kgcoop", "--prograd-lambda", "0.5"],
             )));
-            assert!(err.contains("apply to --method prograd"), "{err}");
+            assert!(
+                err.contains("--prograd-lambda does not apply to --method kgcoop"),
+                "{err}"
+            );
+            let err = failure(mocoop(&train_args(
+                root.to_str().unwrap(),
+                other.to_str().unwrap(),
+                &["--method", "cocoop", "--top-k", "3"],
+            )));
+            assert!(
+                err.contains("--top-k does not apply to --method cocoop"),
+                "{err}"
+            );
         }
     }
 }

@@ -5,8 +5,14 @@
 //! stops on a non-finite loss before the step is applied (on every device's share), counts the
 //! steps and epoch averages ([`Journal`], `metrics.jsonl`), writes the resumable checkpoints
 //! ([`CheckpointSaver`]) at epoch ends and when the user stops the run (Ctrl-C), and stops on a
-//! data error. Metrics and the progress display still go through burn-train's event processor,
-//! data-parallel steps through its `MultiDevicesTrainStep`.
+//! data error. Metrics and the progress display still go through burn-train's event processor.
+//!
+//! A data-parallel step runs its device shares one after another on the loop's thread, each on a
+//! fork of the model on its device, rather than through burn-train's `MultiDevicesTrainStep`,
+//! which runs them on a thread each: burn-autodiff 0.21 can free the graph one thread is still
+//! building when another finishes its backward pass, and silently lose gradients
+//! (tracel-ai/burn#5573). The devices' kernels still run asynchronously; only the host side of the
+//! shares is serial, and the gradients are summed in device order (deterministic).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,11 +24,10 @@ use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::store::EventStoreClient;
-use burn::train::train::MultiDevicesTrainStep;
 use burn::train::{
     EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent,
     LearningComponentsMarker, SupervisedLearningStrategy, SupervisedTrainingEventProcessor,
-    TrainLoader, TrainOutput, TrainingComponents, TrainingItem, ValidLoader,
+    TrainLoader, TrainOutput, TrainStep, TrainingComponents, TrainingItem, ValidLoader,
 };
 
 use mocoop_data::ImageBatch;
@@ -131,47 +136,46 @@ impl<B: AutodiffBackend> RunLoop<B> {
 }
 
 /// The training steps of one epoch: one device's batches, or every device's part of each batch.
-enum EpochSteps<'a, B, LR, M, O>
-where
-    B: AutodiffBackend,
-    LR: LrScheduler + 'static,
-    M: PromptLearner<B>,
-    O: Optimizer<M, B> + 'static,
-{
+enum EpochSteps<'a, B: AutodiffBackend> {
     One(Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a>),
     Many {
         iterators: Vec<Box<dyn DataLoaderIterator<ImageBatch<B>> + 'a>>,
-        step: &'a MultiDevicesTrainStep<Components<B, LR, M, O>>,
+        devices: &'a [B::Device],
     },
 }
 
-impl<B, LR, M, O> EpochSteps<'_, B, LR, M, O>
-where
-    B: AutodiffBackend,
-    LR: LrScheduler + 'static,
-    M: PromptLearner<B>,
-    O: Optimizer<M, B> + 'static,
-{
+impl<B: AutodiffBackend> EpochSteps<'_, B> {
     /// The outputs of the next step (one per device share) and the epoch's progress, or `None`
     /// at the epoch's end.
-    fn next(
+    fn next<LR, M, O>(
         &mut self,
         learner: &Learner<Components<B, LR, M, O>>,
-    ) -> Option<(Vec<TrainOutput<StepOutput>>, Progress)> {
+    ) -> Option<(Vec<TrainOutput<StepOutput>>, Progress)>
+    where
+        LR: LrScheduler + 'static,
+        M: PromptLearner<B>,
+        O: Optimizer<M, B> + 'static,
+    {
         match self {
             Self::One(iterator) => {
                 let batch = iterator.next()?;
                 Some((vec![learner.train_step(batch)], iterator.progress()))
             }
-            Self::Many { iterators, step } => {
-                let (items, progress) = step.step(iterators.as_mut_slice(), &learner.model());
-                if items.is_empty() {
-                    return None;
+            Self::Many {
+                iterators, devices, ..
+            } => {
+                let model = learner.model();
+                let (mut outputs, mut processed, mut total) = (Vec::new(), 0, 0);
+                for (iterator, device) in iterators.iter_mut().zip(devices.iter()) {
+                    let Some(batch) = iterator.next() else {
+                        continue;
+                    };
+                    let progress = iterator.progress();
+                    processed += progress.items_processed;
+                    total += progress.items_total;
+                    outputs.push(TrainStep::step(&model.clone().fork(device), batch));
                 }
-                Some((
-                    items.into_iter().map(|item| item.output).collect(),
-                    progress,
-                ))
+                (!outputs.is_empty()).then(|| (outputs, Progress::new(processed, total)))
             }
         }
     }
@@ -216,8 +220,6 @@ where
             vec![train.to_device(&main)]
         };
         let valid = valid.to_device(&main);
-        let multi = (self.devices.len() > 1)
-            .then(|| MultiDevicesTrainStep::<Components<B, LR, M, O>>::new(&self.devices));
         let mut processor = components.event_processor;
         let mut state = self.finish();
         let epochs = components.num_epochs;
@@ -226,12 +228,13 @@ where
                 items_processed: epoch,
                 items_total: epochs,
             };
-            let steps = match &multi {
-                Some(step) => EpochSteps::Many {
+            let steps = if self.devices.len() > 1 {
+                EpochSteps::Many {
                     iterators: loaders.iter().map(|l| l.iter()).collect(),
-                    step,
-                },
-                None => EpochSteps::One(loaders[0].iter()),
+                    devices: &self.devices,
+                }
+            } else {
+                EpochSteps::One(loaders[0].iter())
             };
             let context = EpochContext {
                 global: &global,
@@ -270,7 +273,7 @@ impl<B: AutodiffBackend> RunLoop<B> {
     fn train_epoch<LR, M, O>(
         &self,
         learner: &mut Learner<Components<B, LR, M, O>>,
-        mut steps: EpochSteps<'_, B, LR, M, O>,
+        mut steps: EpochSteps<'_, B>,
         processor: &mut Processor<B, LR, M, O>,
         state: &mut RunState,
         context: &EpochContext<'_, B>,

@@ -114,7 +114,7 @@ fn init_is_seeded_and_starts_as_clip_does() {
     assert_eq!(a, features(5).1, "the same seed builds the same model");
     assert_ne!(a, features(6).1, "another seed builds another model");
     assert!((clip.logit_scale() - 100f32.ln()).abs() < 1e-6);
-    let ln = &clip.vision.transformer.blocks[0].ln_1;
+    let ln = &clip.vision.transformer().expect("a ViT").blocks[0].ln_1;
     let gamma = ln.gamma.val().into_data().to_vec::<f32>().unwrap();
     assert!(gamma.iter().all(|&g| g == 1.0), "{gamma:?}");
 }

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod data_parallel;
 mod demo;
+mod resnet;
 mod resume;
 mod train_eval;
 #[cfg(feature = "wgpu")]

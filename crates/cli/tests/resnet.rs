@@ -2,7 +2,7 @@
 //! `mocoop` binary on the fixtures' ModifiedResNet (an open_clip hub folder), and LayerNorm
 //! tuning, which has nothing to tune there, is a clear error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -17,7 +17,7 @@ fn resnet_weights() -> String {
 }
 
 /// `mocoop train` on the ResNet with `extra` flags, into `out`.
-fn train(root: &str, out: &PathBuf, extra: &[&str]) -> std::process::Output {
+fn train(root: &str, out: &Path, extra: &[&str]) -> std::process::Output {
     let weights = resnet_weights();
     let mut args = train_args(root, out.to_str().unwrap(), extra);
     let at = args.iter().position(|a| *a == "--weights").unwrap() + 1;
@@ -26,7 +26,7 @@ fn train(root: &str, out: &PathBuf, extra: &[&str]) -> std::process::Output {
 }
 
 /// The saved run evaluates to the trained run's correct count on every split.
-fn evaluates_identically(run: &PathBuf, trained: &Value) {
+fn evaluates_identically(run: &Path, trained: &Value) {
     let eval = ok(mocoop(&[
         "eval",
         "--run",

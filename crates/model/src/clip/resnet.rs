@@ -117,9 +117,9 @@ impl<B: Backend> ModifiedResNet<B> {
     /// computed in the type of the encoder's weights.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = images.cast(dtype_of(&self.conv1.weight));
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
-        let x = relu(self.bn3.forward(self.conv3.forward(x)));
+        let x = relu(self.bn1.forward(convolve(&self.conv1, x)));
+        let x = relu(self.bn2.forward(convolve(&self.conv2, x)));
+        let x = relu(self.bn3.forward(convolve(&self.conv3, x)));
         let mut x = avg_pool2d(x, [2, 2], [2, 2], [0, 0], true, false);
         for block in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()
@@ -180,11 +180,11 @@ impl<B: Backend> Bottleneck<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(pool(out, self.stride)));
+        let out = relu(self.bn1.forward(convolve(&self.conv1, x.clone())));
+        let out = relu(self.bn2.forward(convolve(&self.conv2, out)));
+        let out = self.bn3.forward(convolve(&self.conv3, pool(out, self.stride)));
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(pool(x, self.stride))),
+            Some(d) => d.bn.forward(convolve(&d.conv, pool(x, self.stride))),
             None => x,
         };
         relu(out + identity)
@@ -197,6 +197,20 @@ impl<B: Backend> Bottleneck<B> {
 pub struct Downsample<B: Backend> {
     conv: Conv2d<B>,
     bn: FrozenBatchNorm<B>,
+}
+
+/// `conv` applied to `x`; a 1×1 convolution (most of a bottleneck's) as one batched matrix
+/// product `[out, in] · [in, H·W]` per image. That is the same sum, and it sidesteps a Burn 0.21
+/// WGPU convolution kernel that computes some 1×1 shapes wrongly (8 → 32 channels on 16×16 maps
+/// of 5 images is off by whole units; `crates/cli/tests/wgpu.rs` checks the ResNet fixture there).
+fn convolve<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if conv.kernel_size != [1, 1] || conv.stride != [1, 1] {
+        return conv.forward(x);
+    }
+    let [n, c, h, w] = x.dims();
+    let [out, ..] = conv.weight.dims();
+    let weight = conv.weight.val().reshape([1, out, c]).expand([n, out, c]);
+    weight.matmul(x.reshape([n, c, h * w])).reshape([n, out, h, w])
 }
 
 /// `stride`×`stride` average pooling (nothing for stride 1).

@@ -12,6 +12,9 @@ use crate::config::ClipConfig;
 use crate::weights::{StateDict, WeightsError};
 
 /// The image tower of a CLIP model.
+// One per model, built once and moved whole: the size of the larger variant costs nothing, and
+// Burn's `Module` derive has no boxed variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum VisionEncoder<B: Backend> {
     /// A vision transformer (OpenAI's ViT-B/32, ViT-B/16, ViT-L/14, open_clip's ViTs).

@@ -182,7 +182,9 @@ impl<B: Backend> Bottleneck<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let out = relu(self.bn1.forward(convolve(&self.conv1, x.clone())));
         let out = relu(self.bn2.forward(convolve(&self.conv2, out)));
-        let out = self.bn3.forward(convolve(&self.conv3, pool(out, self.stride)));
+        let out = self
+            .bn3
+            .forward(convolve(&self.conv3, pool(out, self.stride)));
         let identity = match &self.downsample {
             Some(d) => d.bn.forward(convolve(&d.conv, pool(x, self.stride))),
             None => x,
@@ -210,7 +212,9 @@ fn convolve<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let [out, ..] = conv.weight.dims();
     let weight = conv.weight.val().reshape([1, out, c]).expand([n, out, c]);
-    weight.matmul(x.reshape([n, c, h * w])).reshape([n, out, h, w])
+    weight
+        .matmul(x.reshape([n, c, h * w]))
+        .reshape([n, out, h, w])
 }
 
 /// `stride`×`stride` average pooling (nothing for stride 1).

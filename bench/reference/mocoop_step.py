@@ -17,7 +17,7 @@ z = normalize(TextEncoder(prompts) + w), router on normalized image features, to
 logits, L = CE + 5 L_text + 1 L_gate (the trainer's defaults, crates/train/src/config.rs), global
 gradient-norm clipping at 1, SGD (lr 0.032, momentum 0.9, weight decay 5e-4; LayerNorms at 0.1x).
 
-Usage: mocoop_step.py [--device cpu|cuda] [--geometry small|vit-b-16|tiny] [--cases a,b]
+Usage: mocoop_step.py [--device cpu|cuda] [--geometry small|vit-b-16|tiny|rn50] [--cases a,b]
                       [--steps N] [--warmup N] [--threads N] [--breakdown] [--json PATH]
 Each case runs in a child process (`--case NAME`), so that its peak memory is its own.
 """
@@ -52,8 +52,10 @@ LR, LN_LR_SCALE, MOMENTUM, WEIGHT_DECAY, CLIP_NORM = 0.032, 0.1, 0.9, 5e-4, 1.0
 LAMBDA_TEXT, LAMBDA_GATE, TAU = 5.0, 1.0, 1.0
 
 # (embed_dim, vision (width, layers, heads, patch, image), text (width, layers, heads)):
-# the same sizes as ClipConfig::vit_b_16, small and tiny (crates/model/src/config.rs).
+# the same sizes as ClipConfig::vit_b_16, small, tiny and rn50 (crates/model/src/config.rs);
+# rn50's layers are its ModifiedResNet's four stages (64-wide pooling heads, no patches).
 GEOMETRIES = {
+    "rn50": (1024, (64, [3, 4, 6, 3], 32, 32, 224), (512, 12, 8)),
     "vit-b-16": (512, (768, 12, 12, 16, 224), (512, 12, 8)),
     "small": (128, (192, 4, 3, 16, 224), (128, 4, 2)),
     "tiny": (16, (32, 1, 2, 8, 32), (32, 1, 2)),
@@ -104,10 +106,14 @@ def build_clip(geometry, seed, device):
     """open_clip's CLIP class with its own random initialisation, QuickGELU, logit scale ln 100."""
     torch.manual_seed(seed)
     embed, (w, layers, heads, patch, size), (tw, tl, th) = GEOMETRIES[geometry]
+    if isinstance(layers, list):
+        vision_cfg = dict(image_size=size, layers=layers, width=w, head_width=64, patch_size=None)
+    else:
+        vision_cfg = dict(image_size=size, patch_size=patch, width=w, layers=layers,
+                          head_width=w // heads, mlp_ratio=4.0)
     model = open_clip.CLIP(
         embed_dim=embed,
-        vision_cfg=dict(image_size=size, patch_size=patch, width=w, layers=layers,
-                        head_width=w // heads, mlp_ratio=4.0),
+        vision_cfg=vision_cfg,
         text_cfg=dict(context_length=CONTEXT, vocab_size=VOCAB, width=tw, heads=th, layers=tl,
                       mlp_ratio=4.0),
         quick_gelu=True,

@@ -200,15 +200,23 @@ fn source_note(input: &Path, layout: WeightLayout, digests: &[(String, String)])
 pub fn describe(config: &ClipConfig) -> String {
     let v = &config.vision;
     let t = &config.text;
+    let image = match v.resnet_stages {
+        Some(stages) => format!(
+            "RN stages {stages:?} {}px (stem width {}, {} pooling heads)",
+            v.image_size, v.width, v.heads
+        ),
+        None => format!(
+            "ViT-{}/{} {}px (width {}, {} layers, {} heads)",
+            model_size_name(v.width),
+            v.patch_size,
+            v.image_size,
+            v.width,
+            v.layers,
+            v.heads
+        ),
+    };
     format!(
-        "ViT-{}/{} {}px (width {}, {} layers, {} heads); text width {}, {} layers, {} heads, \
-         context {}, vocab {}; embed {}; {:?}",
-        model_size_name(v.width),
-        v.patch_size,
-        v.image_size,
-        v.width,
-        v.layers,
-        v.heads,
+        "{image}; text width {}, {} layers, {} heads, context {}, vocab {}; embed {}; {:?}",
         t.width,
         t.layers,
         t.heads,

@@ -32,8 +32,33 @@ pub struct Release {
     pub sha256: &'static str,
 }
 
-/// The ViT checkpoints OpenAI released (addresses from `clip/clip.py`, `_MODELS`).
+/// The checkpoints OpenAI released, ResNets and ViTs (addresses from `clip/clip.py`, `_MODELS`).
 pub const RELEASES: &[Release] = &[
+    Release {
+        name: "RN50",
+        file: "RN50.pt",
+        sha256: "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
+    },
+    Release {
+        name: "RN101",
+        file: "RN101.pt",
+        sha256: "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599",
+    },
+    Release {
+        name: "RN50x4",
+        file: "RN50x4.pt",
+        sha256: "7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd",
+    },
+    Release {
+        name: "RN50x16",
+        file: "RN50x16.pt",
+        sha256: "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa",
+    },
+    Release {
+        name: "RN50x64",
+        file: "RN50x64.pt",
+        sha256: "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c",
+    },
     Release {
         name: "ViT-B/32",
         file: "ViT-B-32.pt",

@@ -112,3 +112,41 @@ fn an_open_clip_hub_folder_converts_with_its_heads_and_preprocessing() {
     .to_string();
     assert!(error.contains("--text-heads"), "{error}");
 }
+
+/// The ModifiedResNet fixture's TorchScript archive converts to a native file holding exactly its
+/// hub folder's weights (BatchNorm statistics included, `num_batches_tracked` dropped) and its
+/// geometry.
+#[test]
+fn a_resnet_torchscript_archive_converts() {
+    let input = fixtures().join("resnet.torchscript.pt");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("convert-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("resnet.safetensors");
+    let load = LoadOptions {
+        text_heads: Some(1),
+        ..LoadOptions::default()
+    };
+    let options = ConvertOptions {
+        precision: StoredPrecision::F16,
+        load: load.clone(),
+    };
+    let converted = convert(&input, &output, &options).unwrap();
+    assert_eq!(converted.config.vision.resnet_stages, Some([1, 2, 1, 1]));
+    let native = weights::load(&output, &LoadOptions::default()).unwrap();
+    let hub = weights::load(&fixtures().join("resnet_hub"), &LoadOptions::default()).unwrap();
+    assert_eq!(native.config, hub.config);
+    let names: Vec<&str> = native.state.names().collect();
+    assert_eq!(names, hub.state.names().collect::<Vec<_>>());
+    assert_eq!(converted.tensors, names.len());
+    assert!(names.contains(&"visual.layer2.0.downsample.1.running_var"));
+    for name in names {
+        let a = native.state.get(name).unwrap().clone().convert::<f32>();
+        let b = hub.state.get(name).unwrap().clone().convert::<f32>();
+        assert_eq!(
+            a.to_vec::<f32>().unwrap(),
+            b.to_vec::<f32>().unwrap(),
+            "{name}"
+        );
+    }
+    assert!(xtask::convert::describe(&converted.config).starts_with("RN stages [1, 2, 1, 1] 64px"));
+}

@@ -288,7 +288,18 @@ fn releases_and_addresses() {
         download::find_release("ViT-L-14-336px.pt").unwrap().name,
         "ViT-L/14@336px"
     );
-    assert!(download::find_release("RN50").is_none());
+    let rn50 = download::find_release("rn50").unwrap();
+    assert_eq!(
+        download::release_url(download::OPENAI_BASE, rn50),
+        "https://openaipublic.azureedge.net/clip/models/\
+         afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt"
+    );
+    assert_eq!(
+        download::find_release("RN50x64.pt").unwrap().name,
+        "RN50x64"
+    );
+    assert_eq!(download::RELEASES.len(), 9);
+    assert!(download::find_release("RN200").is_none());
     assert_eq!(
         download::release_url("http://mirror.example/clip/", b16),
         format!("http://mirror.example/clip/{}/ViT-B-16.pt", b16.sha256)

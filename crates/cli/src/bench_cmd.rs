@@ -106,9 +106,12 @@ impl BenchArgs {
         } else if self.cases.is_empty() {
             // Several devices: the training cases, the ones that can use them.
             let several = self.device.specs().len() > 1;
+            // A ResNet: the cases that do not tune image LayerNorms.
+            let tunable = self.geometry().has_image_layer_norms();
             CaseName::ALL
                 .into_iter()
                 .filter(|case| !several || case.is_training())
+                .filter(|case| tunable || !self.spec(*case).ln_tuning)
                 .collect()
         } else {
             self.cases.clone()
@@ -119,6 +122,18 @@ impl BenchArgs {
     pub fn run(self) -> Result<()> {
         if self.steps == 0 || self.batch == 0 {
             bail!("--steps and --batch must be at least 1");
+        }
+        if !self.geometry().has_image_layer_norms()
+            && let Some(case) = self
+                .requested()
+                .into_iter()
+                .find(|c| self.spec(*c).ln_tuning)
+        {
+            bail!(
+                "{} tunes the image LayerNorms, and the {} geometry's ResNet has none",
+                case.name(),
+                self.geometry().name()
+            );
         }
         let workers = self.device.specs().len();
         if workers > 1 {

@@ -108,6 +108,7 @@ impl PretrainArgs {
                 heads: self.vision_heads,
                 patch_size: self.patch_size,
                 image_size: self.image_size,
+                resnet_stages: None,
             },
             text: TextConfig {
                 width: self.text_width,

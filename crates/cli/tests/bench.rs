@@ -164,3 +164,47 @@ fn bench_refuses_several_devices_for_inference() {
         "{stderr}"
     );
 }
+
+/// The RN50 geometry (a ResNet image tower) encodes images, and refuses the cases that tune
+/// image LayerNorms.
+#[test]
+fn bench_encodes_images_with_an_rn50() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let rn50 = [
+        "bench",
+        "--geometry",
+        "rn50",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+    ];
+    let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
+        .args(rn50)
+        .args(["--batch", "1", "--cases", "encode-image", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let case = &report["cases"][0];
+    assert_eq!(
+        (&case["case"], &case["geometry"]),
+        (&"encode-image".into(), &"rn50".into())
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
+        .args(rn50)
+        .args(["--cases", "train-ln"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "train-ln tunes the image LayerNorms, and the rn50 geometry's ResNet has none"
+        ),
+        "{stderr}"
+    );
+}

@@ -35,25 +35,50 @@ impl std::str::FromStr for Activation {
     }
 }
 
-/// Sizes of the ViT image encoder.
+/// Sizes of the image encoder: a ViT, or OpenAI's ModifiedResNet when
+/// [`resnet_stages`](Self::resnet_stages) is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
-    /// Residual stream width.
+    /// Residual stream width (a ResNet: the stem's width, `visual.layer1.0.conv1.weight`'s rows).
     pub width: usize,
-    /// Number of residual blocks.
+    /// Number of residual blocks (a ResNet: its bottleneck blocks, all stages together).
     pub layers: usize,
-    /// Attention heads per block.
+    /// Attention heads per block (a ResNet: of its attention pooling).
     pub heads: usize,
-    /// Side of the square patches (and stride of the patch embedding).
+    /// Side of the square patches and stride of the patch embedding (a ResNet: 32, the factor its
+    /// stem and stages shrink the image by).
     pub patch_size: usize,
     /// Side of the square input image.
     pub image_size: usize,
+    /// Bottleneck blocks of the four stages when the image tower is OpenAI's ModifiedResNet (RN50:
+    /// `[3, 4, 6, 3]`); absent for a ViT, and then not written, so that the configurations of
+    /// ViT files and runs are written as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resnet_stages: Option<[usize; 4]>,
 }
 
+/// The factor by which a ModifiedResNet shrinks its image (a stride-2 stem convolution, a 2×2
+/// average pool and three stride-2 stages), its [`VisionConfig::patch_size`].
+pub const RESNET_REDUCTION: usize = 32;
+
 impl VisionConfig {
-    /// Patches per side of the input image.
+    /// Patches per side of the input image (a ResNet: the side of its last feature map).
     pub fn grid_size(&self) -> usize {
         self.image_size / self.patch_size
+    }
+
+    /// The sizes of OpenAI's ModifiedResNet of stem width `width` with `stages` bottleneck blocks
+    /// per stage for `image_size` px images: OpenAI's `build_model` gives it `width * 32 / 64`
+    /// attention-pooling heads (64 wide over the `width * 32` channels of the last stage).
+    pub fn resnet(width: usize, stages: [usize; 4], image_size: usize) -> Self {
+        Self {
+            width,
+            layers: stages.iter().sum(),
+            heads: width.saturating_mul(RESNET_REDUCTION) / 64,
+            patch_size: RESNET_REDUCTION,
+            image_size,
+            resnet_stages: Some(stages),
+        }
     }
 }
 
@@ -124,6 +149,7 @@ impl ClipConfig {
                 heads: 12,
                 patch_size: 16,
                 image_size: 224,
+                resnet_stages: None,
             },
             text: TextConfig {
                 width: 512,
@@ -161,6 +187,7 @@ impl ClipConfig {
                 heads: 16,
                 patch_size: 14,
                 image_size: 224,
+                resnet_stages: None,
             },
             text: TextConfig {
                 width: 768,
@@ -169,6 +196,17 @@ impl ClipConfig {
                 ..b16.text
             },
             ..b16
+        }
+    }
+
+    /// OpenAI's RN50: a ModifiedResNet of stem width 64 with `[3, 4, 6, 3]` bottleneck blocks
+    /// (2048 channels, attention pooling with 32 heads) for 224 px images, joined to ViT-B/16's
+    /// text encoder in a 1024-dimensional space.
+    pub fn rn50() -> Self {
+        Self {
+            embed_dim: 1024,
+            vision: VisionConfig::resnet(64, [3, 4, 6, 3], 224),
+            ..Self::vit_b_16()
         }
     }
 
@@ -207,6 +245,7 @@ impl ClipConfig {
                 heads: 2,
                 patch_size: 8,
                 image_size: 32,
+                resnet_stages: None,
             },
             text: TextConfig {
                 width: 32,
@@ -232,6 +271,7 @@ impl ClipConfig {
                 heads: 4,
                 patch_size: 8,
                 image_size: 32,
+                resnet_stages: None,
             },
             text: TextConfig {
                 width: 64,

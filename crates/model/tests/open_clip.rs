@@ -4,6 +4,7 @@
 //!
 //! Embedding parity of the folder with open_clip is in `parity.rs` (`check_all_formats`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
@@ -23,6 +24,50 @@ fn bare_copy(dir: &Path) -> PathBuf {
     let bare = dir.join("bare.safetensors");
     std::fs::copy(hub().join(WEIGHTS), &bare).unwrap();
     bare
+}
+
+/// A safetensors tensor, owned.
+struct Stored {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn read_tensors(path: &Path) -> BTreeMap<String, Stored> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let stored = Stored {
+                dtype: view.dtype(),
+                shape: view.shape().to_vec(),
+                bytes: view.data().to_vec(),
+            };
+            (name, stored)
+        })
+        .collect()
+}
+
+fn write_tensors(path: &Path, tensors: &BTreeMap<String, Stored>) {
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let view = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes);
+            (name.clone(), view.unwrap())
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// fp16 zeros of `shape`.
+fn zeros(shape: Vec<usize>) -> Stored {
+    let count: usize = shape.iter().product();
+    Stored {
+        dtype: safetensors::Dtype::F16,
+        shape,
+        bytes: vec![0; 2 * count],
+    }
 }
 
 fn load_error(path: &Path, options: &LoadOptions) -> String {
@@ -113,7 +158,7 @@ fn a_configuration_that_does_not_fit_the_tensors_is_an_error() {
 }
 
 #[test]
-fn unknown_and_resnet_architectures_are_clear_errors() {
+fn unknown_architectures_and_mismatched_resnets_are_clear_errors() {
     let unknown = LoadOptions {
         arch: Some("ViT-Q-99".into()),
         ..LoadOptions::default()
@@ -124,31 +169,50 @@ fn unknown_and_resnet_architectures_are_clear_errors() {
         "{err}"
     );
 
-    let resnet = LoadOptions {
-        arch: Some("RN50".into()),
-        ..LoadOptions::default()
-    };
-    let err = load_error(&hub(), &resnet);
-    assert!(
-        err.contains("ResNet CLIP image towers are not supported yet"),
-        "{err}"
-    );
-
-    // A ResNet state dict says so too, rather than naming a missing ViT tensor.
+    // A ResNet state dict whose tensors do not fit together names the tensor.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rn.safetensors");
-    let zeros = vec![0u8; 4 * 8];
-    let tensor = |shape: Vec<usize>| {
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &zeros).unwrap()
+    let hub = fixtures().join(RESNET_HUB);
+    let mut tensors = read_tensors(&hub.join("open_clip_model.safetensors"));
+    let name = "visual.layer2.0.conv2.weight";
+    let [out, inp, k, _] = <[usize; 4]>::try_from(tensors[name].shape.clone()).unwrap();
+    tensors.insert(name.into(), zeros(vec![out, inp + 1, k, k]));
+    write_tensors(&file, &tensors);
+    let options = LoadOptions {
+        text_heads: Some(1),
+        ..LoadOptions::default()
     };
-    let views = vec![
-        ("visual.conv1.weight", tensor(vec![2, 1, 2, 2])),
-        ("visual.attnpool.positional_embedding", tensor(vec![2, 4])),
-    ];
-    std::fs::write(&file, safetensors::serialize(views, None).unwrap()).unwrap();
-    let err = load_error(&file, &LoadOptions::default());
+    let err = mocoop_model::Clip::<Flex>::load(&file, &options, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("ResNet CLIP image towers are not supported yet"),
+        err.contains(&format!(
+            "tensor '{name}' has shape [{out}, {}, {k}, {k}], expected [{out}, {inp}, {k}, {k}]",
+            inp + 1
+        )),
+        "{err}"
+    );
+    // A ResNet's weights beside a ViT's configuration, and an RN50 name for a smaller ResNet.
+    let err = load_error(
+        &hub.join("open_clip_model.safetensors"),
+        &LoadOptions {
+            arch: Some("ViT-B-32".into()),
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        err.contains("the image tower is a ViT there but the ResNet stages [1, 2, 1, 1]"),
+        "{err}"
+    );
+    let err = load_error(
+        &file,
+        &LoadOptions {
+            arch: Some("RN50".into()),
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        err.contains("--arch RN50 does not describe these weights"),
         "{err}"
     );
 }

@@ -65,13 +65,15 @@ fn layer_norm_gradients_arrive_in_f32() {
     let clip = load_quickgelu::<B>(&device)
         .with_precision(Precision::F16)
         .no_grad();
-    let gamma = clip.vision.transformer.blocks[0]
+    let gamma = clip.vision.transformer().expect("a ViT").blocks[0]
         .ln_1
         .gamma
         .val()
         .require_grad();
     let mut clip = clip;
-    clip.vision.transformer.blocks[0].ln_1.gamma = Param::from_tensor(gamma.clone());
+    clip.vision.transformer_mut().expect("a ViT").blocks[0]
+        .ln_1
+        .gamma = Param::from_tensor(gamma.clone());
     let size = clip.config().vision.image_size;
     let images = Tensor::<B, 4>::ones([2, 3, size, size], &device) * 0.5;
     let loss = clip.encode_image(images).sum();

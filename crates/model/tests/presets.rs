@@ -114,7 +114,26 @@ fn init_is_seeded_and_starts_as_clip_does() {
     assert_eq!(a, features(5).1, "the same seed builds the same model");
     assert_ne!(a, features(6).1, "another seed builds another model");
     assert!((clip.logit_scale() - 100f32.ln()).abs() < 1e-6);
-    let ln = &clip.vision.transformer.blocks[0].ln_1;
+    let ln = &clip.vision.transformer().expect("a ViT").blocks[0].ln_1;
     let gamma = ln.gamma.val().into_data().to_vec::<f32>().unwrap();
     assert!(gamma.iter().all(|&g| g == 1.0), "{gamma:?}");
+}
+
+/// OpenAI's RN50 at full size (random weights through the loading code of a checkpoint): its
+/// 102,007,137 parameters and 53,248 BatchNorm running statistics (open_clip's `RN50`, counted in
+/// PyTorch), which are parameters here; 1024-dimensional features from one 224 px image.
+#[test]
+fn a_full_size_rn50_runs_a_forward_pass() {
+    let config = ClipConfig::rn50();
+    let clip = random_clip(&config);
+    assert_eq!(clip.num_params(), 102_007_137 + 53_248);
+    assert!(
+        clip.vision.transformer().is_none(),
+        "a ResNet has no ViT blocks"
+    );
+    let images = burn::tensor::Tensor::<Flex, 4>::ones([1, 3, 224, 224], &Default::default());
+    let features = clip.vision.forward(images);
+    assert_eq!(features.dims(), [1, 1024]);
+    let values = features.into_data().to_vec::<f32>().unwrap();
+    assert!(values.iter().all(|x| x.is_finite()) && values.iter().any(|&x| x != 0.0));
 }

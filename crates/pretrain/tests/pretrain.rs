@@ -25,6 +25,7 @@ fn tiny(steps: usize) -> PretrainConfig {
         heads: 2,
         patch_size: 8,
         image_size: 16,
+        resnet_stages: None,
     };
     config.clip.text = TextConfig {
         width: 16,

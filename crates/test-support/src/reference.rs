@@ -236,6 +236,36 @@ pub fn check_all_formats<B: Backend>(device: &B::Device) {
         &dir.join("hf_clip/model.safetensors"),
         &quick,
     );
+    check_resnet_formats::<B>(device);
+}
+
+/// The ModifiedResNet fixture: its entry in `reference.json` and its hub folder.
+pub const RESNET: &str = "resnet";
+/// The ModifiedResNet fixture's hub folder.
+pub const RESNET_HUB: &str = "resnet_hub";
+
+/// The ModifiedResNet fixture (BatchNorm statistics away from their defaults) as an open_clip hub
+/// folder, as its weight file alone (OpenAI's rules read its sizes), as a `torch.save` state dict
+/// and as a TorchScript archive; the bare files state no heads, and the 8-wide text tower is not
+/// OpenAI's 64-wide rule, so its one head is given.
+fn check_resnet_formats<B: Backend>(device: &B::Device) {
+    let dir = fixtures();
+    let hub = dir.join(RESNET_HUB);
+    check_against_reference::<B>(device, RESNET, &hub, &LoadOptions::default());
+    let bare = LoadOptions {
+        text_heads: Some(1),
+        ..LoadOptions::default()
+    };
+    // The hub's weights away from their configuration: a bare safetensors state dict.
+    let alone = std::env::temp_dir().join(format!("mocoop-resnet-{}", std::process::id()));
+    std::fs::create_dir_all(&alone).unwrap();
+    let file = alone.join(format!("{:?}.safetensors", std::thread::current().id()));
+    std::fs::copy(hub.join("open_clip_model.safetensors"), &file).unwrap();
+    check_against_reference::<B>(device, RESNET, &file, &bare);
+    std::fs::remove_file(&file).unwrap();
+    for name in ["resnet_fp16.pt", "resnet.torchscript.pt"] {
+        check_against_reference::<B>(device, RESNET, &dir.join(name), &bare);
+    }
 }
 
 /// The QuickGELU open_clip fixture: its entry in `reference.json` and its safetensors file's stem.

@@ -273,7 +273,10 @@ pub fn load_visual_ln<B: Backend>(
             Ok(Param::from_mapped_value(id, value, mapper))
         };
     let mut names = names.iter();
-    let blocks = std::mem::take(&mut clip.vision.transformer.blocks);
+    let Some(transformer) = clip.vision.transformer_mut() else {
+        return Ok(clip); // a ResNet: no LayerNorms, and `names` is empty
+    };
+    let blocks = std::mem::take(&mut transformer.blocks);
     let mut rebuilt = Vec::with_capacity(blocks.len());
     for mut block in blocks {
         for ln in [&mut block.ln_1, &mut block.ln_2] {
@@ -288,6 +291,6 @@ pub fn load_visual_ln<B: Backend>(
         }
         rebuilt.push(block);
     }
-    clip.vision.transformer.blocks = rebuilt;
+    transformer.blocks = rebuilt;
     Ok(clip)
 }

@@ -160,7 +160,8 @@ fn ln_require_grad<B: Backend>(mut ln: LayerNorm<B>, on: bool) -> LayerNorm<B> {
 /// of `ln_2`).
 pub fn visual_ln_params<B: Backend>(clip: &Clip<B>) -> Vec<(String, &Param<Tensor<B, 1>>)> {
     let mut out = Vec::new();
-    for (i, block) in clip.vision.transformer.blocks.iter().enumerate() {
+    let blocks = clip.vision.transformer().map_or(&[][..], |t| &t.blocks);
+    for (i, block) in blocks.iter().enumerate() {
         for (name, ln) in [("ln_1", &block.ln_1), ("ln_2", &block.ln_2)] {
             out.push((
                 format!("visual.transformer.resblocks.{i}.{name}.weight"),
@@ -180,9 +181,9 @@ pub fn visual_ln_params<B: Backend>(clip: &Clip<B>) -> Vec<(String, &Param<Tenso
 /// Freezes CLIP, except the image LayerNorms when `ln_tuning`.
 pub fn freeze_clip<B: Backend>(clip: Clip<B>, ln_tuning: bool) -> Clip<B> {
     let mut clip = clip.no_grad();
-    if ln_tuning {
-        let blocks = std::mem::take(&mut clip.vision.transformer.blocks);
-        clip.vision.transformer.blocks = blocks
+    if ln_tuning && let Some(transformer) = clip.vision.transformer_mut() {
+        let blocks = std::mem::take(&mut transformer.blocks);
+        transformer.blocks = blocks
             .into_iter()
             .map(|mut block| {
                 block.ln_1 = ln_require_grad(block.ln_1, true);

@@ -20,6 +20,10 @@ pub enum Geometry {
     Small,
     /// A toy model for the command's own test (seconds in the dev profile).
     Tiny,
+    /// OpenAI's RN50 (a ModifiedResNet image tower, ViT-B/16's text encoder): the cases that do
+    /// not tune image LayerNorms, which a ResNet has none of (`encode-image` above all).
+    #[value(name = "rn50")]
+    Rn50,
 }
 
 impl Geometry {
@@ -29,6 +33,7 @@ impl Geometry {
             Self::VitB16 => "vit-b-16",
             Self::Small => "small",
             Self::Tiny => "tiny",
+            Self::Rn50 => "rn50",
         }
     }
 
@@ -38,7 +43,13 @@ impl Geometry {
             Self::VitB16 => ClipConfig::vit_b_16(),
             Self::Small => ClipConfig::small(),
             Self::Tiny => ClipConfig::tiny(),
+            Self::Rn50 => ClipConfig::rn50(),
         }
+    }
+
+    /// Whether the image tower has LayerNorms to tune (a ViT; not a ResNet).
+    pub fn has_image_layer_norms(self) -> bool {
+        self.config().vision.resnet_stages.is_none()
     }
 
     /// A CLIP of this size with seeded random weights, through the same loading code as a real

@@ -65,11 +65,15 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
     }
 }
 
-/// Maps a Burn module path of [`Clip`] (`vision.transformer.blocks.0.attn.in_proj.weight`) to the
+/// Maps a Burn module path of [`Clip`] (`vision.Vit.transformer.blocks.0.attn.in_proj.weight`) to the
 /// canonical name (`visual.transformer.resblocks.0.attn.in_proj_weight`), and says whether the
 /// tensor is a linear weight stored as `[in, out]` that PyTorch stores as `[out, in]`.
 fn canonical_name(path: &str) -> (String, bool) {
-    let (prefix, rest) = if let Some(rest) = path.strip_prefix("vision.") {
+    // The image tower's enum variant (`vision.Vit.`, `vision.ResNet.`) is no part of the name.
+    let (prefix, rest) = if let Some(rest) = ["vision.Vit.", "vision.ResNet."]
+        .iter()
+        .find_map(|p| path.strip_prefix(p))
+    {
         ("visual.", rest)
     } else if let Some(rest) = path.strip_prefix("text.") {
         ("", rest)
@@ -81,13 +85,15 @@ fn canonical_name(path: &str) -> (String, bool) {
         && parts[parts.len() - 1] == "weight"
         && matches!(
             parts[parts.len() - 2].as_str(),
-            "in_proj" | "out_proj" | "c_fc" | "c_proj"
+            "in_proj" | "out_proj" | "c_fc" | "c_proj" | "q_proj" | "k_proj" | "v_proj"
         );
+    // The ResNet's attention pooling has its `c_proj` at its top; a residual block, in its MLP.
+    let in_block = !parts.iter().any(|p| p == "attnpool");
     for part in parts.iter_mut() {
         *part = match part.as_str() {
             "blocks" => "resblocks".into(),
             "c_fc" => "mlp.c_fc".into(),
-            "c_proj" => "mlp.c_proj".into(),
+            "c_proj" if in_block => "mlp.c_proj".into(),
             "gamma" => "weight".into(),
             "beta" => "bias".into(),
             "token_embedding" => "token_embedding.weight".into(),
@@ -95,6 +101,13 @@ fn canonical_name(path: &str) -> (String, bool) {
         };
     }
     let mut name = format!("{prefix}{}", parts.join("."));
+    // OpenAI's `downsample` is a `Sequential`: `-1` the pool, `0` the conv, `1` the norm.
+    for (from, to) in [
+        (".downsample.conv.", ".downsample.0."),
+        (".downsample.bn.", ".downsample.1."),
+    ] {
+        name = name.replace(from, to);
+    }
     // The packed attention input projection is a bare pair of tensors in PyTorch.
     for (from, to) in [
         ("attn.in_proj.weight", "attn.in_proj_weight"),
@@ -127,10 +140,35 @@ mod tests {
     #[test]
     fn burn_paths_map_to_openai_names() {
         for (path, name, transpose) in [
-            ("vision.conv1.weight", "visual.conv1.weight", false),
-            ("vision.ln_pre.gamma", "visual.ln_pre.weight", false),
+            ("vision.Vit.conv1.weight", "visual.conv1.weight", false),
+            ("vision.Vit.ln_pre.gamma", "visual.ln_pre.weight", false),
             (
-                "vision.transformer.blocks.3.attn.in_proj.weight",
+                "vision.ResNet.bn1.running_var",
+                "visual.bn1.running_var",
+                false,
+            ),
+            (
+                "vision.ResNet.layer2.0.downsample.conv.weight",
+                "visual.layer2.0.downsample.0.weight",
+                false,
+            ),
+            (
+                "vision.ResNet.layer2.0.downsample.bn.bias",
+                "visual.layer2.0.downsample.1.bias",
+                false,
+            ),
+            (
+                "vision.ResNet.attnpool.c_proj.weight",
+                "visual.attnpool.c_proj.weight",
+                true,
+            ),
+            (
+                "vision.ResNet.attnpool.q_proj.bias",
+                "visual.attnpool.q_proj.bias",
+                false,
+            ),
+            (
+                "vision.Vit.transformer.blocks.3.attn.in_proj.weight",
                 "visual.transformer.resblocks.3.attn.in_proj_weight",
                 true,
             ),

@@ -1,15 +1,18 @@
 //! The CLIP model: image encoder, text encoder and the learned temperature.
 
 mod attention;
+mod attention_pool;
 #[cfg(all(test, feature = "cpu"))]
 mod cpu_tests;
 mod export;
 mod linear;
 mod parts;
+mod resnet;
 mod sequences;
 pub mod text;
 pub mod transformer;
 pub mod vision;
+mod vit;
 
 use std::path::Path;
 
@@ -21,9 +24,11 @@ use crate::config::ClipConfig;
 use crate::precision::{CastWeights, Precision};
 use crate::weights::{self, LoadOptions, LoadedWeights, StateDict, WeightLayout, WeightsError};
 pub use parts::{cpu_parts, on_threads, tracks_gradients};
+pub use resnet::ModifiedResNet;
 pub use sequences::index_tensor;
 pub use text::{TextEncoder, eot_positions};
 pub use vision::VisionEncoder;
+pub use vit::VitEncoder;
 
 impl ClipConfig {
     /// A CLIP of this geometry with freshly initialised weights, on `device`: Burn's
@@ -44,7 +49,7 @@ impl ClipConfig {
 /// CLIP, built from any supported checkpoint, on any Burn backend.
 #[derive(Module, Debug)]
 pub struct Clip<B: Backend> {
-    /// The ViT image encoder.
+    /// The image encoder (a ViT or a ResNet).
     pub vision: VisionEncoder<B>,
     /// The causal text encoder.
     pub text: TextEncoder<B>,

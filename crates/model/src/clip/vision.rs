@@ -1,78 +1,47 @@
-//! CLIP's ViT image encoder.
+//! CLIP's image encoder: a ViT ([`VitEncoder`]) or OpenAI's ModifiedResNet ([`ModifiedResNet`]),
+//! as the checkpoint has it, behind one `forward`.
 
-use burn::module::{Module, Param};
-use burn::nn::LayerNorm;
-use burn::nn::conv::Conv2d;
+use burn::module::Module;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor};
 
-use super::sequences::add_positions;
-use super::transformer::{StackSpec, Transformer, layer_norm, param, patch_embedding};
+use super::resnet::ModifiedResNet;
+use super::transformer::Transformer;
+use super::vit::VitEncoder;
 use crate::config::ClipConfig;
-use crate::precision::{dtype_of, norm};
 use crate::weights::{StateDict, WeightsError};
 
-/// Patch embedding → class token → positions → `ln_pre` → blocks → `ln_post` on the class token →
-/// projection.
+/// The image tower of a CLIP model.
+// One per model, built once and moved whole: the size of the larger variant costs nothing, and
+// Burn's `Module` derive has no boxed variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub struct VisionEncoder<B: Backend> {
-    conv1: Conv2d<B>,
-    class_embedding: Param<Tensor<B, 1>>,
-    positional_embedding: Param<Tensor<B, 2>>,
-    ln_pre: LayerNorm<B>,
-    /// The residual blocks (their LayerNorms are what visual LN tuning trains).
-    pub transformer: Transformer<B>,
-    ln_post: LayerNorm<B>,
-    proj: Param<Tensor<B, 2>>,
-    image_size: usize,
-    /// The LayerNorms' epsilon.
-    #[module(skip)]
-    eps: f64,
+pub enum VisionEncoder<B: Backend> {
+    /// A vision transformer (OpenAI's ViT-B/32, ViT-B/16, ViT-L/14, open_clip's ViTs).
+    Vit(VitEncoder<B>),
+    /// OpenAI's ModifiedResNet (RN50, RN101, RN50x4, RN50x16, RN50x64).
+    ResNet(ModifiedResNet<B>),
 }
 
 impl<B: Backend> VisionEncoder<B> {
-    /// Takes the `visual.*` tensors of an OpenAI-layout state dict.
+    /// Takes the `visual.*` tensors of an OpenAI-layout state dict, of the tower `config` names.
     pub(crate) fn load(
         state: &mut StateDict,
         config: &ClipConfig,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
-        let v = &config.vision;
-        let eps = config.layer_norm_eps;
-        let positions = v.grid_size() * v.grid_size() + 1;
-        Ok(Self {
-            conv1: patch_embedding(state, "visual.conv1.weight", v.width, v.patch_size, device)?,
-            class_embedding: param(state, "visual.class_embedding", [v.width], device)?,
-            positional_embedding: param(
-                state,
-                "visual.positional_embedding",
-                [positions, v.width],
-                device,
-            )?,
-            ln_pre: layer_norm(state, "visual.ln_pre", v.width, eps, device)?,
-            transformer: Transformer::load(
-                state,
-                "visual.transformer.resblocks.",
-                StackSpec {
-                    width: v.width,
-                    layers: v.layers,
-                    heads: v.heads,
-                    causal: false,
-                    activation: config.activation,
-                    eps,
-                },
-                device,
-            )?,
-            ln_post: layer_norm(state, "visual.ln_post", v.width, eps, device)?,
-            proj: param(state, "visual.proj", [v.width, config.embed_dim], device)?,
-            image_size: v.image_size,
-            eps,
+        Ok(match config.vision.resnet_stages {
+            Some(_) => Self::ResNet(ModifiedResNet::load(state, config, device)?),
+            None => Self::Vit(VitEncoder::load(state, config, device)?),
         })
     }
 
     /// Side of the square images this encoder takes.
     pub fn image_size(&self) -> usize {
-        self.image_size
+        match self {
+            Self::Vit(vit) => vit.image_size(),
+            Self::ResNet(resnet) => resnet.image_size(),
+        }
     }
 
     /// Image features (not normalised, f32) of preprocessed images `[batch, 3, size, size]`,
@@ -81,32 +50,33 @@ impl<B: Backend> VisionEncoder<B> {
     /// # Panics
     /// If the images are not `image_size` square: preprocessing guarantees it.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let [batch, channels, height, width] = images.dims();
+        let [_, channels, height, width] = images.dims();
+        let size = self.image_size();
         assert!(
-            channels == 3 && height == self.image_size && width == self.image_size,
-            "images must be [N, 3, {s}, {s}], got {:?}",
+            channels == 3 && height == size && width == size,
+            "images must be [N, 3, {size}, {size}], got {:?}",
             images.dims(),
-            s = self.image_size
         );
-        let images = images.cast(dtype_of(&self.class_embedding));
-        let patches = self.conv1.forward(images); // [N, W, G, G]
-        let [_, d_model, grid, _] = patches.dims();
-        let patches = patches
-            .reshape([batch, d_model, grid * grid])
-            .swap_dims(1, 2);
-        let class = self
-            .class_embedding
-            .val()
-            .reshape([1, 1, d_model])
-            .expand([batch, 1, d_model]);
-        let x = add_positions(
-            Tensor::cat(vec![class, patches], 1),
-            self.positional_embedding.val(),
-        );
-        let x = self.transformer.forward(norm(&self.ln_pre, self.eps, x));
-        let cls = x.narrow(1, 0, 1).reshape([batch, d_model]);
-        norm(&self.ln_post, self.eps, cls)
-            .matmul(self.proj.val())
-            .cast(FloatDType::F32)
+        match self {
+            Self::Vit(vit) => vit.forward(images),
+            Self::ResNet(resnet) => resnet.forward(images),
+        }
+    }
+
+    /// The ViT's residual blocks, whose LayerNorms visual LN tuning trains; `None` for a ResNet,
+    /// which has no LayerNorms.
+    pub fn transformer(&self) -> Option<&Transformer<B>> {
+        match self {
+            Self::Vit(vit) => Some(&vit.transformer),
+            Self::ResNet(_) => None,
+        }
+    }
+
+    /// [`Self::transformer`], to change.
+    pub fn transformer_mut(&mut self) -> Option<&mut Transformer<B>> {
+        match self {
+            Self::Vit(vit) => Some(&mut vit.transformer),
+            Self::ResNet(_) => None,
+        }
     }
 }

@@ -38,7 +38,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, TensorData};
 
-use crate::config::{Activation, ClipConfig, TextConfig, VisionConfig, default_heads};
+use crate::config::{
+    Activation, ClipConfig, RESNET_REDUCTION, TextConfig, VisionConfig, default_heads,
+};
 use crate::preprocess::Preprocess;
 
 /// Why a checkpoint could not be read or does not fit the model.
@@ -119,6 +121,14 @@ pub struct StateDict {
     random: Option<rand::rngs::StdRng>,
 }
 
+/// Whether `name` is a tensor of a ResNet's BatchNorm (`visual.bn1.weight`,
+/// `visual.layer1.0.bn3.bias`, `visual.layer1.0.downsample.1.weight`).
+fn is_batch_norm(name: &str) -> bool {
+    let mut parts = name.rsplit('.').skip(1);
+    let module = parts.next().unwrap_or_default();
+    module.starts_with("bn") || (module == "1" && parts.next() == Some("downsample"))
+}
+
 /// Names that some checkpoints carry but that are configuration, not weights.
 const IGNORED_KEYS: &[&str] = &["input_resolution", "context_length", "vocab_size"];
 
@@ -147,10 +157,10 @@ impl StateDict {
     fn draw(rng: &mut rand::rngs::StdRng, name: &str, shape: &[usize]) -> TensorData {
         use rand_distr::Distribution;
         let count = shape.iter().product::<usize>();
-        let is_norm = name.contains("ln_") && name.ends_with(".weight");
-        let values: Vec<f32> = if name.ends_with("bias") {
+        let is_norm = (name.contains("ln_") || is_batch_norm(name)) && name.ends_with(".weight");
+        let values: Vec<f32> = if name.ends_with("bias") || name.ends_with("running_mean") {
             vec![0.0; count]
-        } else if is_norm {
+        } else if is_norm || name.ends_with("running_var") {
             vec![1.0; count]
         } else if name == "logit_scale" {
             vec![100f32.ln(); count]
@@ -217,7 +227,10 @@ impl StateDict {
             .tensors
             .into_keys()
             .filter(|name| {
-                !IGNORED_KEYS.contains(&name.as_str()) && !name.ends_with("position_ids")
+                !IGNORED_KEYS.contains(&name.as_str())
+                    && !name.ends_with("position_ids")
+                    // BatchNorm's count of training batches (PyTorch's `BatchNorm2d` buffer).
+                    && !name.ends_with("num_batches_tracked")
             })
             .collect();
         if names.is_empty() {
@@ -425,21 +438,18 @@ fn load_file(path: &Path) -> Result<(StateDict, WeightLayout, StatedConfig), Wei
     openai_layout(path, tensors)
 }
 
-/// An OpenAI/open_clip state dict, with the configuration of the open_clip hub folder it is in, if
-/// it is in one; a ResNet, or no CLIP at all, is refused.
+/// An OpenAI/open_clip state dict (a ViT or a ResNet CLIP: both have a `visual.conv1`), with the
+/// configuration of the open_clip hub folder it is in, if it is in one; no CLIP at all is refused.
 fn openai_layout(
     path: &Path,
     mut tensors: BTreeMap<String, TensorData>,
 ) -> Result<(StateDict, WeightLayout, StatedConfig), WeightsError> {
-    if tensors.contains_key("visual.attnpool.positional_embedding") {
-        return Err(open_clip::resnet_error(&path.display().to_string()));
-    }
     open_clip::lift_custom_text(&mut tensors);
     if !tensors.contains_key("visual.conv1.weight") {
         return Err(WeightsError::Format {
             path: path.to_path_buf(),
             message: format!(
-                "not a CLIP ViT checkpoint: no 'visual.conv1.weight' (OpenAI layout) or \
+                "not a CLIP checkpoint: no 'visual.conv1.weight' (OpenAI layout) or \
                  'vision_model.*' (transformers layout) tensor among {} tensors{}",
                 tensors.len(),
                 tensors
@@ -546,41 +556,23 @@ fn read_pickle(path: &Path) -> Result<BTreeMap<String, TensorData>, WeightsError
 
 /// Reads the architecture off canonical tensor shapes, as OpenAI's `build_model` does.
 fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, WeightsError> {
-    let vision_width = state.dim("visual.conv1.weight", 0)?;
-    let patch_size = state.dim("visual.conv1.weight", 2)?;
-    let positions = state.dim("visual.positional_embedding", 0)?;
-    let grid = positions
-        .checked_sub(1)
-        .map(usize::isqrt)
-        .filter(|&g| g > 0 && g * g + 1 == positions)
-        .ok_or_else(|| {
-            WeightsError::Config(format!(
-                "visual.positional_embedding has {positions} rows, which is not 1 + a square grid"
-            ))
-        })?;
+    let (mut vision, attention_width) = if state.shape(RESNET_POOL).is_some() {
+        infer_resnet(state)?
+    } else {
+        infer_vit(state)?
+    };
     let text_width = state.dim("ln_final.weight", 0)?;
-    let vision_layers = state.count_blocks("visual.transformer.resblocks.");
     let text_layers = state.count_blocks("transformer.resblocks.");
-    if vision_layers == 0 || text_layers == 0 {
-        return Err(WeightsError::Config(format!(
-            "found {vision_layers} image and {text_layers} text residual blocks; both must be > 0"
-        )));
+    if text_layers == 0 {
+        return Err(WeightsError::Config(
+            "found no text residual blocks ('transformer.resblocks.0.*')".into(),
+        ));
     }
-    let image_size = grid.checked_mul(patch_size).ok_or_else(|| {
-        WeightsError::Config(format!(
-            "a {grid}x{grid} grid of {patch_size}-pixel patches is too large"
-        ))
-    })?;
-    let [vision_heads, text_heads] = heads(stated, [vision_width, text_width])?;
+    let [vision_heads, text_heads] = heads(stated, [attention_width, text_width])?;
+    vision.heads = vision_heads;
     let config = ClipConfig {
         embed_dim: state.dim("text_projection", 1)?,
-        vision: VisionConfig {
-            width: vision_width,
-            layers: vision_layers,
-            heads: vision_heads,
-            patch_size,
-            image_size,
-        },
+        vision,
         text: TextConfig {
             width: text_width,
             layers: text_layers,
@@ -596,7 +588,7 @@ fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, 
         geometry.check(&config, state)?;
     }
     for (what, width, heads) in [
-        ("image", config.vision.width, config.vision.heads),
+        ("image", attention_width, config.vision.heads),
         ("text", config.text.width, config.text.heads),
     ] {
         if heads == 0 || width % heads != 0 {
@@ -606,6 +598,87 @@ fn infer_config(state: &StateDict, stated: &StatedConfig) -> Result<ClipConfig, 
         }
     }
     Ok(config)
+}
+
+/// The tensor only a ResNet CLIP has: its attention pooling's positions.
+const RESNET_POOL: &str = "visual.attnpool.positional_embedding";
+
+/// The side of the square grid of a positional embedding of `positions` rows (a leading token and
+/// the grid's cells).
+fn square_grid(name: &str, positions: usize) -> Result<usize, WeightsError> {
+    positions
+        .checked_sub(1)
+        .map(usize::isqrt)
+        .filter(|&g| g > 0 && g * g + 1 == positions)
+        .ok_or_else(|| {
+            WeightsError::Config(format!(
+                "{name} has {positions} rows, which is not 1 + a square grid"
+            ))
+        })
+}
+
+/// A ViT's sizes (heads still to be found) and its attention width.
+fn infer_vit(state: &StateDict) -> Result<(VisionConfig, usize), WeightsError> {
+    let width = state.dim("visual.conv1.weight", 0)?;
+    let patch_size = state.dim("visual.conv1.weight", 2)?;
+    let name = "visual.positional_embedding";
+    let grid = square_grid(name, state.dim(name, 0)?)?;
+    let layers = state.count_blocks("visual.transformer.resblocks.");
+    if layers == 0 {
+        return Err(WeightsError::Config(
+            "found no image residual blocks ('visual.transformer.resblocks.0.*')".into(),
+        ));
+    }
+    let image_size = grid.checked_mul(patch_size).ok_or_else(|| {
+        WeightsError::Config(format!(
+            "a {grid}x{grid} grid of {patch_size}-pixel patches is too large"
+        ))
+    })?;
+    let vision = VisionConfig {
+        width,
+        layers,
+        heads: 0,
+        patch_size,
+        image_size,
+        resnet_stages: None,
+    };
+    Ok((vision, width))
+}
+
+/// A ModifiedResNet's sizes, as OpenAI's `build_model` reads them: the blocks of each stage
+/// (`visual.layer{1..4}.{j}`), the stem width (`visual.layer1.0.conv1.weight`'s rows) and the
+/// image size (32 × the side of the attention pooling's grid); its attention width is the last
+/// stage's channels, `width * 32`.
+fn infer_resnet(state: &StateDict) -> Result<(VisionConfig, usize), WeightsError> {
+    let mut stages = [0; 4];
+    for (i, blocks) in stages.iter_mut().enumerate() {
+        *blocks = (0..)
+            .take_while(|j| {
+                state
+                    .shape(&format!("visual.layer{}.{j}.conv1.weight", i + 1))
+                    .is_some()
+            })
+            .count();
+    }
+    if stages.contains(&0) {
+        return Err(WeightsError::Config(format!(
+            "a ResNet CLIP needs bottleneck blocks in all four stages ('visual.layer1.0.*' to \
+             'visual.layer4.0.*'); found {stages:?}"
+        )));
+    }
+    let width = state.dim("visual.layer1.0.conv1.weight", 0)?;
+    let grid = square_grid(RESNET_POOL, state.dim(RESNET_POOL, 0)?)?;
+    let image_size = grid.checked_mul(RESNET_REDUCTION).ok_or_else(|| {
+        WeightsError::Config(format!("a {grid}x{grid} ResNet feature map is too large"))
+    })?;
+    let attention_width = width
+        .checked_mul(RESNET_REDUCTION)
+        .ok_or_else(|| WeightsError::Config(format!("a ResNet stem {width} wide is too wide")))?;
+    let vision = VisionConfig {
+        heads: 0,
+        ..VisionConfig::resnet(width, stages, image_size)
+    };
+    Ok((vision, attention_width))
 }
 
 /// The image and text heads: as stated, or by OpenAI's rule of 64-wide heads, which is said once

@@ -15,20 +15,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{LoadOptions, StateDict, StatedConfig, WeightLayout, WeightsError, architectures};
-use crate::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use crate::config::{Activation, ClipConfig, RESNET_REDUCTION, TextConfig, VisionConfig};
 use crate::preprocess::{Interpolation, Preprocess, ResizeMode};
 
 /// The configuration file of an open_clip hub folder.
 pub const CONFIG_FILE: &str = "open_clip_config.json";
 /// The weight files of an open_clip hub folder, in order of preference.
 pub const WEIGHT_FILES: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
-
-/// What a user says is a ResNet, refused until the ModifiedResNet image tower exists.
-pub(super) fn resnet_error(source: &str) -> WeightsError {
-    WeightsError::Config(format!(
-        "{source}: ResNet CLIP image towers are not supported yet (only ViT image towers are)"
-    ))
-}
 
 /// The weights of an open_clip hub folder, if it is one.
 pub(super) fn hub_weights(dir: &Path) -> Option<PathBuf> {
@@ -202,9 +195,6 @@ fn stated(
     let section = |name: &str| model_cfg.get(name).cloned().unwrap_or(json!({}));
     let vision: VisionCfg =
         serde_json::from_value(section("vision_cfg")).map_err(|e| invalid("vision_cfg", &e))?;
-    if vision.layers.is_array() {
-        return Err(resnet_error(source));
-    }
     check_supported(model_cfg, source)?;
     let text: TextCfg =
         serde_json::from_value(section("text_cfg")).map_err(|e| invalid("text_cfg", &e))?;
@@ -216,29 +206,53 @@ fn stated(
     let embed_dim = model_cfg
         .get("embed_dim")
         .ok_or_else(|| invalid("model configuration", &"no embed_dim"))?;
-    if vision.head_width == 0 || !vision.width.is_multiple_of(vision.head_width) {
+    // The heads' input: a ViT's width, a ResNet's last stage (`width * 32` channels).
+    let attention_width = match vision.layers {
+        Value::Array(_) => vision.width.saturating_mul(RESNET_REDUCTION),
+        _ => vision.width,
+    };
+    if vision.head_width == 0 || !attention_width.is_multiple_of(vision.head_width) {
         return Err(invalid(
             "vision_cfg",
             &format!(
-                "width {} is not a multiple of head_width {}",
-                vision.width, vision.head_width
+                "the attention width {attention_width} is not a multiple of head_width {}",
+                vision.head_width
             ),
         ));
     }
-    let config = ClipConfig {
-        embed_dim: count(embed_dim, "embed_dim")?,
-        vision: VisionConfig {
+    let image_size = count(
+        &vision.image_size,
+        "vision_cfg.image_size (square images only)",
+    )?;
+    let tower = match &vision.layers {
+        // A list of four stage depths: open_clip's ModifiedResNet, with
+        // `width * 32 / head_width` pooling heads.
+        Value::Array(stages) => {
+            let stages: Vec<usize> = stages
+                .iter()
+                .map(|n| count(n, "vision_cfg.layers"))
+                .collect::<Result<_, _>>()?;
+            let stages: [usize; 4] = stages.try_into().map_err(|s: Vec<usize>| {
+                invalid("vision_cfg.layers", &format!("{} stages, not 4", s.len()))
+            })?;
+            let mut resnet = VisionConfig::resnet(vision.width, stages, image_size);
+            resnet.heads = attention_width / vision.head_width;
+            resnet
+        }
+        layers => VisionConfig {
             width: vision.width,
-            layers: count(&vision.layers, "vision_cfg.layers")?,
+            layers: count(layers, "vision_cfg.layers")?,
             heads: vision.width / vision.head_width,
             patch_size: vision
                 .patch_size
                 .ok_or_else(|| invalid("vision_cfg", &"no patch_size"))?,
-            image_size: count(
-                &vision.image_size,
-                "vision_cfg.image_size (square images only)",
-            )?,
+            image_size,
+            resnet_stages: None,
         },
+    };
+    let config = ClipConfig {
+        embed_dim: count(embed_dim, "embed_dim")?,
+        vision: tower,
         text: TextConfig {
             width: text.width,
             layers: text.layers,
@@ -257,11 +271,12 @@ fn stated(
             .transpose()?
             .unwrap_or_default(),
     };
-    // open_clip's MLP width, `int(width * mlp_ratio)`.
-    let mlp = [
-        (vision.width as f64 * vision.mlp_ratio) as usize,
-        (text.width as f64 * text.mlp_ratio) as usize,
-    ];
+    // open_clip's MLP width, `int(width * mlp_ratio)` (a ResNet has no image MLP).
+    let image_mlp = match config.vision.resnet_stages {
+        Some(_) => 0,
+        None => (vision.width as f64 * vision.mlp_ratio) as usize,
+    };
+    let mlp = [image_mlp, (text.width as f64 * text.mlp_ratio) as usize];
     Ok(StatedConfig::whole(Geometry {
         source: source.to_string(),
         config,
@@ -370,8 +385,15 @@ impl Geometry {
                 mlp("transformer.resblocks."),
             ),
         ];
+        let stages = |c: &ClipConfig| match c.vision.resnet_stages {
+            Some(stages) => format!("the ResNet stages {stages:?}"),
+            None => "a ViT".to_string(),
+        };
+        let towers = [("the image tower", stages(s), stages(f))];
         let differences: Vec<String> = pairs
             .iter()
+            .map(|(what, stated, found)| (*what, stated.to_string(), found.to_string()))
+            .chain(towers)
             .filter(|(_, stated, found)| stated != found)
             .map(|(what, stated, found)| {
                 format!("{what} is {stated} there but {found} in the weights")
@@ -474,19 +496,21 @@ mod tests {
             (big_g.embed_dim, big_g.text.layers, big_g.vision.layers),
             (1280, 32, 48)
         );
-        for name in [
-            "RN50",
-            "RN101",
-            "RN50x4",
-            "RN50x16",
-            "RN50x64",
-            "RN50-quickgelu",
-        ] {
-            let err = named(name).unwrap_err().to_string();
-            assert!(
-                err.contains("ResNet CLIP image towers are not supported yet"),
-                "{err}"
-            );
+        // (name, stages, stem width, pooling heads, image size, embed_dim): OpenAI's RN sizes.
+        let resnets = [
+            ("RN50", [3, 4, 6, 3], 64, 32, 224, 1024),
+            ("RN101", [3, 4, 23, 3], 64, 32, 224, 512),
+            ("RN50x4", [4, 6, 10, 6], 80, 40, 288, 640),
+            ("RN50x16", [6, 8, 18, 8], 96, 48, 384, 768),
+            ("RN50x64", [3, 15, 36, 10], 128, 64, 448, 1024),
+        ];
+        for (name, stages, width, heads, image_size, embed_dim) in resnets {
+            let (config, mlp) = named(name).unwrap();
+            let v = &config.vision;
+            assert_eq!(v.resnet_stages, Some(stages), "{name}");
+            assert_eq!((v.width, v.heads, v.image_size), (width, heads, image_size));
+            assert_eq!((config.embed_dim, mlp[0]), (embed_dim, 0), "{name}");
+            assert_eq!(v.grid_size(), image_size / 32, "{name}");
         }
         assert_eq!(architectures::names().len(), 24);
     }

@@ -194,6 +194,13 @@ where
     B: AutodiffBackend,
     M: PromptLearner<B>,
 {
+    if run.config.ln_tuning && clip.vision.transformer().is_none() {
+        return Err(TrainError::Config(
+            "LayerNorm tuning (--ln-tuning true, MoCoOp's default) trains the image encoder's \
+             LayerNorms, and a ResNet image tower has none: pass --ln-tuning false"
+                .into(),
+        ));
+    }
     let Opened {
         dataset,
         groups,

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::TrainStep;
@@ -22,7 +20,7 @@ use mocoop_train::methods::cocoop::CocoopModel;
 use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner};
 
 use crate::train_step::{
-    check, fixture_batch, fixture_config, flat, read_fixture, shape, strings, values,
+    check, fixture_batch, fixture_config, flat, read_fixture, reference_sgd, shape, strings, values,
 };
 
 /// A reference tensor in this project's layout: PyTorch's `[out, in]` linear weights transposed.
@@ -111,16 +109,8 @@ pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
     let grads = grads.expect("a finite loss");
     check_grads(&model, &grads, &case["grads"]);
 
-    let sgd = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .with_weight_decay(Some(WeightDecayConfig {
-            penalty: cfg["weight_decay"].as_f64().unwrap() as f32,
-        }));
-    let mut optim = sgd.init::<B, CocoopModel<B>>();
+    let weight_decay = cfg["weight_decay"].as_f64().unwrap() as f32;
+    let mut optim = reference_sgd(weight_decay).init::<B, CocoopModel<B>>();
     let lr = cfg["lr"].as_f64().unwrap();
     model = TrainStep::optimize(model, &mut optim, lr, grads);
     let (_, grads) = model.train_step(batch());

@@ -204,6 +204,19 @@ pub fn fixture_config(
     }
 }
 
+/// The reference's optimiser: PyTorch's SGD with momentum 0.9, no dampening, and L2 weight decay.
+pub(crate) fn reference_sgd(weight_decay: f32) -> SgdConfig {
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay(Some(WeightDecayConfig {
+            penalty: weight_decay,
+        }))
+}
+
 /// `tests/fixtures/train_step.json`.
 pub(crate) fn read_fixture() -> Value {
     let text = std::fs::read_to_string(fixtures().join("train_step.json"))
@@ -445,16 +458,7 @@ pub fn run_case<B: AutodiffBackend>(name: &str, precision: Precision, device: &B
 
     // Two optimiser steps: SGD (momentum 0.9 without dampening, weight decay), global-norm
     // clipping, LayerNorms at 0.1x lr.
-    let sgd = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .with_weight_decay(Some(WeightDecayConfig {
-            penalty: f("weight_decay"),
-        }));
-    let mut optim = sgd.init::<B, MocoopModel<B>>();
+    let mut optim = reference_sgd(f("weight_decay")).init::<B, MocoopModel<B>>();
     let lr = cfg["lr"].as_f64().unwrap();
     let initial = named_params(&model);
     model = model.apply_grads(&mut optim, lr, grads);

@@ -26,6 +26,7 @@ use crate::inputs::{template_groups, training_data};
 use crate::journal::{EpochRecord, Journal};
 use crate::learner::{PromptLearner, TrainedLearner};
 use crate::run::{self, RunResults};
+use crate::run_loop::RunState;
 use crate::schedule::EpochSchedule;
 use crate::{TrainError, checkpoint};
 use build::{build_loaders, build_model, iterations, optimiser, split_devices};
@@ -194,13 +195,7 @@ where
     B: AutodiffBackend,
     M: PromptLearner<B>,
 {
-    if run.config.ln_tuning && clip.vision.transformer().is_none() {
-        return Err(TrainError::Config(
-            "LayerNorm tuning (--ln-tuning true, MoCoOp's default) trains the image encoder's \
-             LayerNorms, and a ResNet image tower has none: pass --ln-tuning false"
-                .into(),
-        ));
-    }
+    check_tower(&run.config, &clip)?;
     let Opened {
         dataset,
         groups,
@@ -222,14 +217,7 @@ where
     let mut model: M = build_model(&config, clip, tokenizer, &groups, &dataset, options, device)?;
     let iters = iterations(&config, &dataset)?;
     let parts = split_devices(&mut model, options.split, devices, &mut notes)?;
-    if parts > config.data.batch_size.min(dataset.train.len()) {
-        return Err(TrainError::Config(format!(
-            "{parts} devices need a batch size and a training set of at least {parts} images \
-             each (batch size {}, {} training images)",
-            config.data.batch_size,
-            dataset.train.len()
-        )));
-    }
+    check_parts(parts, &config, &dataset)?;
     let errors = DataErrors::default();
     let loaders = build_loaders(
         &config, &dataset, &mut model, parts, options, device, &errors,
@@ -256,24 +244,10 @@ where
     let (model, state) = run_epochs(&config, out, options, start, loaders, loop_devices, errors);
     let state = stopped(state, out)?;
     let trained = M::into_trained(model);
-
-    let mut metadata = checkpoint_metadata(&config);
-    metadata.insert("epoch".into(), config.optim.epochs.to_string());
-    checkpoint::write(
-        &run::checkpoint_path(out),
-        &trained.tensors(),
-        &[],
-        metadata,
-    )?;
+    write_final_checkpoint(&config, trained.as_ref(), out)?;
     let results = conclude(config, trained, tokenizer, out, options, device)?;
     notes.extend(skipped_note(&skipped));
-    if let Some(scale) = state.model.loss_scale.filter(|s| s.skipped > 0) {
-        notes.push(format!(
-            "f16: {} step(s) skipped for overflowing gradients while the loss scale came down \
-             (now {})",
-            scale.skipped, scale.scale
-        ));
-    }
+    notes.extend(loss_scale_note(&state));
     Ok(TrainReport {
         run: out.to_path_buf(),
         steps: state.journal.step,
@@ -281,6 +255,53 @@ where
         results,
         notes,
     })
+}
+
+/// LayerNorm tuning needs an image tower with LayerNorms (a ViT): an error before the run
+/// directory is created otherwise.
+fn check_tower<B: AutodiffBackend>(config: &TrainConfig, clip: &Clip<B>) -> Result<(), TrainError> {
+    if config.ln_tuning && clip.vision.transformer().is_none() {
+        return Err(TrainError::Config(
+            "LayerNorm tuning (--ln-tuning true, MoCoOp's default) trains the image encoder's \
+             LayerNorms, and a ResNet image tower has none: pass --ln-tuning false"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A batch cut into `parts` needs at least that many images per batch and in the training set.
+fn check_parts(parts: usize, config: &TrainConfig, dataset: &Dataset) -> Result<(), TrainError> {
+    if parts > config.data.batch_size.min(dataset.train.len()) {
+        return Err(TrainError::Config(format!(
+            "{parts} devices need a batch size and a training set of at least {parts} images \
+             each (batch size {}, {} training images)",
+            config.data.batch_size,
+            dataset.train.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The run's `checkpoint.safetensors`: the trained tensors, after the last epoch.
+fn write_final_checkpoint<B: Backend>(
+    config: &TrainConfig,
+    trained: &dyn TrainedLearner<B>,
+    out: &Path,
+) -> Result<(), TrainError> {
+    let mut metadata = checkpoint_metadata(config);
+    metadata.insert("epoch".into(), config.optim.epochs.to_string());
+    let path = run::checkpoint_path(out);
+    checkpoint::write(&path, &trained.tensors(), &[], metadata)
+}
+
+/// The note on the f16 steps skipped while the loss scale came down, if any.
+fn loss_scale_note(state: &RunState) -> Option<String> {
+    let scale = state.model.loss_scale.filter(|s| s.skipped > 0)?;
+    Some(format!(
+        "f16: {} step(s) skipped for overflowing gradients while the loss scale came down (now {})",
+        scale.skipped, scale.scale
+    ))
 }
 
 /// A "run" of a method that trains nothing (zero-shot CLIP): it is evaluated when asked.

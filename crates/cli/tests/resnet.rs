@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::common::*;
 
 /// The fixtures' ModifiedResNet hub folder.
@@ -23,20 +21,6 @@ fn train(root: &str, out: &Path, extra: &[&str]) -> std::process::Output {
     let at = args.iter().position(|a| *a == "--weights").unwrap() + 1;
     args[at] = &weights;
     mocoop(&args)
-}
-
-/// The saved run evaluates to the trained run's correct count on every split.
-fn evaluates_identically(run: &Path, trained: &Value) {
-    let eval = ok(mocoop(&[
-        "eval",
-        "--run",
-        run.to_str().unwrap(),
-        "--workers",
-        "1",
-    ]));
-    let (again, before) = (split(&eval, "all"), split(&trained["results"], "all"));
-    assert!(before["correct"].as_u64().is_some(), "{trained}");
-    assert_eq!(again["correct"], before["correct"], "{eval} vs {trained}");
 }
 
 #[test]

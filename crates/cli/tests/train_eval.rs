@@ -280,18 +280,7 @@ fn cocoop_kgcoop_and_prograd_learn_and_a_reloaded_run_evaluates_identically() {
             term.is_some(),
             "{config}"
         );
-        let eval = ok(mocoop(&[
-            "eval",
-            "--run",
-            run.to_str().unwrap(),
-            "--workers",
-            "1",
-        ]));
-        assert_eq!(
-            present(split(&eval, "all"), "correct"),
-            present(trained, "correct"),
-            "{method}: {eval}"
-        );
+        evaluates_identically(&run, &out);
         if method == "kgcoop" {
             let root = dir.join("data");
             let other = dir.join("other");

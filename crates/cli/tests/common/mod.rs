@@ -262,3 +262,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `mocoop eval` of the saved `run` counts as many correct test images as `trained`, the output
+/// of the `mocoop train` that wrote it.
+pub fn evaluates_identically(run: &Path, trained: &Value) {
+    let eval = ok(mocoop(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--workers",
+        "1",
+    ]));
+    let (again, before) = (split(&eval, "all"), split(&trained["results"], "all"));
+    assert!(before["correct"].as_u64().is_some(), "{trained}");
+    assert_eq!(again["correct"], before["correct"], "{eval} vs {trained}");
+}

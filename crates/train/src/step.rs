@@ -304,7 +304,13 @@ impl<B: AutodiffBackend> MocoopModel<B> {
     pub fn train_step(&self, batch: ImageBatch<B>) -> (StepOutput, Option<GradientsParams>) {
         let noise = self.router_noise(self.state.steps, &batch.indices, &batch.images.device());
         let (features, parts) = self.step_features(batch.images);
-        let again = (features.clone(), noise.clone());
+        // ProGrad's second pass starts from the same features and noise.
+        let again = self
+            .settings
+            .loss
+            .prograd
+            .as_ref()
+            .map(|prograd| (prograd, features.clone(), noise.clone()));
         let terms = self.forward_features(features, batch.labels.clone(), noise, true);
         let loss_scale = self.state.loss_scale;
         let top_k = self.mixture.config().top_k;
@@ -318,12 +324,11 @@ impl<B: AutodiffBackend> MocoopModel<B> {
             Some(parts) => parts.backward(grads, self),
             None => GradientsParams::from_grads(grads, self),
         };
-        let grads = match &self.settings.loss.prograd {
+        let grads = match again {
             // The graph of the first pass is gone with its backward pass: the text side runs again
             // for the distillation's gradient (the image features need no graph: ProGrad does not
             // tune the image LayerNorms).
-            Some(prograd) => {
-                let (features, noise) = again;
+            Some((prograd, features, noise)) => {
                 let terms = self.forward_features(features, batch.labels, noise, true);
                 let kl = terms.term("kl").expect("ProGrad's step computes kl");
                 let kl = GradientsParams::from_grads((kl * factor).backward(), self);

@@ -94,7 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => dispatch_all(&args.devices().clone(), *args),
         Command::Eval(args) => dispatch(&args.device().clone(), args),
         Command::Inspect(args) => dispatch(&args.device().clone(), args),
-        Command::Protocol(args) => dispatch_all(&args.devices().clone(), *args),
+        Command::Protocol(args) => protocol_cmd::start(*args),
         Command::Bench(args) => args.run(),
     };
     match result {

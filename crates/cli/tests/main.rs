@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod data_parallel;
 mod demo;
+mod grid;
 mod inspect;
 mod resnet;
 mod resume;

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::{RunResults, harmonic_mean};
 
+pub mod comparison;
+
 /// One finished cell of a protocol grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
@@ -213,17 +215,21 @@ pub fn markdown(table: &Table) -> String {
         };
         out.push_str(&format!("| {name} |"));
         for cell in cells {
-            match cell {
-                Some(s) if s.n > 1 && s.std > 0.0 => {
-                    out.push_str(&format!(" {:.2} ± {:.2} |", s.mean, s.std))
-                }
-                Some(s) => out.push_str(&format!(" {:.2} |", s.mean)),
-                None => out.push_str(" – |"),
-            }
+            out.push_str(&format!(" {} |", stat_text(cell)));
         }
         out.push('\n');
     }
     out
+}
+
+/// A table cell as the tables print it: `mean ± std`, the mean alone for one seed or a derived
+/// value, `–` for a missing one.
+pub fn stat_text(stat: &Option<Stat>) -> String {
+    match stat {
+        Some(s) if s.n > 1 && s.std > 0.0 => format!("{:.2} ± {:.2}", s.mean, s.std),
+        Some(s) => format!("{:.2}", s.mean),
+        None => "–".into(),
+    }
 }
 
 #[cfg(test)]
@@ -232,7 +238,12 @@ mod tests {
     use crate::config::Method;
     use crate::run::SplitResult;
 
-    fn cell(dataset: &str, seed: u64, shots: usize, splits: &[(&str, f64)]) -> CellResult {
+    pub(super) fn cell(
+        dataset: &str,
+        seed: u64,
+        shots: usize,
+        splits: &[(&str, f64)],
+    ) -> CellResult {
         CellResult {
             dataset: dataset.into(),
             seed,

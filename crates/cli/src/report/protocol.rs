@@ -1,12 +1,14 @@
 //! The report of a protocol grid: `OUT/report-<protocol>/` with `summary.md`, `report.html` and
 //! the figures of every method whose results table is in `OUT` (`results-<protocol>-<method>.json`,
 //! one per `mocoop protocol` invocation): accuracy against shots per dataset (few-shot) and base /
-//! new / HM bars per dataset and method (base-to-new).
+//! new / HM bars per dataset and method (base-to-new). With several methods, their tables come
+//! first merged into one, a row per dataset and method, as the papers print them.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mocoop_train::protocol::{CellResult, Stat, Table as ResultsTable};
+use mocoop_train::protocol::comparison::comparison;
+use mocoop_train::protocol::{CellResult, Table as ResultsTable, stat_text};
 use serde::Deserialize;
 
 use super::html::Page;
@@ -42,23 +44,34 @@ fn read_all(out: &Path, protocol: &str) -> Result<Vec<MethodResults>> {
         .collect()
 }
 
-/// A cell as the Markdown tables write it: `mean ± std`, or the mean alone.
-fn stat_cell(stat: &Option<Stat>) -> String {
-    match stat {
-        Some(s) if s.n > 1 && s.std > 0.0 => format!("{:.2} ± {:.2}", s.mean, s.std),
-        Some(s) => format!("{:.2}", s.mean),
-        None => "–".into(),
-    }
-}
-
 /// A protocol results table as a report table.
 fn as_table(results: &ResultsTable) -> Table {
     let mut table =
         Table::new(std::iter::once("Dataset".to_string()).chain(results.columns.clone()));
     for (name, cells) in &results.rows {
-        table.push(std::iter::once(name.clone()).chain(cells.iter().map(stat_cell)));
+        table.push(std::iter::once(name.clone()).chain(cells.iter().map(stat_text)));
     }
     table
+}
+
+/// Every method's table merged into one (a row per dataset and method, the average rows last),
+/// when there are several methods and their tables have the same columns.
+fn comparison_table(methods: &[MethodResults]) -> Option<Table> {
+    if methods.len() < 2 {
+        return None;
+    }
+    let tables: Vec<(String, ResultsTable)> = methods
+        .iter()
+        .map(|m| (m.method.clone(), m.table.clone()))
+        .collect();
+    let merged = comparison("", &tables).ok()?;
+    let header = ["Dataset".to_string(), "Method".to_string()];
+    let mut table = Table::new(header.into_iter().chain(merged.columns.clone()));
+    for row in &merged.rows {
+        let names = [row.dataset.clone(), row.method.clone()];
+        table.push(names.into_iter().chain(row.cells.iter().map(stat_text)));
+    }
+    Some(table)
 }
 
 /// Accuracy against shots: one panel per dataset (and the average), one line per method.
@@ -153,6 +166,11 @@ pub fn write(out: &Path, protocol: &str) -> Result<PathBuf> {
     let title = format!("mocoop protocol {protocol}");
     let mut page = Page::new(&title);
     let mut md = format!("# {title}\n\n");
+    if let Some(all) = comparison_table(&methods) {
+        page.heading("All methods");
+        page.table(&all);
+        md.push_str(&format!("## All methods\n\n{}\n", all.markdown()));
+    }
     for m in &methods {
         let table = as_table(&m.table);
         page.heading(&m.table.title);

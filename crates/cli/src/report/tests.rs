@@ -331,4 +331,23 @@ fn the_fewshot_report_plots_every_method_against_shots() {
         md.contains("| eurosat | 60.00 ± 1.00 | – | 80.00 ± 1.00 |"),
         "{md}"
     );
+    // Both methods in one table first, a row per dataset and method.
+    let merged = "| Dataset | Method | 1 shots | 4 shots | 16 shots |";
+    let all = &md[md.find("## All methods").expect("merged table")..];
+    let all = &all[..all.find("## fewshot").expect("then each method's")];
+    assert!(all.contains(merged), "{md}");
+    let rows: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("| dtd") || l.starts_with("| eurosat"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{all}");
+    assert!(
+        rows[1].starts_with("| dtd | mocoop | 45.00 ± 1.00 |"),
+        "{all}"
+    );
+    assert!(rows[2].starts_with("| eurosat | coop |"), "{all}");
+    assert!(
+        html.contains("<td>dtd</td><td>mocoop</td><td>45.00 ± 1.00</td>"),
+        "{html}"
+    );
 }

@@ -6,9 +6,10 @@
 # checks that the collected table equals a plain local `mocoop protocol` run's. Stops its daemons
 # and removes its files on the way out, whatever happens.
 #
-# Installs Debian's slurm-wlm and munge if missing (root or sudo). Uses target/debug/mocoop and
-# the world's write_benchmark example (both built by `cargo test --workspace --no-run`, which it
-# runs when they are missing); MOCOOP=path uses another mocoop binary.
+# Installs Debian's slurm-wlm and munge if missing (scripts/install-system-deps.sh --slurm; root or
+# sudo). Uses target/debug/mocoop and the world's write_benchmark example (both built by `cargo
+# test --workspace --no-run`, which it runs when they are missing); MOCOOP=path uses another
+# mocoop binary. About 50 s once they are built and the packages installed (2-core machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -16,13 +17,9 @@ start=$(date +%s)
 say() { echo "== $* ($(( $(date +%s) - start ))s)"; }
 fail() { echo "test-slurm: $*" >&2; exit 1; }
 
+scripts/install-system-deps.sh --slurm
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
-  say "installing slurm-wlm and munge"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends slurm-wlm munge
-fi
 
 mocoop=${MOCOOP:-$repo/target/debug/mocoop}
 world=$repo/target/debug/examples/write_benchmark
@@ -95,9 +92,10 @@ done
 
 say "the shape world and the grid"
 "$world" "$tmp/data" 1 4 1 4 >/dev/null
+epochs=4
 grid=(protocol base2new --weights "$repo/assets/shapeworld-clip.safetensors" --root "$tmp/data"
-  --datasets shapeworld --methods coop,mocoop --seeds 1,2 --shots 4 --epochs 6 --warmup-epochs 0
-  --batch-size 4 --workers 1 --quiet)
+  --datasets shapeworld --methods coop,mocoop --seeds 1,2 --shots 4 --epochs "$epochs" --warmup-epochs 0
+  --batch-size 4 --workers 1)
 # Cell order: coop seed 1, coop seed 2, mocoop seed 1, mocoop seed 2.
 cell_dir() { local m=coop; [ "$1" -ge 2 ] && m=mocoop; echo "$tmp/slurm/$m/shapeworld/shots4-seed$(( $1 % 2 + 1 ))"; }
 
@@ -146,7 +144,7 @@ grep -q "^#SBATCH --array=$cancelled\$" "$tmp/slurm/slurm-base2new.sbatch" \
   || fail "the second array is not cell $cancelled alone: $(grep array "$tmp/slurm/slurm-base2new.sbatch")"
 wait_job "$job"
 grep -q "resuming from .*checkpoints/" "$log" || fail "cell $cancelled was not resumed: $(cat "$log")"
-[ "$(wc -l <"$dir/metrics.jsonl")" = 6 ] || fail "cell $cancelled has not 6 epochs: $(cat "$dir/metrics.jsonl")"
+[ "$(wc -l <"$dir/metrics.jsonl")" = "$epochs" ] || fail "cell $cancelled has not $epochs epochs: $(cat "$dir/metrics.jsonl")"
 "$mocoop" "${grid[@]}" --out "$tmp/slurm" --collect >/dev/null 2>"$tmp/collect.err" \
   || fail "--collect: $(cat "$tmp/collect.err"; cat "$tmp"/slurm/logs/*.log)"
 

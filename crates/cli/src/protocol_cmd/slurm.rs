@@ -214,10 +214,11 @@ pub fn submit(args: &ProtocolArgs) -> Result<()> {
     let job = stdout.trim().split(';').next().unwrap_or("").to_string();
     println!("{job}");
     eprintln!(
-        "submitted job {job}: {} tasks, one per unfinished cell ({})\n\
+        "submitted job {job}: {} array task{}, one per unfinished cell ({})\n\
          follow it: squeue -j {job}; each task's output: {}\n\
          once it is done: {}",
         pending.len(),
+        if pending.len() == 1 { "" } else { "s" },
         path.display(),
         out.join("logs/cell-N.log").display(),
         collect.join(" ")

@@ -379,11 +379,11 @@ mod tests {
     #[test]
     fn the_heartbeat_keeps_a_claim_fresh_and_a_dead_claimers_lock_is_reclaimed() {
         let dir = tempfile::tempdir().unwrap();
-        let claims = Claims::new(dir.path(), Duration::from_millis(400)).unwrap();
+        let claims = Claims::new(dir.path(), Duration::from_millis(1500)).unwrap();
         let Claim::Won(live) = claims.try_claim("a", flag()).unwrap() else {
             panic!("free");
         };
-        std::thread::sleep(Duration::from_millis(900));
+        std::thread::sleep(Duration::from_millis(2000));
         assert!(matches!(
             claims.try_claim("a", flag()).unwrap(),
             Claim::Held(_)
@@ -401,7 +401,7 @@ mod tests {
             panic!("a fresh lock is respected");
         };
         assert_eq!(held.by, dead);
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1600));
         assert!(claims.is_stale(&claims.holder("a").unwrap()));
         let lost = flag();
         let Claim::Won(guard) = claims.try_claim("a", lost.clone()).unwrap() else {
@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(claims.holder("a").unwrap().by.pid, std::process::id());
         // Taking a claim away from a live holder is noticed by its heartbeat.
         std::fs::write(&lock, serde_json::to_string(&dead).unwrap()).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1000));
         assert!(guard.lost() && lost.load(Ordering::SeqCst));
         drop(guard);
         assert_eq!(claims.holder("a").unwrap().by, dead, "not ours to remove");

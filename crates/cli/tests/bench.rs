@@ -96,7 +96,10 @@ fn bench_reports_every_case() {
         // The one-prompt methods' cases (E = 1) have no breakdown of their own.
         let one_prompt = name.starts_with("train") && !mocoop.contains(&name);
         if one_prompt {
-            assert_eq!((&case["experts"], &case["classes"]), (&1.into(), &50.into()));
+            assert_eq!(
+                (&case["experts"], &case["classes"]),
+                (&1.into(), &50.into())
+            );
         }
         let breakdown = case["breakdown"].as_array().unwrap();
         assert_eq!(

@@ -16,8 +16,8 @@ use mocoop_model::clip::on_threads;
 use mocoop_model::prompt::{ExpertInit, MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_train::config::{DataConfig, Method, Setting, TrainConfig};
-use mocoop_train::methods::cocoop::CocoopModel;
 use mocoop_train::loss_scale::LossScale;
+use mocoop_train::methods::cocoop::CocoopModel;
 use mocoop_train::methods::mixture::{MixtureRun, TEXT_CHUNK};
 use mocoop_train::recipe::Recipe;
 use mocoop_train::{

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs issue #6's benchmark: every case of `mocoop bench` (Rust, Burn) and of the PyTorch
-# reference (bench/reference/mocoop_step.py), alternating per case on the same machine, and writes
-# bench/results/<date>-<device>-<geometry>-<precision>[-N].{json,md} with the ratios (-N: the
-# day's Nth run).
+# reference (bench/reference/mocoop_step.py) the official code bases' way and with --eot-cut
+# (prompts cut after their EOT, as this project does), alternating per case on the same machine,
+# and writes bench/results/<date>-<device>-<geometry>-<precision>[-N].{json,md} with both ratios
+# of every case (-N: the day's Nth run). --cases a,b runs only those cases.
 #
 # Usage: bench/run.sh [--device cpu|cuda] [--geometry small|vit-b-16|tiny] [--steps N]
 #                     [--warmup N] [--threads N] [--precision f32|f16|bf16] [--breakdown]
-#                     [--parallel LIST [--split batch|classes]]
+#                     [--parallel LIST [--split batch|classes]] [--cases LIST]
 # Defaults: cpu + small + f32 (3 timed steps after 1 warm-up); cuda + vit-b-16 + bf16 (20 after
 # 5). The precision is Rust's --precision and the reference's AMP (f32: off, f16: fp16 with a
 # GradScaler, bf16: bf16 autocast; AMP runs on CUDA only).
@@ -19,6 +20,8 @@
 set -euo pipefail
 
 device=cpu geometry="" steps="" warmup="" threads="" precision="" breakdown=() parallel="" split=batch
+all_cases=train-ln,train-no-ln,train-imagenet,train-cocoop,train-cocoop-b8,train-kgcoop,train-prograd,infer-cached,encode-image
+cases="$all_cases"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --device) device="$2"; shift 2 ;;
@@ -30,6 +33,7 @@ while [[ $# -gt 0 ]]; do
         --breakdown) breakdown=(--breakdown); shift ;;
         --parallel) parallel="$2"; shift 2 ;;
         --split) split="$2"; shift 2 ;;
+        --cases) cases="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -e/{/^set -e/d;p}' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -68,11 +72,11 @@ shared=(--geometry "$geometry" --steps "$steps" --warmup "$warmup" "${breakdown[
 common=(--device "$device" "${shared[@]}")
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-for case in train-ln train-no-ln train-imagenet infer-cached encode-image; do
+for case in ${cases//,/ }; do
     echo "== $case: Rust" >&2
     "$mocoop" bench "${common[@]}" --precision "$precision" --cases "$case" \
         --json "$work/rust-$case.json" >&2
-    if [[ -n "$parallel" && "$case" == train-* ]]; then
+    if [[ -n "$parallel" && "$case" =~ ^train-(ln|no-ln|imagenet)$ ]]; then
         echo "== $case: Rust on $parallel, split by $split" >&2
         "$mocoop" bench --device "$parallel" --split "$split" "${shared[@]}" \
             --precision "$precision" --cases "$case" --json "$work/rust-$case-parallel.json" >&2
@@ -80,6 +84,9 @@ for case in train-ln train-no-ln train-imagenet infer-cached encode-image; do
     echo "== $case: PyTorch" >&2
     "$python" bench/reference/mocoop_step.py "${common[@]}" --threads "$threads" --amp "$amp" \
         --cases "$case" --json "$work/pytorch-$case.json" >&2
+    echo "== $case: PyTorch, prompts cut after their EOT" >&2
+    "$python" bench/reference/mocoop_step.py "${common[@]}" --threads "$threads" --amp "$amp" \
+        --eot-cut --cases "$case" --json "$work/pytorch-eot-cut-$case.json" >&2
 done
 
 out="bench/results/$(date -u +%F)-${device%%:*}-$geometry-$precision"
@@ -90,5 +97,7 @@ if [[ -e "$out.json" ]]; then
     out="$out-$n"
 fi
 command="bench/run.sh --device $device --geometry $geometry --steps $steps --warmup $warmup --precision $precision ${parallel:+--parallel $parallel --split $split }${breakdown[*]}"
-"$python" bench/reference/compare.py --out "$out" --command "${command% }" "$work"/*.json
+command="${command% }"
+[[ "$cases" == "$all_cases" ]] || command+=" --cases $cases"
+"$python" bench/reference/compare.py --out "$out" --command "$command" "$work"/*.json
 echo "wrote $out.json and $out.md" >&2

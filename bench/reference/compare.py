@@ -2,7 +2,8 @@
 """Pairs the records of `mocoop bench` and `mocoop_step.py` case by case and writes the ratios.
 
 Usage: compare.py --out bench/results/<date>-<device>-<geometry> [--command TEXT] FILE.json...
-Each FILE is a report of either implementation (`implementation` = "mocoop-burn" or "pytorch").
+Each FILE is a report of either implementation (`implementation` = "mocoop-burn", "pytorch", or
+"pytorch-eot-cut" for the reference run with `--eot-cut`).
 Writes OUT.json (both records and the ratios per case) and OUT.md (the table), and prints the table.
 
 A Rust record of a training case run on several devices (`--device cpu,cpu`, data-parallel) gets a
@@ -10,14 +11,17 @@ row of its own, "<case> on <devices>", against the same PyTorch record.
 
 Ratios: speed = Rust images/s / PyTorch images/s (> 1: Rust faster); time = Rust ms/step /
 PyTorch ms/step (<= 1 meets the CPU target); memory = Rust peak / PyTorch peak (RSS, and device
-memory on GPUs).
+memory on GPUs). With an EOT-cut reference, every case also gets its time and memory ratios to
+that run ("vs cut"): the official-way ratio shows what the cut and the framework are worth
+together, the cut one what the framework is worth.
 """
 
 import argparse
 import json
 from pathlib import Path
 
-ORDER = ["train-ln", "train-no-ln", "train-imagenet", "infer-cached", "encode-image"]
+ORDER = ["train-ln", "train-no-ln", "train-imagenet", "train-cocoop", "train-cocoop-b8",
+         "train-kgcoop", "train-prograd", "infer-cached", "encode-image"]
 
 
 def ratio(a, b):
@@ -41,7 +45,7 @@ def main():
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
 
-    by_impl = {"mocoop-burn": {}, "pytorch": {}}
+    by_impl = {"mocoop-burn": {}, "pytorch": {}, "pytorch-eot-cut": {}}
     meta = {}
     for path in args.files:
         report = json.loads(Path(path).read_text())
@@ -54,13 +58,16 @@ def main():
     get = lambda r, k: r.get(k) if r else None
     for case in ORDER:
         torch = by_impl["pytorch"].get(case)
+        cut = by_impl["pytorch-eot-cut"].get(case)
         on_several = sorted(n for n in by_impl["mocoop-burn"] if n.startswith(f"{case} on "))
         for name in [case, *on_several]:
             rust = by_impl["mocoop-burn"].get(name)
-            if rust is None and torch is None:
+            if rust is None and torch is None and cut is None:
                 continue
             rows.append(dict(
-                case=name, rust=rust, pytorch=torch,
+                case=name, rust=rust, pytorch=torch, pytorch_eot_cut=cut,
+                time_ratio_cut=ratio(get(rust, "ms_per_step"), get(cut, "ms_per_step")),
+                rss_ratio_cut=ratio(get(rust, "peak_rss_mib"), get(cut, "peak_rss_mib")),
                 speed_ratio=ratio(get(rust, "images_per_s"), get(torch, "images_per_s")),
                 time_ratio=ratio(get(rust, "ms_per_step"), get(torch, "ms_per_step")),
                 rss_ratio=ratio(get(rust, "peak_rss_mib"), get(torch, "peak_rss_mib")),
@@ -68,7 +75,7 @@ def main():
             ))
 
     rust_meta, torch_meta = meta.get("mocoop-burn", {}), meta.get("pytorch", {})
-    first = next((r["rust"] or r["pytorch"] for r in rows), {})
+    first = next((r["rust"] or r["pytorch"] or r["pytorch_eot_cut"] for r in rows), {})
     summary = dict(
         date=rust_meta.get("date") or torch_meta.get("date"),
         machine=torch_meta.get("machine") or rust_meta.get("machine"),
@@ -86,19 +93,23 @@ def main():
         f"{summary['threads']['pytorch']} (PyTorch {summary['torch']}, open_clip {summary['open_clip']})",
         "",
         "| case | E | C | batch | LN | Rust images/s | PyTorch images/s | speed ratio | Rust ms/step "
-        "| PyTorch ms/step | time ratio | Rust peak RSS MiB | PyTorch peak RSS MiB | memory ratio |"
+        "| PyTorch ms/step | time ratio | PyTorch EOT-cut ms/step | time ratio vs cut "
+        "| Rust peak RSS MiB | PyTorch peak RSS MiB | memory ratio | memory ratio vs cut |"
         + (" Rust device MiB | PyTorch device MiB | device memory ratio |" if gpu else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if gpu else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        + ("---|---|---|" if gpu else ""),
     ]
     for r in rows:
-        any_rec = r["rust"] or r["pytorch"]
+        any_rec = r["rust"] or r["pytorch"] or r["pytorch_eot_cut"]
         g = lambda rec, k, d=1: fmt(rec.get(k), d) if rec else "n/a"
         line = (f"| {r['case']} | {any_rec['experts']} | {any_rec['classes']} | {any_rec['batch']} | "
                 f"{'on' if any_rec['ln_tuning'] else 'off'} | {g(r['rust'], 'images_per_s')} | "
                 f"{g(r['pytorch'], 'images_per_s')} | {fmt(r['speed_ratio'])} | "
                 f"{g(r['rust'], 'ms_per_step')} | {g(r['pytorch'], 'ms_per_step')} | "
-                f"{fmt(r['time_ratio'])} | {g(r['rust'], 'peak_rss_mib', 0)} | "
-                f"{g(r['pytorch'], 'peak_rss_mib', 0)} | {fmt(r['rss_ratio'])} |")
+                f"{fmt(r['time_ratio'])} | {g(r['pytorch_eot_cut'], 'ms_per_step')} | "
+                f"{fmt(r['time_ratio_cut'])} | {g(r['rust'], 'peak_rss_mib', 0)} | "
+                f"{g(r['pytorch'], 'peak_rss_mib', 0)} | {fmt(r['rss_ratio'])} | "
+                f"{fmt(r['rss_ratio_cut'])} |")
         if gpu:
             line += (f" {g(r['rust'], 'device_mem_mib', 0)} | {g(r['pytorch'], 'device_mem_mib', 0)} | "
                      f"{fmt(r['device_mem_ratio'])} |")
@@ -110,9 +121,9 @@ def main():
                       f" x the images/s of plain image encoding."]
     notes = []
     for r in rows:
-        for impl in ("rust", "pytorch"):
+        for impl in ("rust", "pytorch", "pytorch_eot_cut"):
             rec = r[impl]
-            if not rec or (impl == "pytorch" and " on " in r["case"]):
+            if not rec or (impl != "rust" and " on " in r["case"]):
                 continue  # a row on several devices shares its PyTorch record with the case's own
             for key in ("note", "memory_note"):
                 if rec.get(key):

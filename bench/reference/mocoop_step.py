@@ -12,13 +12,29 @@ What makes it "the public way" (and what the Rust implementation does differentl
 The prompt assembly is vectorised (one index_put per step) instead of the per-class Python loop
 some of those code bases use, so if anything this reference is faster than the originals.
 
+`--eot-cut` is the best PyTorch rather than the code bases' way: every prompt buffer is cut after
+the longest prompt's EOT (the positions after it cannot change any EOT feature under the causal
+mask), as this project cuts its prompts (it also buckets them by length, which is not done here).
+The ratio to each run shows what the cut is worth and what the framework is worth.
+
+The one-prompt methods' cases, written as their official trainers do (CoOp's trainers/cocoop.py,
+KgCoOp's trainers/kgcoop.py, ProGrad's trainers/prograd.py), on "a photo of a {}." (Caltech101's
+hand-made prompt in both tables) with the official SGD (lr 0.002, no clipping):
+- train-cocoop (batch 1) and train-cocoop-b8 (batch 8): the meta-net (Linear D -> D/16, ReLU,
+  Linear D/16 -> width) shifts the context per image, and each image's C prompts go through the
+  text encoder in a loop over the batch; cross-entropy;
+- train-kgcoop: CE + 8 (1 - mean cos) to the hand-made prompt's frozen features;
+- train-prograd: the distillation from zero-shot logits backward first (retain_graph), then CE's,
+  and the CE gradient projected per parameter where the two point against each other.
+
 The step: image features (ViT, LayerNorms ln_1/ln_2 trainable when LN tuning is on),
 z = normalize(TextEncoder(prompts) + w), router on normalized image features, top-K gates, mixture
 logits, L = CE + 5 L_text + 1 L_gate (the trainer's defaults, crates/train/src/config.rs), global
 gradient-norm clipping at 1, SGD (lr 0.032, momentum 0.9, weight decay 5e-4; LayerNorms at 0.1x).
 
 Usage: mocoop_step.py [--device cpu|cuda] [--geometry small|vit-b-16|tiny|rn50] [--cases a,b]
-                      [--steps N] [--warmup N] [--threads N] [--breakdown] [--json PATH]
+                      [--steps N] [--warmup N] [--threads N] [--breakdown] [--eot-cut]
+                      [--json PATH]
 Each case runs in a child process (`--case NAME`), so that its peak memory is its own.
 """
 
@@ -41,8 +57,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[2]
-CASES = ["train-ln", "train-no-ln", "train-imagenet", "infer-cached", "encode-image"]
-TRAINING = {"train-ln", "train-no-ln", "train-imagenet"}
+# The one-prompt methods' cases: (method, fixed batch or None for --batch).
+ONE_PROMPT = {"train-cocoop": ("cocoop", 1), "train-cocoop-b8": ("cocoop", 8),
+              "train-kgcoop": ("kgcoop", None), "train-prograd": ("prograd", None)}
+CASES = ["train-ln", "train-no-ln", "train-imagenet", *ONE_PROMPT, "infer-cached", "encode-image"]
+TRAINING = {"train-ln", "train-no-ln", "train-imagenet", *ONE_PROMPT}
 RECORD_PREFIX = "MOCOOP_BENCH_RECORD "
 SCALED_IMAGENET_CLASSES = 100
 TOP_K = 2
@@ -50,6 +69,7 @@ CONTEXT = 77
 VOCAB = 49408
 LR, LN_LR_SCALE, MOMENTUM, WEIGHT_DECAY, CLIP_NORM = 0.032, 0.1, 0.9, 5e-4, 1.0
 LAMBDA_TEXT, LAMBDA_GATE, TAU = 5.0, 1.0, 1.0
+OFFICIAL_LR, LAMBDA_KG, HAND_MADE = 0.002, 8.0, "a photo of a {}."
 
 # (embed_dim, vision (width, layers, heads, patch, image), text (width, layers, heads)):
 # the same sizes as ClipConfig::vit_b_16, small, tiny and rn50 (crates/model/src/config.rs);
@@ -96,10 +116,13 @@ def case_spec(case, geometry, batch, classes, experts):
             note = (f"scaled: C = {c} instead of 1000 at the {geometry} geometry "
                     "(--classes 1000 for the full size)")
         e, c = experts if experts is not None else 20, c
+    elif case in ONE_PROMPT:
+        e, c = 1, 50
+        batch = ONE_PROMPT[case][1] or batch
     else:
         e, c = 5, 50
     return dict(case=case, experts=e, classes=c, batch=batch,
-                ln_tuning=case in TRAINING and case != "train-no-ln", note=note)
+                ln_tuning=case in ("train-ln", "train-imagenet"), note=note)
 
 
 def build_clip(geometry, seed, device):
@@ -133,17 +156,20 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompts, token_ids):
         c = self.clip
-        x = prompts + c.positional_embedding.to(prompts.dtype)
-        x = c.transformer(x, attn_mask=c.attn_mask)
+        n = prompts.shape[1]  # 77, or less when the prompts were cut after their EOT
+        x = prompts + c.positional_embedding[:n].to(prompts.dtype)
+        x = c.transformer(x, attn_mask=c.attn_mask[:n, :n])
         x = c.ln_final(x)
         return x[torch.arange(x.shape[0]), token_ids.argmax(dim=-1)] @ c.text_projection
 
 
 class PromptLearner(nn.Module):
     """One learnable context per expert (the token embeddings of its template's words around
-    '{}'; the final period stays fixed), written into the full 77-token prompts of every class."""
+    '{}'; the final period stays fixed), written into the full 77-token prompts of every class
+    (with `eot_cut`, prompts as long as the longest one). No text bias when `text_bias_dim` is
+    None."""
 
-    def __init__(self, clip, templates, classnames, text_bias_dim, device):
+    def __init__(self, clip, templates, classnames, text_bias_dim, device, eot_cut=False):
         super().__init__()
         tok = open_clip.tokenizer._tokenizer
         sot, eot = tok.encoder["<start_of_text>"], tok.encoder["<end_of_text>"]
@@ -171,20 +197,30 @@ class PromptLearner(nn.Module):
                 cols += positions
                 ctx_index += list(range(offset, offset + len(positions)))
             offset += len(before) + len(after)
+        if eot_cut:
+            length = max(ids.index(eot) for ids in all_ids) + 1
+            all_ids = [ids[:length] for ids in all_ids]
         self.register_buffer("token_ids", torch.tensor(all_ids, device=device))
         with torch.no_grad():
             self.register_buffer("token_embeddings", clip.token_embedding(self.token_ids))
         self.register_buffer("rows", torch.tensor(rows, device=device))
         self.register_buffer("cols", torch.tensor(cols, device=device))
         self.register_buffer("ctx_index", torch.tensor(ctx_index, device=device))
-        self.text_bias = nn.Parameter(torch.zeros(text_bias_dim, device=device))
+        self.text_bias = (nn.Parameter(torch.zeros(text_bias_dim, device=device))
+                          if text_bias_dim is not None else None)
         self.experts, self.classes = len(templates), len(classnames)
 
-    def forward(self, text_encoder):
+    def embedded(self, ctx=None):
+        """The embedded prompts [E * C, L, W] with the contexts (or `ctx`, all experts' rows
+        concatenated: CoCoOp's shifted context) written in."""
+        ctx = torch.cat(list(self.ctx), 0) if ctx is None else ctx
+        return self.token_embeddings.index_put((self.rows, self.cols), ctx[self.ctx_index])
+
+    def forward(self, text_encoder, ctx=None):
         """z [E, C, D] = normalize(TextEncoder(P_g(c)) + w)."""
-        ctx = torch.cat(list(self.ctx), 0)
-        prompts = self.token_embeddings.index_put((self.rows, self.cols), ctx[self.ctx_index])
-        feats = text_encoder(prompts, self.token_ids) + self.text_bias
+        feats = text_encoder(self.embedded(ctx), self.token_ids)
+        if self.text_bias is not None:
+            feats = feats + self.text_bias
         return F.normalize(feats, dim=-1).reshape(self.experts, self.classes, -1)
 
 
@@ -216,14 +252,14 @@ def mixture_logits(f, z, gates, scale):
 class MoCoOpStep:
     """Everything one training step needs, and the step itself."""
 
-    def __init__(self, spec, geometry, seed, device, amp):
+    def __init__(self, spec, geometry, seed, device, amp, eot_cut):
         self.device, self.amp = device, amp
         clip, size = build_clip(geometry, seed, device)
         self.clip = clip
         groups = expert_groups(spec["experts"])
         names = class_names(spec["classes"])
         embed = GEOMETRIES[geometry][0]
-        self.prompts = PromptLearner(clip, [g[0] for g in groups], names, embed, device)
+        self.prompts = PromptLearner(clip, [g[0] for g in groups], names, embed, device, eot_cut)
         self.text_encoder = TextEncoder(clip)
         self.router = nn.Linear(embed, spec["experts"]).to(device)
         self.protos = group_prototypes(clip, groups, names, device)
@@ -277,11 +313,10 @@ class MoCoOpStep:
             gate = -(q * r.log_softmax(dim=1)).sum(dim=1).mean()
         return ce + LAMBDA_TEXT * text + LAMBDA_GATE * gate
 
-    def backward(self, loss):
+    def backward(self, loss, retain_graph=False):
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+            loss = self.scaler.scale(loss)
+        loss.backward(retain_graph=retain_graph)
 
     def step(self):
         self.optim.zero_grad(set_to_none=True)
@@ -292,6 +327,85 @@ class MoCoOpStep:
         if self.scaler is not None:
             self.scaler.unscale_(self.optim)
         torch.nn.utils.clip_grad_norm_(self.params, CLIP_NORM)
+        if self.scaler is not None:
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            self.optim.step()
+
+
+class OnePromptStep(MoCoOpStep):
+    """A CoCoOp, KgCoOp or ProGrad step as its official trainer runs it (see the module's
+    documentation); the autocast, scaler and inputs are MoCoOp's step's."""
+
+    def __init__(self, method, spec, geometry, seed, device, amp, eot_cut):
+        self.device, self.amp, self.method = device, amp, method
+        clip, size = build_clip(geometry, seed, device)
+        self.clip = clip
+        names = class_names(spec["classes"])
+        embed = GEOMETRIES[geometry][0]
+        self.prompts = PromptLearner(clip, [HAND_MADE], names, None, device, eot_cut)
+        self.text_encoder = TextEncoder(clip)
+        self.params = list(self.prompts.parameters())
+        if method == "cocoop":
+            width = clip.token_embedding.weight.shape[1]
+            self.meta_net = nn.Sequential(nn.Linear(embed, embed // 16), nn.ReLU(),
+                                          nn.Linear(embed // 16, width)).to(device)
+            self.params += list(self.meta_net.parameters())
+        else:
+            self.hand_made = group_prototypes(clip, [[HAND_MADE]], names, device)[0]  # [C, D]
+        self.optim = torch.optim.SGD(self.params, lr=OFFICIAL_LR, momentum=MOMENTUM, dampening=0.0,
+                                     weight_decay=WEIGHT_DECAY)
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        gen = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(spec["batch"], 3, size, size, generator=gen).to(device)
+        self.labels = (torch.arange(spec["batch"]) % spec["classes"]).to(device)
+        self.scale = clip.logit_scale.exp().item()
+
+    def text_features(self):
+        return self.prompts(self.text_encoder).float()
+
+    def cocoop_logits(self, f):
+        """Each image's context shifted by the meta-net, its C prompts encoded on their own."""
+        shifted = self.prompts.ctx[0].unsqueeze(0) + self.meta_net(f.to(self.prompts.ctx[0].dtype)).unsqueeze(1)
+        rows = [self.scale * f[i] @ self.prompts(self.text_encoder, shifted[i]).float()[0].T
+                for i in range(f.shape[0])]
+        return torch.stack(rows)
+
+    def losses(self):
+        """The loss that steps the prompt, and ProGrad's distillation (None for the others)."""
+        with self.autocast():
+            f = self.image_features()
+            if self.method == "cocoop":
+                return F.cross_entropy(self.cocoop_logits(f), self.labels), None
+            z = self.text_features()[0]
+            logits = self.scale * f @ z.T
+            ce = F.cross_entropy(logits, self.labels)
+            if self.method == "kgcoop":
+                kg = 1.0 - F.cosine_similarity(z, self.hand_made, dim=1).mean()
+                return ce + LAMBDA_KG * kg, None
+            teacher = F.softmax((self.scale * f @ self.hand_made.T).detach(), dim=-1)
+            return ce, -(teacher * F.log_softmax(logits, dim=-1)).sum(1).mean()
+
+    def loss(self):
+        return self.losses()[0]
+
+    def step(self):
+        self.optim.zero_grad(set_to_none=True)
+        loss, kl = self.losses()
+        if not torch.isfinite(loss):
+            sys.exit("the loss is not finite")
+        if kl is not None:
+            self.backward(kl, retain_graph=True)
+            kl_grads = [p.grad.clone() for p in self.params]
+            self.optim.zero_grad(set_to_none=True)
+        self.backward(loss)
+        if kl is not None:
+            for p, b in zip(self.params, kl_grads):
+                b_unit = b / torch.linalg.norm(b)
+                dot = torch.dot(p.grad.flatten(), b_unit.flatten())
+                if dot < 0:
+                    p.grad = p.grad - dot * b_unit
         if self.scaler is not None:
             self.scaler.step(self.optim)
             self.scaler.update()
@@ -326,11 +440,15 @@ def timed(warmup, steps, device, fn):
 
 
 def measure_training(spec, args, device, amp):
-    s = MoCoOpStep(spec, args.geometry, args.seed, device, amp)
+    if spec["case"] in ONE_PROMPT:
+        s = OnePromptStep(ONE_PROMPT[spec["case"]][0], spec, args.geometry, args.seed, device, amp,
+                          args.eot_cut)
+    else:
+        s = MoCoOpStep(spec, args.geometry, args.seed, device, amp, args.eot_cut)
     ms = timed(args.warmup, args.steps, device, s.step)
     mem = memory(device)
     parts = []
-    if args.breakdown:
+    if args.breakdown and spec["case"] not in ONE_PROMPT:
         def part(name, fn):
             def run():
                 s.optim.zero_grad(set_to_none=True)
@@ -364,7 +482,8 @@ def measure_inference(spec, args, device, amp):
     if spec["case"] == "infer-cached":
         groups = expert_groups(spec["experts"])
         embed = GEOMETRIES[args.geometry][0]
-        prompts = PromptLearner(clip, [g[0] for g in groups], class_names(spec["classes"]), embed, device)
+        prompts = PromptLearner(clip, [g[0] for g in groups], class_names(spec["classes"]), embed, device,
+                                args.eot_cut)
         with ctx:
             z = prompts(TextEncoder(clip)).float()  # cached once, as at evaluation
         router = nn.Linear(embed, spec["experts"]).to(device)
@@ -438,6 +557,8 @@ def child_command(args, case):
         cmd += ["--experts", str(args.experts)]
     if args.breakdown:
         cmd.append("--breakdown")
+    if args.eot_cut:
+        cmd.append("--eot-cut")
     return cmd
 
 
@@ -455,6 +576,8 @@ def main():
     ap.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16",
                     help="mixed precision on CUDA (ignored on the CPU)")
     ap.add_argument("--breakdown", action="store_true")
+    ap.add_argument("--eot-cut", action="store_true",
+                    help="cut every prompt after the longest prompt's EOT, as this project does")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json")
     ap.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
@@ -474,7 +597,7 @@ def main():
             failed.append(case)
             continue
         records.append(json.loads(lines[-1][len(RECORD_PREFIX):]))
-    report = dict(implementation="pytorch", date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+    report = dict(implementation="pytorch-eot-cut" if args.eot_cut else "pytorch", date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
                   machine=machine() + (f", {torch.cuda.get_device_name(0)}" if args.device.startswith("cuda") else ""),
                   threads=args.threads, torch=torch.__version__, open_clip=open_clip.__version__,
                   cases=records)

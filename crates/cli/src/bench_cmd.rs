@@ -23,15 +23,16 @@ use cases::{CaseName, CaseSpec};
 use geometry::Geometry;
 use measure::Schedule;
 use mocoop_model::Precision;
-use mocoop_train::DeviceSplit;
+use mocoop_train::{DeviceSplit, Method};
 use report::{CaseRecord, Report};
 
 /// Marks the line on which a child process hands its record to the parent.
 const RECORD_PREFIX: &str = "MOCOOP_BENCH_RECORD ";
 
 /// Measures MoCoOp training steps (E = 5, C = 50, batch 32, with and without visual LN tuning; an
-/// ImageNet-scale step, E = 20, C = 1000) and inference with cached text features against plain
-/// image encoding, on a CLIP with random weights. Prints a table; `--json` writes the records.
+/// ImageNet-scale step, E = 20, C = 1000), CoCoOp's (batch 1 and 8), KgCoOp's and ProGrad's
+/// (C = 50), and inference with cached text features against plain image encoding, on a CLIP
+/// with random weights. Prints a table; `--json` writes the records.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Backend and device: cpu, wgpu[:N], cuda[:N]. Training cases also take a list of devices
@@ -54,7 +55,7 @@ pub struct BenchArgs {
     /// Untimed steps before timing.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Images per step.
+    /// Images per step (not of the CoCoOp cases, whose batch, 1 or 8, is the case's).
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Classes of the ImageNet-scale case [default: 1000; 100 below vit-b-16].
@@ -104,13 +105,13 @@ impl BenchArgs {
         if let Some(case) = self.case {
             vec![case]
         } else if self.cases.is_empty() {
-            // Several devices: the training cases, the ones that can use them.
+            // Several devices: MoCoOp's training cases, the ones `train --device` shares.
             let several = self.device.specs().len() > 1;
             // A ResNet: the cases that do not tune image LayerNorms.
             let tunable = self.geometry().has_image_layer_norms();
             CaseName::ALL
                 .into_iter()
-                .filter(|case| !several || case.is_training())
+                .filter(|case| !several || (case.is_training() && case.method() == Method::Mocoop))
                 .filter(|case| tunable || !self.spec(*case).ln_tuning)
                 .collect()
         } else {
@@ -144,11 +145,11 @@ impl BenchArgs {
                     self.device
                 );
             }
-            if workers > self.batch && self.split == DeviceSplit::Batch {
-                bail!(
-                    "{workers} devices for a batch of {}: at most one device per image",
-                    self.batch
-                );
+            let batches = self.requested().into_iter().map(|c| self.spec(c).batch);
+            if let Some(batch) = batches.filter(|&b| workers > b).min()
+                && self.split == DeviceSplit::Batch
+            {
+                bail!("{workers} devices for a batch of {batch}: at most one device per image");
             }
         }
         if let Some(case) = self.case {

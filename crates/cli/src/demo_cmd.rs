@@ -1,10 +1,11 @@
 //! `mocoop demo`: the whole method on the generated shape world, with no download.
 //!
 //! Writes the world's benchmark, loads the small CLIP shipped in the binary, runs zero-shot CLIP,
-//! CoOp and MoCoOp base-to-new through the same training and evaluation code as `mocoop train`,
-//! prints the table and writes a report folder (`crate::report::demo`: results JSON, Markdown
-//! summary, `report.html`, figures of the training curves, of the router's expert choices per image
-//! style and per class, and of each expert's most confident test images).
+//! CoOp and MoCoOp (with `--methods all` also CoCoOp and KgCoOp) base-to-new through the same
+//! training and evaluation code as `mocoop train`, prints the table and writes a report folder
+//! (`crate::report::demo`: results JSON, Markdown summary, `report.html`, figures of the training
+//! curves, of the router's expert choices per image style and per class, and of each expert's
+//! most confident test images).
 
 use std::path::{Path, PathBuf};
 
@@ -31,7 +32,28 @@ const SHIPPED_CLIP: &[u8] = include_bytes!("../../../assets/shapeworld-clip.safe
 /// The benchmark's name in the dataset registry and the template-group table.
 const DATASET: &str = "shapeworld";
 
-/// Runs zero-shot CLIP, CoOp and MoCoOp base-to-new on the generated shape world.
+/// The demo's methods in table order: the name in the table, the `--method`, and whether the
+/// default demo runs it (the others only with `--methods all`: CoCoOp's recipe steps one image
+/// at a time, which alone takes longer than the rest of the demo).
+const METHODS: &[(&str, &str, bool)] = &[
+    ("zero-shot CLIP", "zero-shot", true),
+    ("CoOp", "coop", true),
+    ("CoCoOp", "cocoop", false),
+    ("KgCoOp", "kgcoop", false),
+    ("MoCoOp", "mocoop", true),
+];
+
+/// Which of [`METHODS`] a demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoMethods {
+    /// Zero-shot CLIP, CoOp and MoCoOp.
+    Default,
+    /// Every method of the table.
+    All,
+}
+
+/// Runs zero-shot CLIP, CoOp and MoCoOp (or every method) base-to-new on the generated shape
+/// world.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Folder for the generated data, the runs and the report.
@@ -46,13 +68,16 @@ pub struct DemoArgs {
     /// Training images per base class.
     #[arg(long, default_value_t = 16)]
     shots: usize,
-    /// Training epochs of CoOp and MoCoOp (the base-to-new recipe's; fewer warm up for their
-    /// share of the recipe's warm-up).
+    /// Training epochs of every trained method (MoCoOp's base-to-new recipe's; fewer warm up for
+    /// their share of each recipe's warm-up).
     #[arg(long, default_value_t = Recipe::for_run(Method::Mocoop, DATASET).epochs)]
     epochs: usize,
     /// Test images per class.
     #[arg(long, default_value_t = 30)]
     test_images: usize,
+    /// Which methods: default (zero-shot CLIP, CoOp, MoCoOp) or all (also CoCoOp and KgCoOp).
+    #[arg(long, value_enum, default_value_t = DemoMethods::Default)]
+    methods: DemoMethods,
 }
 
 impl DemoArgs {
@@ -83,8 +108,14 @@ impl OnBackend for DemoArgs {
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("creating {}", self.out.display()))?;
         let data_root = self.out.join("data");
+        let methods: Vec<(&'static str, &str)> = METHODS
+            .iter()
+            .filter(|(_, _, default)| *default || self.methods == DemoMethods::All)
+            .map(|&(name, method, _)| (name, method))
+            .collect();
+        let stages = methods.len() + 2;
         eprintln!(
-            "[1/5] generating the shape-world benchmark in {}",
+            "[1/{stages}] generating the shape-world benchmark in {}",
             data_root.display()
         );
         let val = self.shots.clamp(1, 4);
@@ -108,15 +139,8 @@ impl OnBackend for DemoArgs {
         };
 
         let mut runs = Vec::new();
-        for (step, (name, method)) in [
-            ("zero-shot CLIP", "zero-shot"),
-            ("CoOp", "coop"),
-            ("MoCoOp", "mocoop"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            eprintln!("[{}/5] {name}", step + 2);
+        for (step, (name, method)) in methods.into_iter().enumerate() {
+            eprintln!("[{}/{stages}] {name}", step + 2);
             let flags = self.flags(method)?;
             let config = flags.config(&checkpoint, &run_data)?;
             let loaded = checkpoint.load::<B>(&self.device, &device)?;

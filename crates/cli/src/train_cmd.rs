@@ -103,22 +103,23 @@ const RESUME_COMPATIBLE: [&str; 8] = [
 const METHOD_FLAGS: &[(&str, &[Method])] = {
     use Method::*;
     const MIXTURE: &[Method] = &[Mocoop];
-    const SOFT: &[Method] = &[Coop, Cocoop, Kgcoop, Prograd];
-    const SHARED: &[Method] = &[Mocoop, Coop, Kgcoop, Prograd];
+    const TEXT_LOSS: &[Method] = &[Mocoop, Lasp];
+    const SOFT: &[Method] = &[Coop, Cocoop, Kgcoop, Prograd, Lasp];
+    const SHARED: &[Method] = &[Mocoop, Coop, Kgcoop, Prograd, Lasp];
     &[
         ("top_k", MIXTURE),
         ("renormalize", MIXTURE),
         ("router_noise", MIXTURE),
-        ("lambda_text", MIXTURE),
+        ("lambda_text", TEXT_LOSS),
         ("lambda_gate", MIXTURE),
         ("lambda_lb", MIXTURE),
-        ("text_tau", MIXTURE),
-        ("text_classes", MIXTURE),
+        ("text_tau", TEXT_LOSS),
+        ("text_classes", TEXT_LOSS),
         ("gate_prototypes", MIXTURE),
         ("gate_target", MIXTURE),
         ("gate_target_grad", MIXTURE),
         ("encode_all_experts", MIXTURE),
-        ("groups", &[Mocoop, ZeroShot]),
+        ("groups", &[Mocoop, ZeroShot, Lasp]),
         ("ctx_init", SOFT),
         ("ctx_template", SOFT),
         ("n_ctx", SOFT),
@@ -164,7 +165,7 @@ pub struct TrainFlags {
     /// Experts mixed per image (K).
     #[arg(long, default_value_t = 2)]
     top_k: usize,
-    /// Learn the shared text bias w (default: on for mocoop, off for coop).
+    /// Learn the shared text bias w (default: on for mocoop and lasp, off for coop).
     #[arg(long, value_name = "BOOL")]
     text_bias: Option<bool>,
     /// Re-normalise the mixed class features (decision; default off).
@@ -176,7 +177,7 @@ pub struct TrainFlags {
     /// CoOp context initialisation.
     #[arg(long, value_enum, default_value_t = CtxInit::Template)]
     ctx_init: CtxInit,
-    /// Template whose words initialise the soft prompt of coop, kgcoop and prograd [default: "a
+    /// Template whose words initialise the soft prompt of coop, kgcoop, prograd and lasp [default: "a
     /// photo of a {}."; prograd: its hand-made prompt, as its official code does].
     #[arg(long, value_name = "TEMPLATE")]
     ctx_template: Option<String>,
@@ -191,7 +192,8 @@ pub struct TrainFlags {
     zero_shot_template: Option<String>,
 
     // ---- losses
-    /// Weight of the grouped text-level loss (default: 5 for mocoop, 0 for coop).
+    /// Weight of the text-level loss: mocoop's grouped one, lasp's against every template
+    /// (default: 5 for both, 0 for coop).
     #[arg(long)]
     lambda_text: Option<f32>,
     /// Weight of the hard-prompt-guided gating loss (default: 1 for mocoop, 0 for coop).
@@ -203,9 +205,10 @@ pub struct TrainFlags {
     /// Weight of the distillation towards zero-shot CLIP logits.
     #[arg(long, default_value_t = 0.0)]
     lambda_kd: f32,
-    /// Temperature of the text-level loss (decision; the published code uses 1).
-    #[arg(long, default_value_t = 1.0)]
-    text_tau: f32,
+    /// Temperature of the text-level loss (decision; mocoop's published code uses 1, lasp's
+    /// multiplies by CLIP's logit scale: 0.01).
+    #[arg(long)]
+    text_tau: Option<f32>,
     /// Classes contrasted by the text-level loss (decision): all class names, or the training ones.
     #[arg(long, default_value = "all")]
     text_classes: TextClasses,
@@ -382,8 +385,9 @@ impl TrainFlags {
                 lambda_gate: self.lambda_gate.unwrap_or(recipe.loss.lambda_gate),
                 lambda_lb: self.lambda_lb,
                 lambda_kd: self.lambda_kd,
-                text_tau: self.text_tau,
+                text_tau: self.text_tau.unwrap_or(recipe.loss.text_tau),
                 text_classes: self.text_classes,
+                text_target: recipe.loss.text_target,
                 gate_prototypes: self.gate_prototypes,
                 gate_target: self.gate_target,
                 gate_target_detached: !self.gate_target_grad,
@@ -428,7 +432,7 @@ impl TrainFlags {
                 let groups = template_groups(self.groups.as_deref(), &run.dataset)?;
                 MixtureConfig::mocoop(&groups, self.top_k, run.seed)
             }
-            Method::Coop | Method::Cocoop | Method::Kgcoop | Method::Prograd => {
+            Method::Coop | Method::Cocoop | Method::Kgcoop | Method::Prograd | Method::Lasp => {
                 let recipe = Recipe::for_run(self.method, &run.dataset);
                 let own = (self.method == Method::Prograd)
                     .then_some(recipe.loss.hand_made)
@@ -443,7 +447,10 @@ impl TrainFlags {
                         std: self.ctx_std,
                     },
                 };
-                MixtureConfig::coop(init, run.seed)
+                MixtureConfig {
+                    text_bias: self.method == Method::Lasp,
+                    ..MixtureConfig::coop(init, run.seed)
+                }
             }
         };
         mixture.renormalize = self.renormalize;
@@ -649,6 +656,18 @@ mod tests {
         let c = config("dtd", &["--method", "coop"]);
         assert!(!c.ln_tuning);
         assert_eq!(c.loss, LossConfig::coop());
+    }
+
+    #[test]
+    fn lasp_is_coop_with_the_text_bias_layernorms_and_its_text_loss() {
+        let c = config("dtd", &["--method", "lasp"]);
+        assert_eq!(c.loss, LossConfig::lasp());
+        assert!(c.ln_tuning && c.mixture.text_bias && !c.mixture.router);
+        assert_eq!(c.mixture.num_experts(), 1);
+        assert_eq!((c.data.batch_size, c.optim.epochs), (32, 25));
+        let c = config("dtd", &["--method", "lasp", "--text-tau", "0.5"]);
+        assert_eq!(c.loss.text_tau, 0.5);
+        assert_eq!(config("dtd", &[]).loss.text_tau, 1.0);
     }
 
     #[test]

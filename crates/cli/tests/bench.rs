@@ -5,10 +5,14 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 9] = [
     "train-ln",
     "train-no-ln",
     "train-imagenet",
+    "train-cocoop",
+    "train-cocoop-b8",
+    "train-kgcoop",
+    "train-prograd",
     "infer-cached",
     "encode-image",
 ];
@@ -62,7 +66,12 @@ fn bench_reports_every_case() {
         assert!(stdout.contains(name), "{name} missing from the table");
         assert_eq!(case["geometry"], "tiny");
         assert_eq!(case["device"], "cpu");
-        assert_eq!(case["batch"], 4);
+        let batch = match name {
+            "train-cocoop" => 1,
+            "train-cocoop-b8" => 8,
+            _ => 4,
+        };
+        assert_eq!(case["batch"], batch, "{name}");
         assert_eq!(case["steps"], 1);
         for key in ["images_per_s", "ms_per_step"] {
             let v = case[key].as_f64().unwrap();
@@ -71,7 +80,7 @@ fn bench_reports_every_case() {
         let throughput = case["images_per_s"].as_f64().unwrap();
         let ms = case["ms_per_step"].as_f64().unwrap();
         assert!(
-            (throughput * ms / 4e3 - 1.0).abs() < 1e-6,
+            (throughput * ms / (batch as f64 * 1e3) - 1.0).abs() < 1e-6,
             "{name}: images/s vs ms/step"
         );
         if cfg!(target_os = "linux") {
@@ -81,16 +90,21 @@ fn bench_reports_every_case() {
                 "{name}: peak RSS {rss} MiB"
             );
         }
-        let training = name.starts_with("train");
-        assert_eq!(
-            case["ln_tuning"],
-            training && name != "train-no-ln",
-            "{name}"
-        );
+        let mocoop = ["train-ln", "train-no-ln", "train-imagenet", "infer-cached"];
+        let tuned = ["train-ln", "train-imagenet"].contains(&name);
+        assert_eq!(case["ln_tuning"], tuned, "{name}");
+        // The one-prompt methods' cases (E = 1) have no breakdown of their own.
+        let one_prompt = name.starts_with("train") && !mocoop.contains(&name);
+        if one_prompt {
+            assert_eq!(
+                (&case["experts"], &case["classes"]),
+                (&1.into(), &50.into())
+            );
+        }
         let breakdown = case["breakdown"].as_array().unwrap();
         assert_eq!(
             !breakdown.is_empty(),
-            name != "encode-image",
+            mocoop.contains(&name),
             "{name}: breakdown"
         );
         for part in breakdown {

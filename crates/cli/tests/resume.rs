@@ -218,12 +218,13 @@ fn an_f16_run_resumes_with_its_loss_scale() {
     assert_same_run(&reference, &run);
 }
 
-/// CoCoOp trains a meta-net beside its context, ProGrad steps twice per update (its projection)
-/// and KgCoOp adds a term: an interrupted run of each resumes to the uninterrupted run's tensors,
-/// logs and results, bit for bit.
+/// CoCoOp trains a meta-net beside its context, ProGrad steps twice per update (its projection),
+/// KgCoOp adds a term and LASP trains the text bias and image LayerNorms with its text loss: an
+/// interrupted run of each resumes to the uninterrupted run's tensors, logs and results, bit for
+/// bit.
 #[test]
-fn cocoop_kgcoop_and_prograd_runs_resume_bit_identically() {
-    for method in ["cocoop", "kgcoop", "prograd"] {
+fn cocoop_kgcoop_prograd_and_lasp_runs_resume_bit_identically() {
+    for method in ["cocoop", "kgcoop", "prograd", "lasp"] {
         let flags = ["--method", method, "--lr", "0.016"];
         let dir = scratch(&format!("resume-{method}"));
         let root = dir.join("data");

@@ -2,7 +2,7 @@
 //! (DTD's folder and split file) of generated images whose class is their colour, `mocoop train`
 //! with the tiny random CLIP of the fixtures, then `mocoop eval` on the saved run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -49,6 +49,54 @@ fn train_ten_epochs(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Value, Str
     ));
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (dir, run, ok(output), stderr)
+}
+
+/// The test images `mocoop classify --prompts RUN` classifies correctly (top-1), over the
+/// classes of the miniature dataset in `root`, its class names listed in a file in `dir`.
+fn classify_correct(dir: &Path, root: &Path, run: &Path) -> Value {
+    let names = dir.join("names.txt");
+    let classnames: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
+    std::fs::write(&names, classnames.join("\n")).unwrap();
+    let classes = format!("@{}", names.display());
+    let w = weights();
+    let mut args = vec![
+        "classify".to_string(),
+        "--weights".into(),
+        w.display().to_string(),
+        "--prompts".into(),
+        run.display().to_string(),
+        "--classes".into(),
+        classes,
+        "--json".into(),
+        "--top-k".into(),
+        "1".into(),
+    ];
+    let mut truth = Vec::new();
+    for (label, _) in CLASSES.iter().enumerate() {
+        for i in 10..16 {
+            let image = root.join(format!("dtd/images/class{label}/{i}.bmp"));
+            args.push(image.display().to_string());
+            truth.push(classnames[label]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = mocoop(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let predictions: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(predictions.len(), truth.len());
+    let correct = predictions
+        .iter()
+        .zip(&truth)
+        .filter(|(p, t)| p["predictions"][0]["class"] == **t)
+        .count();
+    Value::from(correct as u64)
 }
 
 #[test]
@@ -128,49 +176,10 @@ fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
 
     // `classify --prompts` uses the trained prompts (and LayerNorms): same correct count on the
     // test images as the evaluation.
-    let names = dir.join("names.txt");
-    let classnames: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
-    std::fs::write(&names, classnames.join("\n")).unwrap();
-    let classes = format!("@{}", names.display());
-    let w = weights();
-    let mut args = vec![
-        "classify".to_string(),
-        "--weights".into(),
-        w.display().to_string(),
-        "--prompts".into(),
-        run_s.into(),
-        "--classes".into(),
-        classes,
-        "--json".into(),
-        "--top-k".into(),
-        "1".into(),
-    ];
-    let mut truth = Vec::new();
-    for (label, _) in CLASSES.iter().enumerate() {
-        for i in 10..16 {
-            let image = root.join(format!("dtd/images/class{label}/{i}.bmp"));
-            args.push(image.display().to_string());
-            truth.push(classnames[label]);
-        }
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = mocoop(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_eq!(
+        &classify_correct(&dir, &root, &run),
+        present(trained, "correct")
     );
-    let predictions: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(predictions.len(), truth.len());
-    let correct = predictions
-        .iter()
-        .zip(&truth)
-        .filter(|(p, t)| p["predictions"][0]["class"] == **t)
-        .count();
-    assert_eq!(correct as u64, trained["correct"].as_u64().unwrap());
 
     // A run of another method is refused, both ways.
     let err = failure(mocoop(&["eval", "--run", run_s, "--method", "coop"]));
@@ -304,6 +313,59 @@ fn cocoop_kgcoop_and_prograd_learn_and_a_reloaded_run_evaluates_identically() {
             );
         }
     }
+}
+
+/// LASP (CoOp's prompt, the text bias `w`, the image LayerNorms, its text loss against every
+/// template): the loss and its text term fall, test accuracy is far above chance (25%), the
+/// checkpoint holds the context, `w` and the LayerNorms, and the reloaded run evaluates and
+/// classifies identically. A router flag is refused.
+///
+/// At τ = 0.1: the recipe's 0.01 is a real CLIP's temperature (logit scale 100); this random
+/// CLIP's is 1/42, and at 0.01 its near-alike template features make the unclipped text term
+/// collapse the classes onto one feature (cross-entropy stuck at ln 4).
+#[test]
+fn lasp_learns_and_a_reloaded_run_evaluates_and_classifies_identically() {
+    let flags = ["--method", "lasp", "--lr", "0.016", "--text-tau", "0.1"];
+    let (dir, run, out, _) = train_ten_epochs("lasp", &flags);
+    let epochs = metrics(&run);
+    let (first, last) = (&epochs[0]["means"], &epochs[9]["means"]);
+    for term in ["ce", "text", "loss"] {
+        assert!(
+            number(last, term) < number(first, term),
+            "{term}: {first} -> {last}"
+        );
+    }
+    let trained = split(&out["results"], "all");
+    assert!(number(trained, "accuracy") >= 50.0, "{trained}");
+    let saved = mocoop_train::checkpoint::read(&run.join("checkpoint.safetensors")).unwrap();
+    let names: Vec<&String> = saved.tensors.keys().collect();
+    assert_eq!(names[..2], ["ctx.0", "text_bias"], "{names:?}");
+    assert!(
+        names[2..]
+            .iter()
+            .all(|n| n.starts_with("visual.transformer."))
+            && names.len() > 2,
+        "{names:?}"
+    );
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["loss"]["text_target"], "templates", "{config}");
+    evaluates_identically(&run, &out);
+    let root = dir.join("data");
+    assert_eq!(
+        &classify_correct(&dir, &root, &run),
+        present(trained, "correct")
+    );
+    let other = dir.join("other");
+    let err = failure(mocoop(&train_args(
+        root.to_str().unwrap(),
+        other.to_str().unwrap(),
+        &["--method", "lasp", "--top-k", "3"],
+    )));
+    assert!(
+        err.contains("--top-k does not apply to --method lasp"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The training-step fixture, generic over the autodiff backend: the PyTorch reference's steps in
 //! `tests/fixtures/train_step.json` (written by `tests/fixtures/make_reference.py
-//! --train-step-only`), and a check of one MoCoOp or CoOp step against them. Used by the train
+//! --train-step-only`), and a check of one step of MoCoOp or a CoOp-based method against them. Used by the train
 //! package's `reference_step` tests on the CPU and by the CLI package's WGPU tests (they build
 //! Burn's WGPU backend, which the train package's tests do not).
 
@@ -22,7 +22,7 @@ use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
 use mocoop_train::config::{
     DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, ProGradConfig,
-    ProjectionScope, Setting, TextClasses, TrainConfig, ZeroShotPrompts,
+    ProjectionScope, Setting, TextClasses, TextTarget, TrainConfig, ZeroShotPrompts,
 };
 use mocoop_train::loss_scale::LossScale;
 use mocoop_train::model::visual_ln_params;
@@ -280,6 +280,10 @@ pub fn setup<B: AutodiffBackend>(
         lambda_kd: f("lambda_kd"),
         text_tau: f("tau"),
         text_classes: TextClasses::All,
+        text_target: match cfg["text_target"].as_str() {
+            Some("templates") => TextTarget::Templates,
+            _ => TextTarget::GroupPrototypes,
+        },
         gate_prototypes: GatePrototypes::PerClass,
         gate_target: GateTarget::TopKUniform,
         gate_target_detached: true,

@@ -24,6 +24,9 @@ pub enum Method {
     Kgcoop,
     /// CoOp whose gradient never points against zero-shot CLIP's (Zhu et al.'s ProGrad).
     Prograd,
+    /// CoOp whose class features must also classify the hand-made templates' (Bulat and
+    /// Tzimiropoulos's LASP), with the text bias `w` and the image LayerNorms.
+    Lasp,
     /// No training: CLIP with hand-written prompts.
     #[value(alias = "zero_shot", alias = "zeroshot", alias = "zs")]
     ZeroShot,
@@ -37,6 +40,7 @@ impl std::fmt::Display for Method {
             Self::Cocoop => "cocoop",
             Self::Kgcoop => "kgcoop",
             Self::Prograd => "prograd",
+            Self::Lasp => "lasp",
             Self::ZeroShot => "zero-shot",
         })
     }
@@ -77,6 +81,20 @@ pub enum TextClasses {
     All,
     /// Only the training classes.
     Train,
+}
+
+/// What the text-level loss `L_text` sets the learned class features against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TextTarget {
+    /// MoCoOp's: each expert's class feature picks its class among its group's prototypes
+    /// (default).
+    #[default]
+    #[value(name = "group-prototypes", alias = "groups")]
+    GroupPrototypes,
+    /// LASP's: every template's class feature picks its class among the soft prompt's class
+    /// features (the prompt as the classifier of the hand-made texts); one soft prompt only.
+    Templates,
 }
 
 /// The distance KgCoOp's knowledge guidance keeps small (decision).
@@ -142,6 +160,9 @@ pub struct LossConfig {
     pub text_tau: f32,
     /// Classes contrasted by `L_text` (decision).
     pub text_classes: TextClasses,
+    /// What `L_text` contrasts with: MoCoOp's group prototypes or LASP's single templates.
+    #[serde(default)]
+    pub text_target: TextTarget,
     /// Prototypes of the gating target (decision).
     pub gate_prototypes: GatePrototypes,
     /// Form of the gating target (decision).
@@ -176,6 +197,7 @@ impl LossConfig {
             lambda_kd: 0.0,
             text_tau: 1.0,
             text_classes: TextClasses::All,
+            text_target: TextTarget::GroupPrototypes,
             gate_prototypes: GatePrototypes::PerClass,
             gate_target: GateTarget::TopKUniform,
             gate_target_detached: true,
@@ -210,6 +232,18 @@ impl LossConfig {
         Self {
             hand_made: Some(hand_made.to_string()),
             prograd: Some(ProGradConfig::default()),
+            ..Self::coop()
+        }
+    }
+
+    /// LASP: cross-entropy and `λ_text = 5` times the text-to-text loss against every template
+    /// of the dataset, over all its class names, at τ = 0.01 (the official code multiplies the
+    /// cosines by CLIP's logit scale, 100).
+    pub fn lasp() -> Self {
+        Self {
+            lambda_text: 5.0,
+            text_tau: 0.01,
+            text_target: TextTarget::Templates,
             ..Self::coop()
         }
     }
@@ -396,6 +430,15 @@ impl TrainConfig {
             return Err(format!(
                 "--router-noise must be >= 0, got {}",
                 self.router_noise
+            ));
+        }
+        if l.lambda_text > 0.0
+            && l.text_target == TextTarget::Templates
+            && self.mixture.num_experts() != 1
+        {
+            return Err(format!(
+                "the text loss against single templates (LASP's) needs one soft prompt, not {}",
+                self.mixture.num_experts()
             ));
         }
         if l.needs_hand_made() && l.hand_made.as_deref().is_none_or(|t| !t.contains("{}")) {

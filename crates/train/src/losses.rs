@@ -24,6 +24,17 @@ pub fn text_loss<B: Backend>(z: Tensor<B, 3>, p: Tensor<B, 3>, tau: f32) -> Tens
     -(log_p * eye).sum() / (e * c) as f32
 }
 
+/// LASP's text-to-text loss: each template's class feature `h[t, c]` is classified among the one
+/// soft prompt's class features `z[c']`, `−log softmax_c'(<h[t, c], z[c']> / τ)[c]`, averaged over
+/// templates and classes. It is [`text_loss`] with the roles exchanged: the templates are the
+/// queries, the soft prompt (repeated for every template) the keys.
+///
+/// `z`: `[1, C, D]`, `h`: `[T, C, D]`, both L2-normalised.
+pub fn template_text_loss<B: Backend>(z: Tensor<B, 3>, h: Tensor<B, 3>, tau: f32) -> Tensor<B, 1> {
+    let dims = h.dims();
+    text_loss(h, z.expand(dims), tau)
+}
+
 /// A dense 0/1 mask `[N, E]` of each row's `k` largest values (on detached values).
 pub fn top_k_mask<B: Backend>(values: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
     let [n, e] = values.dims();
@@ -188,6 +199,13 @@ mod tests {
         let s = 0.96f32 / 0.5;
         let l_second = -(2f32.exp() / (2f32.exp() + s.exp())).ln();
         assert!((got - (2.0 * l_first + 2.0 * l_second) / 4.0).abs() < 1e-5);
+        // LASP's direction: the templates classify among the soft prompt's classes.
+        let z = Tensor::<B, 3>::from_data([[[1.0, 0.0], [0.6, 0.8]]], &device);
+        let h = Tensor::<B, 3>::from_data([[[0.0, 1.0], [0.0, 1.0]]], &device);
+        let got = v(template_text_loss(z, h, 0.5))[0];
+        let l_c0 = -(0f32.exp() / (0f32.exp() + 1.6f32.exp())).ln();
+        let l_c1 = -(1.6f32.exp() / (0f32.exp() + 1.6f32.exp())).ln();
+        assert!((got - (l_c0 + l_c1) / 2.0).abs() < 1e-5, "{got}");
         let x = Tensor::<B, 2>::from_data([[1.0, 2.0, 3.0]], &device);
         assert!(v(distillation(x.clone(), x.clone()))[0].abs() < 1e-6);
         assert!(v(distillation(x.clone(), x * 2.0))[0] > 0.0);

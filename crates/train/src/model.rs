@@ -19,7 +19,7 @@ use mocoop_model::tokenizer::ClipTokenizer;
 
 use mocoop_data::augment::derived_rng;
 
-use crate::config::{GatePrototypes, LossConfig, TextClasses};
+use crate::config::{GatePrototypes, LossConfig, TextClasses, TextTarget};
 use crate::loss_scale::LossScale;
 use crate::losses;
 
@@ -129,7 +129,8 @@ pub struct MocoopModel<B: Backend> {
     pub prompts: ClassPrompts<B>,
     /// Positions of the training classes among the encoded ones (`None`: the same list).
     pub train_index: Option<Tensor<B, 1, Int>>,
-    /// Group prototypes over the encoded classes `[E, C_enc, D]` (for `L_text`).
+    /// What `L_text` contrasts with over the encoded classes: group prototypes `[E, C_enc, D]`
+    /// (MoCoOp), or every template's features `[T, C_enc, D]` (LASP).
     pub text_prototypes: Option<Tensor<B, 3>>,
     /// Prototypes of the gating target: `[E, C_train, D]`, or `[E, 1, D]` class-agnostic.
     pub gate_prototypes: Option<Tensor<B, 3>>,
@@ -269,7 +270,10 @@ impl<B: Backend> MocoopModel<B> {
             let hard = HardPrompts::from_groups(&clip, tokenizer, &proto_groups, encoded, device)?;
             let hard_train = hard.select_classes(&train_positions);
             if loss.lambda_text > 0.0 {
-                text_prototypes = Some(hard.prototypes());
+                text_prototypes = Some(match loss.text_target {
+                    TextTarget::GroupPrototypes => hard.prototypes(),
+                    TextTarget::Templates => hard.features.clone(),
+                });
             }
             if loss.lambda_gate > 0.0 {
                 gate_prototypes = Some(match loss.gate_prototypes {
@@ -428,7 +432,12 @@ impl<B: Backend> MocoopModel<B> {
         if l.lambda_text > 0.0
             && let Some(p) = &self.text_prototypes
         {
-            let term = losses::text_loss(z_encoded, p.clone(), l.text_tau);
+            let term = match l.text_target {
+                TextTarget::GroupPrototypes => losses::text_loss(z_encoded, p.clone(), l.text_tau),
+                TextTarget::Templates => {
+                    losses::template_text_loss(z_encoded, p.clone(), l.text_tau)
+                }
+            };
             loss = loss + term.clone() * l.lambda_text;
             terms.push(("text", term));
         }

@@ -18,6 +18,11 @@
 //! 1e-5, learning rate 0.002 not scaled with the batch, no clipping): KgCoOp 100 epochs at batch
 //! 128 (`vit_b16_ep100_ctxv1`, λ_kg = 8), ProGrad 100 epochs at batch 32 (`rn50_ep100`, λ = 1,
 //! T = 1), each with its own hand-made prompt for the dataset (`hand_made`).
+//!
+//! LASP uses the configuration the MoCoOp code (built on LASP's) ships for it
+//! (`vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32`) on every dataset: 25 epochs (3 of
+//! warm-up at 1e-5) at batch size 32 and learning rate 0.032, not scaled, no clipping, the text
+//! loss against every template at weight 5, the text bias `w` and the image LayerNorms trained.
 
 use crate::config::{LossConfig, Method, OptimConfig};
 use crate::hand_made::hand_made_template;
@@ -73,6 +78,9 @@ impl Recipe {
         if method == Method::Cocoop {
             return Self::cocoop();
         }
+        if method == Method::Lasp {
+            return Self::lasp();
+        }
         let (epochs, warmup_epochs, batch_size, base_lr, lr_scaling) = if dataset == IMAGENET {
             (10, 1, 1, 0.002, LrScaling::None)
         } else {
@@ -112,6 +120,16 @@ impl Recipe {
     /// size 1.
     fn cocoop() -> Self {
         Self::official_schedule(10, 1, LossConfig::coop())
+    }
+
+    /// LASP's configuration (see the module's documentation).
+    fn lasp() -> Self {
+        Self {
+            warmup_epochs: 3,
+            base_lr: 0.032,
+            ln_tuning: true,
+            ..Self::official_schedule(25, 32, LossConfig::lasp())
+        }
     }
 
     /// The schedule the CoOp family's official configurations share: `epochs` (1 of warm-up at
@@ -249,6 +267,16 @@ mod tests {
         // A dataset the tables do not name, a custom one, gets the common prompt.
         let custom = Recipe::for_run(Method::Kgcoop, "my_data");
         assert_eq!(custom.loss.hand_made.as_deref(), Some("a photo of a {}."));
+    }
+
+    #[test]
+    fn lasp_follows_the_configuration_the_mocoop_code_ships_for_it() {
+        let r = Recipe::for_run(Method::Lasp, "dtd");
+        assert_eq!((r.epochs, r.warmup_epochs, r.batch_size), (25, 3, 32));
+        assert!(close(r.lr(8), 0.032) && r.clip_norm.is_none() && r.ln_tuning);
+        assert_eq!(r.loss, LossConfig::lasp());
+        assert_eq!((r.loss.lambda_text, r.loss.text_tau), (5.0, 0.01));
+        assert_eq!(Recipe::for_run(Method::Lasp, "imagenet"), r);
     }
 
     #[test]

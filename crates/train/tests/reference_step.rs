@@ -1,4 +1,4 @@
-//! One MoCoOp, CoOp, CoCoOp, KgCoOp and ProGrad training step on the CPU against the PyTorch reference in
+//! One MoCoOp, CoOp, CoCoOp, KgCoOp, ProGrad and LASP training step on the CPU against the PyTorch reference in
 //! `tests/fixtures/train_step.json` (written by `tests/fixtures/make_reference.py`): logits, router
 //! logits, gates, every loss term, the gradients of the contexts, router, text bias and image
 //! LayerNorms, and the parameters after two SGD steps (momentum, weight decay, global-norm
@@ -50,6 +50,14 @@ fn prograd_step_with_its_projection_matches_pytorch() {
 fn prograd_step_without_projection_matches_pytorch() {
     let _serial = mocoop_test_support::serial_autodiff();
     run_case::<B>("prograd_kept", Precision::F32, &Default::default());
+}
+
+/// LASP: CoOp's prompt with the text bias and the image LayerNorms, its text loss against every
+/// template over all class names (base and new).
+#[test]
+fn lasp_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_case::<B>("lasp", Precision::F32, &Default::default());
 }
 
 #[test]

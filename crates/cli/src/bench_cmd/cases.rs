@@ -9,6 +9,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use mocoop_model::templates::{TemplateGroups, TemplateTable};
+use mocoop_train::Method;
 
 use super::geometry::Geometry;
 
@@ -22,6 +23,15 @@ pub enum CaseName {
     TrainNoLn,
     /// An ImageNet-scale step (E = 20, C = 1000 unless scaled or overridden), LN tuning on.
     TrainImagenet,
+    /// A CoCoOp step (C = 50): every image's prompts encoded, at batch 1 (its official recipe).
+    TrainCocoop,
+    /// The same CoCoOp step at batch 8, which the EOT cut and the length buckets are meant to make
+    /// practical.
+    TrainCocoopB8,
+    /// A KgCoOp step (one prompt, C = 50): CoOp's plus the distance to the hand-made prompt.
+    TrainKgcoop,
+    /// A ProGrad step (one prompt, C = 50): CoOp's plus a second backward pass for the projection.
+    TrainPrograd,
     /// Inference with every text feature cached (`PromptClassifier`), E = 5, C = 50.
     InferCached,
     /// Plain CLIP image encoding, the floor of inference cost.
@@ -30,10 +40,14 @@ pub enum CaseName {
 
 impl CaseName {
     /// Every case, in report order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 9] = [
         Self::TrainLn,
         Self::TrainNoLn,
         Self::TrainImagenet,
+        Self::TrainCocoop,
+        Self::TrainCocoopB8,
+        Self::TrainKgcoop,
+        Self::TrainPrograd,
         Self::InferCached,
         Self::EncodeImage,
     ];
@@ -44,6 +58,10 @@ impl CaseName {
             Self::TrainLn => "train-ln",
             Self::TrainNoLn => "train-no-ln",
             Self::TrainImagenet => "train-imagenet",
+            Self::TrainCocoop => "train-cocoop",
+            Self::TrainCocoopB8 => "train-cocoop-b8",
+            Self::TrainKgcoop => "train-kgcoop",
+            Self::TrainPrograd => "train-prograd",
             Self::InferCached => "infer-cached",
             Self::EncodeImage => "encode-image",
         }
@@ -51,7 +69,18 @@ impl CaseName {
 
     /// Whether the case is a training step (otherwise inference).
     pub fn is_training(self) -> bool {
-        matches!(self, Self::TrainLn | Self::TrainNoLn | Self::TrainImagenet)
+        !matches!(self, Self::InferCached | Self::EncodeImage)
+    }
+
+    /// The method a training case steps (MoCoOp for the inference cases, whose prompts are
+    /// MoCoOp's).
+    pub fn method(self) -> Method {
+        match self {
+            Self::TrainCocoop | Self::TrainCocoopB8 => Method::Cocoop,
+            Self::TrainKgcoop => Method::Kgcoop,
+            Self::TrainPrograd => Method::Prograd,
+            _ => Method::Mocoop,
+        }
     }
 }
 
@@ -77,7 +106,8 @@ pub struct CaseSpec {
 }
 
 impl CaseSpec {
-    /// The sizes of `case`; `classes`/`experts` override the ImageNet-scale case.
+    /// The sizes of `case`; `classes`/`experts` override the ImageNet-scale case, `batch` every
+    /// case but CoCoOp's, whose batch is the case's.
     pub fn new(
         case: CaseName,
         geometry: Geometry,
@@ -102,14 +132,20 @@ impl CaseSpec {
                 });
                 (experts.unwrap_or(20), c, note)
             }
+            _ if case.method() != Method::Mocoop => (1, 50, None),
             _ => (5, 50, None),
+        };
+        let batch = match case {
+            CaseName::TrainCocoop => 1,
+            CaseName::TrainCocoopB8 => 8,
+            _ => batch,
         };
         Self {
             case,
             experts,
             classes,
             batch,
-            ln_tuning: case.is_training() && case != CaseName::TrainNoLn,
+            ln_tuning: matches!(case, CaseName::TrainLn | CaseName::TrainImagenet),
             note,
         }
     }

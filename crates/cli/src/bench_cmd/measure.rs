@@ -13,14 +13,15 @@ use burn::train::{TrainOutput, TrainStep};
 use mocoop_data::{BatchPart, ImageBatch};
 use mocoop_model::Precision;
 use mocoop_model::clip::on_threads;
-use mocoop_model::prompt::{MixtureConfig, MixtureOfPrompts};
+use mocoop_model::prompt::{ExpertInit, MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
-use mocoop_train::config::Method;
+use mocoop_train::config::{DataConfig, Method, Setting, TrainConfig};
 use mocoop_train::loss_scale::LossScale;
+use mocoop_train::methods::cocoop::CocoopModel;
 use mocoop_train::methods::mixture::{MixtureRun, TEXT_CHUNK};
 use mocoop_train::recipe::Recipe;
 use mocoop_train::{
-    ClassSetup, DeviceSplit, MocoopModel, PromptLearner, StepOutput, TrainedLearner,
+    ClassSetup, DeviceSplit, LearnerSetup, MocoopModel, PromptLearner, StepOutput, TrainedLearner,
 };
 
 use super::cases::{CaseName, CaseSpec, class_names, expert_groups, synthetic_batch};
@@ -29,6 +30,9 @@ use super::report::peak_rss_mib;
 
 /// Experts mixed per image (the paper's K).
 const TOP_K: usize = 2;
+
+/// The dataset whose recipes (and hand-made prompt) the training cases use.
+const RECIPE_DATASET: &str = "caltech101";
 
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
@@ -91,10 +95,13 @@ pub fn measure<B: AutodiffBackend>(
 ) -> Result<Timing> {
     let device = &devices[0];
     B::seed(device, schedule.seed);
-    if spec.case.is_training() {
-        training::<B>(spec, geometry, schedule, devices)
-    } else {
-        inference::<B::InnerBackend>(spec, geometry, schedule, device)
+    if !spec.case.is_training() {
+        return inference::<B::InnerBackend>(spec, geometry, schedule, device);
+    }
+    match spec.case.method() {
+        Method::Mocoop => training::<B>(spec, geometry, schedule, devices),
+        Method::Cocoop => method_training::<B, CocoopModel<B>>(spec, geometry, schedule, devices),
+        _ => method_training::<B, MocoopModel<B>>(spec, geometry, schedule, devices),
     }
 }
 
@@ -170,7 +177,7 @@ fn training<B: AutodiffBackend>(
     let mixture = MixtureConfig::mocoop(&groups, TOP_K.min(spec.experts), schedule.seed);
     // MoCoOp's recipe on a dataset of the benchmark (Caltech101's groups for E = 5), at this
     // case's batch size.
-    let recipe = Recipe::for_run(Method::Mocoop, "caltech101");
+    let recipe = Recipe::for_run(Method::Mocoop, RECIPE_DATASET);
     let mut model = MocoopModel::new(
         clip,
         tokenizer,
@@ -267,6 +274,85 @@ fn training<B: AutodiffBackend>(
         ms_per_step,
         parts,
         peak_rss_mib,
+    })
+}
+
+/// The configuration of a run of `spec`'s (one-prompt) method: its recipe on the benchmark's
+/// dataset at the case's batch size, the prompt starting from "a photo of a {}.".
+fn method_config(spec: &CaseSpec, schedule: &Schedule) -> TrainConfig {
+    let method = spec.case.method();
+    let recipe = Recipe::for_run(method, RECIPE_DATASET);
+    let template = "a photo of a {}.".to_string();
+    TrainConfig {
+        method,
+        weights: Default::default(),
+        load: Default::default(),
+        precision: schedule.precision,
+        data: DataConfig {
+            dataset: RECIPE_DATASET.into(),
+            root: Default::default(),
+            setting: Setting::Fewshot,
+            shots: 0,
+            seed: schedule.seed,
+            batch_size: spec.batch,
+            workers: 0,
+            groups_file: None,
+            skip_bad_images: false,
+        },
+        mixture: MixtureConfig::coop(ExpertInit::Template { template }, schedule.seed),
+        optim: recipe.optim(spec.batch, recipe.epochs),
+        loss: recipe.loss,
+        ln_tuning: false,
+        router_noise: 0.0,
+        validate: false,
+        zero_shot: Default::default(),
+        cached_views: 0,
+    }
+}
+
+/// Times a step of a one-prompt method (CoCoOp, KgCoOp, ProGrad) as the trainer builds and steps
+/// it: `PromptLearner::build` from its run configuration, burn-train's step and update. No
+/// breakdown: its parts are the MoCoOp cases'.
+fn method_training<B: AutodiffBackend, M: PromptLearner<B>>(
+    spec: &CaseSpec,
+    geometry: Geometry,
+    schedule: &Schedule,
+    devices: &[B::Device],
+) -> Result<Timing> {
+    let device = &devices[0];
+    let config = method_config(spec, schedule);
+    let clip = geometry
+        .random_clip::<B>(schedule.seed, device)?
+        .with_precision(schedule.precision);
+    let size = clip.config().vision.image_size;
+    let groups = expert_groups(5)?;
+    let model = M::build(LearnerSetup {
+        config: &config,
+        clip,
+        tokenizer: ClipTokenizer::embedded(),
+        groups: &groups,
+        classes: ClassSetup::all(class_names(spec.classes)),
+        encode_all_experts: false,
+        device,
+    })?;
+    let mut optim = config.optim.sgd().init::<B, M>();
+    let (images, labels) = synthetic_batch::<B>(spec.batch, size, spec.classes, device);
+    let batch = ImageBatch {
+        images,
+        labels,
+        indices: (0..spec.batch).collect(),
+        share: 1.0,
+    };
+    let (ms_per_step, _) = timed(schedule, model, |model| {
+        let grads = step_gradients(&model, &batch, devices)?;
+        let model = TrainStep::optimize(model, &mut optim, config.optim.lr, grads);
+        sync::<B>(device)?;
+        Ok(model)
+    })?;
+    Ok(Timing {
+        ms_per_step,
+        parts: Vec::new(),
+        peak_rss_mib: peak_rss_mib(),
     })
 }
 

@@ -80,7 +80,7 @@ pub fn write(
     }
     let intro = format!(
         "{classes} colour-shape classes: the first {num_base} (base) were seen in pretraining, the \
-         other {} (new) never were. CoOp and MoCoOp train on the base classes only.",
+         other {} (new) never were. The prompt learners train on the base classes only.",
         classes - num_base
     );
     let title = "mocoop demo: base-to-new on the generated shape world";

@@ -2,8 +2,10 @@
 //! `learner::PromptLearner` (training) and `learner::TrainedLearner` (inference), and is
 //! registered here in [`fit`] (which model trains a run of it) and [`TrainedRun::load`] (how a
 //! finished run of it is read back). KgCoOp and ProGrad are CoOp's soft prompt with a term
-//! against the hand-made prompt (`LossConfig::kgcoop`, `LossConfig::prograd`), so they train and
-//! classify through the mixture's module; CoCoOp has a module of its own (`cocoop.rs`).
+//! against the hand-made prompt (`LossConfig::kgcoop`, `LossConfig::prograd`), and LASP is CoOp's
+//! soft prompt with the text bias and the text loss against every template (`LossConfig::lasp`),
+//! so they train and classify through the mixture's module; CoCoOp has a module of its own
+//! (`cocoop.rs`).
 
 pub mod cached;
 pub mod cocoop;
@@ -86,7 +88,7 @@ fn fit<B: AutodiffBackend>(
         resuming,
     };
     match run.config.method {
-        Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd => {
+        Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd | Method::Lasp => {
             trainer::fit::<B, MocoopModel<B>>(run, clip)
         }
         Method::Cocoop => trainer::fit::<B, CocoopModel<B>>(run, clip),
@@ -116,7 +118,7 @@ impl<B: Backend> TrainedRun<B> {
             Method::Cocoop => Box::new(from_checkpoint(run_dir, &config, |t| {
                 CocoopRun::load(&config, clip, tokenizer, t, device)
             })?),
-            Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd => {
+            Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd | Method::Lasp => {
                 Box::new(from_checkpoint(run_dir, &config, |t| {
                     MixtureRun::load(&config, clip, tokenizer, t, device)
                 })?)

@@ -170,7 +170,10 @@ impl OnDevices for ProtocolArgs {
             Setting::Fewshot
         };
         let method = self.flags.method;
-        let loaded = self.checkpoint.load::<B>(self.device.main(), &device)?;
+        let checkpoint = self
+            .flags
+            .checkpoint_for(&self.checkpoint, self.device.main())?;
+        let loaded = checkpoint.load::<B>(self.device.main(), &device)?;
         let total = datasets.len() * shots.len() * self.seeds.len();
         let mut progress = GridProgress::new(total);
         let mut cells = Vec::new();
@@ -190,7 +193,7 @@ impl OnDevices for ProtocolArgs {
                         shots: k,
                         seed,
                     };
-                    let config = self.flags.config(&self.checkpoint, &run_data)?;
+                    let config = self.flags.config(&checkpoint, &run_data)?;
                     let results = match reusable(&dir, &config)? {
                         Some(results) => {
                             progress.begin(&cell, false);

@@ -8,6 +8,7 @@ mod common;
 mod data_parallel;
 mod demo;
 mod inspect;
+mod official;
 mod resnet;
 mod resume;
 mod train_eval;

@@ -161,8 +161,8 @@ pub struct TrainFlags {
     pub method: Method,
     /// Which reading the defaults follow: default (the method description's) or official (the
     /// official MoCoOp code's configuration and behaviours, each also a flag of its own:
-    /// --classify-without-period, --context-count, --text-routed-only, --warmup-all-groups,
-    /// --gate-target, --gate-target-grad, and f16 on GPUs; mocoop only).
+    /// --classify-without-period, --context-count, --official-templates, --text-routed-only,
+    /// --warmup-all-groups, --gate-target, --gate-target-grad, and f16 on GPUs; mocoop only).
     #[arg(long, value_enum, default_value_t = RecipeName::Default)]
     pub recipe: RecipeName,
     /// Template groups file (TOML, same format as assets/template-groups.toml) for a custom dataset.

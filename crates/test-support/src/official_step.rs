@@ -182,7 +182,9 @@ fn gradient<B: AutodiffBackend>(
     transpose: bool,
 ) -> Option<Vec<f32>> {
     if rank == 1 {
-        return grads.get::<B::InnerBackend, 1>(id).map(values::<B::InnerBackend, 1>);
+        return grads
+            .get::<B::InnerBackend, 1>(id)
+            .map(values::<B::InnerBackend, 1>);
     }
     let g = grads.get::<B::InnerBackend, 2>(id)?;
     Some(values(if transpose { g.transpose() } else { g }))
@@ -192,24 +194,54 @@ fn gradient<B: AutodiffBackend>(
 /// and one step at the recipe's first learning rate, each against the official code's to 1e-4.
 pub fn run_official_case<B: AutodiffBackend>(name: &str, device: &B::Device) {
     let (model, recipe, case) = setup::<B>(name, device);
-    let settings = &case["settings"];
     check_forward(name, &model, &case);
     let batch = fixture_batch::<B>(&case, device);
-
-    // Gradients before clipping; an expert no image is routed to has none in the official step
-    // (its context is not encoded) and a zero one here.
     let (_, grads) = model.train_step(batch());
     let grads = grads.expect("a finite loss");
+    check_gradients(name, &model, &grads, &case);
+
+    // The schedule's first rate is the warm-up rate for every group, as Dassl's.
+    let optim = recipe.optim(case["labels"].as_array().unwrap().len(), recipe.epochs);
+    let lr = epoch_lr(&optim, 0);
+    let settings = &case["settings"];
+    for group in ["prompts", "ln"] {
+        let want = settings["lr"][group].as_f64().unwrap();
+        assert!(
+            (lr - want).abs() < 1e-12,
+            "{name}: lr of {group}: {lr} vs {want}"
+        );
+    }
+    let weight_decay = settings["weight_decay"].as_f64().unwrap() as f32;
+    check_update(name, &model, &batch, weight_decay, &case);
+
+    // The step itself, at the warm-up rate.
+    let mut sgd = reference_sgd(weight_decay).init::<B, MocoopModel<B>>();
+    let model = model.apply_grads(&mut sgd, lr, grads);
+    let after = case["after"].as_object().unwrap();
+    for (pname, _, value, _) in named_params(&model) {
+        let what = format!("{name}: {pname} after the step");
+        check(&value, &flat(&after[&pname]), &what, TOLERANCE);
+    }
+}
+
+/// Every gradient before clipping and their global norm. An expert no image is routed to has
+/// none in the official step (its context is not encoded) and a zero one here.
+fn check_gradients<B: AutodiffBackend>(
+    name: &str,
+    model: &MocoopModel<B>,
+    grads: &GradientsParams,
+    case: &Value,
+) {
     let expected = case["grads"].as_object().unwrap();
     let mut squares = 0f32;
-    for (pname, id, value, transpose) in named_params(&model) {
-        let rank = if pname.starts_with("visual.") || pname == "text_bias" || pname == "router.bias"
-        {
-            1
-        } else {
+    for (pname, id, value, transpose) in named_params(model) {
+        let rank = if pname.starts_with("ctx.") || pname == "router.weight" {
             2
+        } else {
+            1
         };
-        let got = gradient::<B>(&grads, id, rank, transpose).unwrap_or(vec![0.0; value.len()]);
+        let got =
+            gradient::<B>(grads, id, rank, transpose).unwrap_or_else(|| vec![0.0; value.len()]);
         squares += got.iter().map(|v| v * v).sum::<f32>();
         match expected.get(&pname) {
             Some(want) => check(
@@ -231,51 +263,35 @@ pub fn run_official_case<B: AutodiffBackend>(name: &str, device: &B::Device) {
         &format!("{name}: grad norm"),
         TOLERANCE,
     );
+}
 
-    // The schedule's first rate is the warm-up rate for every group, as Dassl's.
-    let optim = recipe.optim(case["labels"].as_array().unwrap().len(), recipe.epochs);
-    let lr = epoch_lr(&optim, 0);
-    for group in ["prompts", "ln"] {
-        let want = settings["lr"][group].as_f64().unwrap();
-        assert!(
-            (lr - want).abs() < 1e-12,
-            "{name}: lr of {group}: {lr} vs {want}"
-        );
-    }
-    let weight_decay = settings["weight_decay"].as_f64().unwrap() as f32;
-
-    // The update direction: one step at learning rate 1 for every group (so that the change is
-    // the direction itself, free of the cancellation a 1e-5 step would suffer).
+/// The first SGD step's update direction (clipped gradient plus weight decay): one step at
+/// learning rate 1 for every group, so that the change is the direction itself, free of the
+/// cancellation a 1e-5 step would suffer. Tensors the official step has no gradient for are
+/// left alone by PyTorch's SGD and not compared.
+fn check_update<B: AutodiffBackend>(
+    name: &str,
+    model: &MocoopModel<B>,
+    batch: &crate::train_step::Batches<B>,
+    weight_decay: f32,
+    case: &Value,
+) {
     let mut unit = model.clone();
     unit.settings.warmup_lr_all_groups = Some(1.0);
     let before = named_params(&unit);
     let mut sgd = reference_sgd(weight_decay).init::<B, MocoopModel<B>>();
-    let (_, unit_grads) = unit.train_step(batch());
-    let unit = unit.apply_grads(&mut sgd, 1.0, unit_grads.unwrap());
+    let (_, grads) = unit.train_step(batch());
+    let unit = unit.apply_grads(&mut sgd, 1.0, grads.unwrap());
     let updates = case["update"].as_object().unwrap();
     for ((pname, _, start, _), (_, _, end, _)) in before.iter().zip(named_params(&unit)) {
-        let Some(want) = updates.get(pname) else {
-            continue; // no gradient in the official step: PyTorch's SGD leaves it alone
-        };
-        let got: Vec<f32> = start.iter().zip(&end).map(|(a, b)| a - b).collect();
-        check(
-            &got,
-            &flat(want),
-            &format!("{name}: update of {pname}"),
-            TOLERANCE,
-        );
-    }
-
-    // The step itself, at the warm-up rate.
-    let mut sgd = reference_sgd(weight_decay).init::<B, MocoopModel<B>>();
-    let model = model.apply_grads(&mut sgd, lr, grads);
-    let after = case["after"].as_object().unwrap();
-    for (pname, _, value, _) in named_params(&model) {
-        check(
-            &value,
-            &flat(&after[&pname]),
-            &format!("{name}: {pname} after the step"),
-            TOLERANCE,
-        );
+        if let Some(want) = updates.get(pname) {
+            let got: Vec<f32> = start.iter().zip(&end).map(|(a, b)| a - b).collect();
+            check(
+                &got,
+                &flat(want),
+                &format!("{name}: update of {pname}"),
+                TOLERANCE,
+            );
+        }
     }
 }

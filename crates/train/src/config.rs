@@ -42,6 +42,18 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// Which reading of the method a run's defaults follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipeName {
+    /// The method description's (`../shared/spec/mocoop.md`), with each method's official
+    /// configuration where it has one.
+    #[default]
+    Default,
+    /// The official MoCoOp code's configuration and behaviours (MoCoOp only).
+    Official,
+}
+
 /// Which prototypes the gating target compares the image with (decision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -323,7 +335,7 @@ pub struct TrainConfig {
     pub method: Method,
     /// The recipe the defaults came from (every setting it chose is recorded in its own field).
     #[serde(default)]
-    pub recipe: crate::recipe::RecipeName,
+    pub recipe: RecipeName,
     /// The CLIP checkpoint.
     pub weights: std::path::PathBuf,
     /// What was given beside the checkpoint to load it (activation, open_clip architecture,

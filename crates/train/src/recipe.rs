@@ -26,22 +26,10 @@
 //! behaviours of [`OfficialBehaviours`], each also a flag of its own.
 
 use mocoop_model::prompt::{ContextCount, LayoutOptions};
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::RecipeName;
 use crate::config::{GateTarget, LossConfig, Method, OptimConfig};
 use crate::hand_made::hand_made_template;
-
-/// Which reading of the method a run's defaults follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum RecipeName {
-    /// The method description's (`../shared/spec/mocoop.md`), with each method's official
-    /// configuration where it has one.
-    #[default]
-    Default,
-    /// The official MoCoOp code's configuration and behaviours (MoCoOp only).
-    Official,
-}
 
 /// The official MoCoOp code's behaviours that the method description's reading leaves out
 /// (issue #27). Each is a flag of `train`; `--recipe official` turns them all on. The gating

@@ -84,9 +84,19 @@ pub struct ExpertLayout {
     pub init_ids: Option<Vec<u32>>,
     /// Fixed token ids between the context and EOT (the final period), possibly empty.
     pub suffix: Vec<u32>,
-    /// How `before` and `after` were counted: with [`ContextCount::Words`] the sequences are
-    /// laid out by [`super::words`].
-    pub count: ContextCount,
+    /// With contexts counted in words, the official code's cut of the template (`None`: counted
+    /// in tokens).
+    pub words: Option<WordSplit>,
+}
+
+/// A template as the official code cuts it for its word-counted layout (see `prompt/words.rs`):
+/// every period removed, split at `{}`, the part before without its last character.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordSplit {
+    /// The text before `{}`.
+    pub before: String,
+    /// The text after `{}`.
+    pub after: String,
 }
 
 impl ExpertLayout {
@@ -113,7 +123,7 @@ impl ExpertLayout {
                     after: after_ids.len(),
                     init_ids: Some([before_ids, after_ids].concat()),
                     suffix,
-                    count: ContextCount::Tokens,
+                    words: None,
                 })
             }
             ExpertInit::Random { n_ctx, .. } => Ok(Self {
@@ -122,23 +132,8 @@ impl ExpertLayout {
                 after: 0,
                 init_ids: None,
                 suffix: tokenizer.encode("."),
-                count: ContextCount::Tokens,
+                words: None,
             }),
-        }
-    }
-
-    /// Builds the layout of an expert with its contexts counted as `count` says (random contexts
-    /// have no words: they are laid out as [`Self::new`] lays them out).
-    pub fn counted(
-        init: &ExpertInit,
-        tokenizer: &ClipTokenizer,
-        count: ContextCount,
-    ) -> Result<Self, PromptError> {
-        match (count, init) {
-            (ContextCount::Words, ExpertInit::Template { template }) => {
-                super::words::layout(init, template, tokenizer)
-            }
-            _ => Self::new(init, tokenizer),
         }
     }
 
@@ -161,10 +156,8 @@ impl ExpertLayout {
         tokenizer: &ClipTokenizer,
         period: bool,
     ) -> Vec<Slot> {
-        if self.count == ContextCount::Words
-            && let ExpertInit::Template { template } = &self.init
-        {
-            return super::words::slots(self, template, classname, tokenizer, period);
+        if let Some(split) = &self.words {
+            return self.word_slots(split, classname, tokenizer, period);
         }
         let mut slots = vec![Slot::Fixed(tokenizer.tokenize("", 2)[0])];
         slots.extend((0..self.before).map(Slot::Ctx));
@@ -178,9 +171,42 @@ impl ExpertLayout {
     }
 }
 
+impl ExpertLayout {
+    /// The positions of one prompt of a word-counted layout: the tokenised string
+    /// `before + " " + class + after` (+ `"."`), positions `1 .. 1 + before` and the `after`
+    /// positions that follow the class name's BPE tokens made context vectors. Context
+    /// positions past the EOT (possible only for templates with more words than tokens after the
+    /// class name) cannot change the features and are left out.
+    fn word_slots(
+        &self,
+        split: &WordSplit,
+        classname: &str,
+        tokenizer: &ClipTokenizer,
+        period: bool,
+    ) -> Vec<Slot> {
+        let classname = classname.replace('_', " ");
+        let end = if period { "." } else { "" };
+        let text = format!("{} {classname}{}{end}", split.before, split.after);
+        let special = tokenizer.tokenize("", 2);
+        let mut slots = vec![Slot::Fixed(special[0])];
+        slots.extend(tokenizer.encode(&text).into_iter().map(Slot::Fixed));
+        slots.push(Slot::Fixed(special[1]));
+        let after_start = 1 + self.before + tokenizer.encode(&classname).len();
+        let positions = (0..self.before)
+            .map(|j| (1 + j, j))
+            .chain((0..self.after).map(|j| (after_start + j, self.before + j)));
+        for (pos, j) in positions {
+            if let Some(slot) = slots.get_mut(pos) {
+                *slot = Slot::Ctx(j);
+            }
+        }
+        slots
+    }
+}
+
 /// One position of a laid-out prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Slot {
+enum Slot {
     /// A fixed token id.
     Fixed(u32),
     /// The expert's context vector of this index.

@@ -32,7 +32,9 @@ mod words;
 
 pub use classifier::{PromptClassifier, mix_logits, top_k_gates};
 pub use hard::HardPrompts;
-pub use layout::{ContextCount, ExpertInit, ExpertLayout, LayoutOptions, PromptSequences};
+pub use layout::{
+    ContextCount, ExpertInit, ExpertLayout, LayoutOptions, PromptSequences, WordSplit,
+};
 pub use mixture::{MixtureConfig, MixtureOfPrompts, seeded_linear};
 pub use pool::{ClassPrompts, PromptPool};
 pub use shard::TextShard;

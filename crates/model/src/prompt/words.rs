@@ -1,5 +1,6 @@
 //! The official code's prompt layout (github dyabel/mocoop, `prompting/moe.py`,
-//! `PromptLearner.__init__` and `construct_prompts`), for `--context-count words`.
+//! `PromptLearner.__init__` and `construct_prompts`), for `--context-count words`: the layout
+//! ([`ExpertLayout::counted`]) here, its sequences by `ExpertLayout::word_slots` in `layout`.
 //!
 //! There, a template loses all its periods and is split at `{}`; the part before loses its last
 //! character (the space before `{}`). Each part's learnable context has one vector per word of
@@ -18,21 +19,24 @@
 //!   covers the class name's first token (initialised from EOT's embedding).
 
 use super::PromptError;
-use super::layout::{ContextCount, ExpertInit, ExpertLayout, Slot};
+use super::layout::{ContextCount, ExpertInit, ExpertLayout, WordSplit};
 use crate::tokenizer::ClipTokenizer;
 
 /// The template's parts before and after `{}` as the official code cuts them.
-fn parts(template: &str) -> Result<(String, String), PromptError> {
+fn split(template: &str) -> Result<WordSplit, PromptError> {
     if template.matches("{}").count() != 1 {
         return Err(PromptError::Template(format!(
             "template '{template}' must contain exactly one '{{}}' (where the class name goes)"
         )));
     }
     let stripped = template.replace('.', "");
-    let (pre, post) = stripped.split_once("{}").expect("one placeholder");
-    let mut pre = pre.to_string();
-    pre.pop();
-    Ok((pre, post.to_string()))
+    let (before, after) = stripped.split_once("{}").expect("one placeholder");
+    let mut before = before.to_string();
+    before.pop();
+    Ok(WordSplit {
+        before,
+        after: after.to_string(),
+    })
 }
 
 /// Python's `len(part.split(" "))`, 0 for an empty part.
@@ -53,58 +57,35 @@ fn init_ids(part: &str, n: usize, tokenizer: &ClipTokenizer) -> Vec<u32> {
     ids
 }
 
-/// The layout of a template expert with its contexts counted in words.
-pub(crate) fn layout(
-    init: &ExpertInit,
-    template: &str,
-    tokenizer: &ClipTokenizer,
-) -> Result<ExpertLayout, PromptError> {
-    let (pre, post) = parts(template)?;
-    let (before, after) = (words(&pre), words(&post));
-    Ok(ExpertLayout {
-        init: init.clone(),
-        before,
-        after,
-        init_ids: Some(
-            [
-                init_ids(&pre, before, tokenizer),
-                init_ids(&post, after, tokenizer),
-            ]
-            .concat(),
-        ),
-        suffix: Vec::new(),
-        count: ContextCount::Words,
-    })
-}
-
-/// The positions of one prompt up to its EOT. Context positions past the EOT (possible only for
-/// templates with more words than tokens after the class name) cannot change the features and
-/// are left out.
-pub(crate) fn slots(
-    layout: &ExpertLayout,
-    template: &str,
-    classname: &str,
-    tokenizer: &ClipTokenizer,
-    period: bool,
-) -> Vec<Slot> {
-    let (pre, post) = parts(template).expect("checked when the layout was built");
-    let classname = classname.replace('_', " ");
-    let text = format!("{pre} {classname}{post}{}", if period { "." } else { "" });
-    let special = tokenizer.tokenize("", 2);
-    let mut slots = vec![Slot::Fixed(special[0])];
-    slots.extend(tokenizer.encode(&text).into_iter().map(Slot::Fixed));
-    slots.push(Slot::Fixed(special[1]));
-    let name_len = tokenizer.encode(&classname).len();
-    let after_start = 1 + layout.before + name_len;
-    let positions = (0..layout.before)
-        .map(|j| (1 + j, j))
-        .chain((0..layout.after).map(|j| (after_start + j, layout.before + j)));
-    for (pos, j) in positions {
-        if let Some(slot) = slots.get_mut(pos) {
-            *slot = Slot::Ctx(j);
+impl ExpertLayout {
+    /// Builds the layout of an expert with its contexts counted as `count` says (random contexts
+    /// have no words: they are laid out as [`Self::new`] lays them out).
+    pub fn counted(
+        init: &ExpertInit,
+        tokenizer: &ClipTokenizer,
+        count: ContextCount,
+    ) -> Result<Self, PromptError> {
+        let ExpertInit::Template { template } = init else {
+            return Self::new(init, tokenizer);
+        };
+        if count == ContextCount::Tokens {
+            return Self::new(init, tokenizer);
         }
+        let split = split(template)?;
+        let (before, after) = (words(&split.before), words(&split.after));
+        let ids = [
+            init_ids(&split.before, before, tokenizer),
+            init_ids(&split.after, after, tokenizer),
+        ];
+        Ok(Self {
+            init: init.clone(),
+            before,
+            after,
+            init_ids: Some(ids.concat()),
+            suffix: Vec::new(),
+            words: Some(split),
+        })
     }
-    slots
 }
 
 #[cfg(test)]

@@ -821,6 +821,33 @@ mod tests {
     }
 
     #[test]
+    fn the_official_recipe_computes_in_f16_on_gpus_unless_told_and_in_f32_on_the_cpu() {
+        let parse = |args: &[&str]| {
+            Flags::try_parse_from([&["train"], args].concat())
+                .unwrap()
+                .flags
+        };
+        let f32_checkpoint = CheckpointArgs {
+            weights: "clip.safetensors".into(),
+            load: LoadOptions::default(),
+            precision: Precision::F32,
+        };
+        let precision = |flags: &TrainFlags, device: DeviceSpec| {
+            flags
+                .checkpoint_for(&f32_checkpoint, &device)
+                .unwrap()
+                .precision
+        };
+        let official = parse(&["--recipe", "official"]);
+        assert_eq!(precision(&official, DeviceSpec::Cuda(0)), Precision::F16);
+        assert_eq!(precision(&official, DeviceSpec::Cpu), Precision::F32);
+        let mut told = parse(&["--recipe", "official"]);
+        told.given = vec!["precision".into()];
+        assert_eq!(precision(&told, DeviceSpec::Cuda(0)), Precision::F32);
+        assert_eq!(precision(&parse(&[]), DeviceSpec::Cuda(0)), Precision::F32);
+    }
+
+    #[test]
     fn flags_override_the_recipe_and_keep_their_spellings() {
         let c = config(
             "dtd",

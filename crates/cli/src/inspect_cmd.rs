@@ -149,7 +149,9 @@ fn experts<B: Backend>(
         .unwrap_or_default();
     let mut out = Vec::new();
     for (g, init) in files.config.mixture.experts.iter().enumerate() {
-        let layout = ExpertLayout::new(init, tokenizer).context("the run's expert templates")?;
+        let count = files.config.mixture.layout.context_count;
+        let layout =
+            ExpertLayout::counted(init, tokenizer, count).context("the run's expert templates")?;
         let vectors: Vec<Vec<f32>> = match files.tensors.get(&format!("ctx.{g}")) {
             Some((shape, values)) => values
                 .chunks(shape[1].max(1))

@@ -12,18 +12,18 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
 use mocoop_model::Precision;
-use mocoop_model::prompt::{ExpertInit, MixtureConfig};
+use mocoop_model::prompt::{ContextCount, ExpertInit, LayoutOptions, MixtureConfig};
 use mocoop_model::weights::LoadOptions;
 use mocoop_train::config::{
     DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, OptimConfig,
     ProGradConfig, ProjectionScope, Setting, TextClasses, TrainConfig, ZeroShotPrompts,
 };
-use mocoop_train::inputs::template_groups;
-use mocoop_train::recipe::{LrScaling, Recipe};
+use mocoop_train::inputs::template_groups_from;
+use mocoop_train::recipe::{LrScaling, OfficialBehaviours, Recipe, RecipeName};
 use mocoop_train::run;
 use mocoop_train::{DeviceSplit, TrainOptions, TrainReport, resume, train};
 
-use crate::device::{DeviceList, OnDevices};
+use crate::device::{DeviceList, DeviceSpec, OnDevices};
 use crate::model_args::CheckpointArgs;
 
 /// How the single CoOp prompt is initialised.
@@ -119,6 +119,9 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("gate_target", MIXTURE),
         ("gate_target_grad", MIXTURE),
         ("encode_all_experts", MIXTURE),
+        ("text_routed_only", MIXTURE),
+        ("classify_without_period", MIXTURE),
+        ("context_count", MIXTURE),
         ("groups", &[Mocoop, ZeroShot, Lasp]),
         ("ctx_init", SOFT),
         ("ctx_template", SOFT),
@@ -157,6 +160,12 @@ pub struct TrainFlags {
     /// The method to train (its recipe gives the defaults below).
     #[arg(long, default_value = "mocoop", ignore_case = true)]
     pub method: Method,
+    /// Which reading the defaults follow: default (the method description's) or official (the
+    /// official MoCoOp code's configuration and behaviours, each also a flag of its own:
+    /// --classify-without-period, --context-count, --official-templates, --text-routed-only,
+    /// --warmup-all-groups, --gate-target, --gate-target-grad, and f16 on GPUs; mocoop only).
+    #[arg(long, value_enum, default_value_t = RecipeName::Default)]
+    pub recipe: RecipeName,
     /// Template groups file (TOML, same format as assets/template-groups.toml) for a custom dataset.
     #[arg(long, value_name = "FILE")]
     pub groups: Option<PathBuf>,
@@ -187,6 +196,19 @@ pub struct TrainFlags {
     /// Std of random context vectors.
     #[arg(long, default_value_t = 0.02)]
     ctx_std: f32,
+    /// Classification prompts without the templates' final period, kept in the text-level
+    /// loss's and the hard prompts (the official code; recipe: official true, default false).
+    #[arg(long, value_name = "BOOL")]
+    classify_without_period: Option<bool>,
+    /// Count the learnable contexts in BPE tokens or in space-separated words, laid over the
+    /// tokenised prompt as the official code does (recipe: official words, default tokens).
+    #[arg(long, value_enum)]
+    context_count: Option<ContextCount>,
+    /// Without --groups: the official code's template groups where its dataset configurations
+    /// differ from the built-in table (Food101's `a photo of a  {}.` with its double space, the
+    /// ImageNet domain targets' 16 groups) (recipe: official true, default false).
+    #[arg(long, value_name = "BOOL")]
+    official_templates: Option<bool>,
     /// Zero-shot CLIP with one template instead of the ensemble of the dataset's templates.
     #[arg(long, value_name = "TEMPLATE")]
     zero_shot_template: Option<String>,
@@ -215,12 +237,19 @@ pub struct TrainFlags {
     /// Prototypes of the gating target (decision): per-class or class-agnostic.
     #[arg(long, default_value = "per-class")]
     gate_prototypes: GatePrototypes,
-    /// Form of the gating target (decision): top-k (uniform) or softmax (published code's form).
-    #[arg(long, default_value = "top-k")]
-    gate_target: GateTarget,
-    /// Let gradients flow through the gating target (decision; default: detached).
+    /// Form of the gating target (decision): top-k (uniform) or softmax (published code's form)
+    /// (recipe: official softmax, default top-k).
     #[arg(long)]
-    gate_target_grad: bool,
+    gate_target: Option<GateTarget>,
+    /// Let gradients flow through the gating target (decision; recipe: official true, default
+    /// false, i.e. detached).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    gate_target_grad: Option<bool>,
+    /// The text-level loss regularises only the experts some image of the step is routed to,
+    /// the others entering it with zero features (recipe: official below batch size 4, as its
+    /// code; default false).
+    #[arg(long, value_name = "BOOL")]
+    text_routed_only: Option<bool>,
     /// The hand-made prompt of kgcoop's guidance and prograd's zero-shot teacher (recipe: each
     /// method's official prompt for the dataset).
     #[arg(long, value_name = "TEMPLATE")]
@@ -280,6 +309,11 @@ pub struct TrainFlags {
     /// Learning-rate multiplier of the image LayerNorms (recipe: 0.1).
     #[arg(long)]
     ln_lr_scale: Option<f64>,
+    /// During the warm-up every parameter group trains at the warm-up rate, the image LayerNorms
+    /// included, as Dassl's constant warm-up does (recipe: official true, default false: they
+    /// get --ln-lr-scale of it).
+    #[arg(long, value_name = "BOOL")]
+    warmup_all_groups: Option<bool>,
     /// Encode N augmented views of every training image once, before training, and train on
     /// those features (epoch e uses view e mod N): steps then cost only the text side. Needs
     /// --ln-tuning false (the CoOp default); N >= --epochs sees the same views as uncached training.
@@ -367,9 +401,11 @@ impl TrainFlags {
     }
 
     /// The method's recipe for `dataset` with the flags that change it applied.
-    fn recipe(&self, dataset: &str) -> Recipe {
-        let recipe = Recipe::for_run(self.method, dataset);
-        Recipe {
+    fn recipe(&self, dataset: &str) -> Result<Recipe> {
+        let recipe =
+            Recipe::named(self.recipe, self.method, dataset).map_err(anyhow::Error::msg)?;
+        let official = recipe.official;
+        Ok(Recipe {
             warmup_lr: self.warmup_lr.unwrap_or(recipe.warmup_lr),
             base_lr: self.base_lr.unwrap_or(recipe.base_lr),
             lr_scaling: self.lr_scaling.unwrap_or(recipe.lr_scaling),
@@ -389,8 +425,11 @@ impl TrainFlags {
                 text_classes: self.text_classes,
                 text_target: recipe.loss.text_target,
                 gate_prototypes: self.gate_prototypes,
-                gate_target: self.gate_target,
-                gate_target_detached: !self.gate_target_grad,
+                gate_target: self.gate_target.unwrap_or(recipe.loss.gate_target),
+                gate_target_detached: self
+                    .gate_target_grad
+                    .map_or(recipe.loss.gate_target_detached, |grad| !grad),
+                text_routed_only: false,
                 hand_made: self.hand_made.clone().or(recipe.loss.hand_made.clone()),
                 lambda_kg: self.lambda_kg.unwrap_or(recipe.loss.lambda_kg),
                 kg_distance: self.kg_distance,
@@ -400,8 +439,42 @@ impl TrainFlags {
                     scope: self.prograd_scope.unwrap_or(p.scope),
                 }),
             },
+            official: OfficialBehaviours {
+                layout: LayoutOptions {
+                    context_count: self.context_count.unwrap_or(official.layout.context_count),
+                    classify_without_period: self
+                        .classify_without_period
+                        .unwrap_or(official.layout.classify_without_period),
+                },
+                warmup_all_groups: self.warmup_all_groups.unwrap_or(official.warmup_all_groups),
+                official_templates: self
+                    .official_templates
+                    .unwrap_or(official.official_templates),
+                ..official
+            },
             ..recipe
+        })
+    }
+
+    /// The checkpoint's loading arguments with the precision the recipe asks for on `device`:
+    /// the official recipe computes the encoders in f16 on GPU backends (its AMP) unless
+    /// `--precision` is given, and in f32 on the CPU (where PyTorch's autocast and GradScaler,
+    /// which the official code uses, disable themselves).
+    pub fn checkpoint_for(
+        &self,
+        checkpoint: &CheckpointArgs,
+        device: &DeviceSpec,
+    ) -> Result<CheckpointArgs> {
+        // The behaviours do not depend on the dataset.
+        let official = Recipe::named(self.recipe, self.method, "")
+            .map_err(anyhow::Error::msg)?
+            .official;
+        let mut checkpoint = checkpoint.clone();
+        let gpu = !matches!(device, DeviceSpec::Cpu);
+        if official.f16_on_gpu && gpu && !self.given.iter().any(|g| g == "precision") {
+            checkpoint.precision = Precision::F16;
         }
+        Ok(checkpoint)
     }
 
     /// The schedule of `recipe` for the run's batch size, with the epochs and rates given on the
@@ -429,7 +502,8 @@ impl TrainFlags {
     fn mixture(&self, run: &RunData) -> Result<MixtureConfig> {
         let mut mixture = match self.method {
             Method::Mocoop | Method::ZeroShot => {
-                let groups = template_groups(self.groups.as_deref(), &run.dataset)?;
+                let official = self.recipe(&run.dataset)?.official.official_templates;
+                let groups = template_groups_from(self.groups.as_deref(), &run.dataset, official)?;
                 MixtureConfig::mocoop(&groups, self.top_k, run.seed)
             }
             Method::Coop | Method::Cocoop | Method::Kgcoop | Method::Prograd | Method::Lasp => {
@@ -454,6 +528,9 @@ impl TrainFlags {
             }
         };
         mixture.renormalize = self.renormalize;
+        if self.method == Method::Mocoop {
+            mixture.layout = self.recipe(&run.dataset)?.official.layout;
+        }
         if let Some(bias) = self.text_bias {
             mixture.text_bias = bias;
         }
@@ -463,8 +540,11 @@ impl TrainFlags {
     /// The run configuration these flags describe for one dataset and seed.
     pub fn config(&self, checkpoint: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
         check_method_flags(self.method, &self.given)?;
-        let recipe = self.recipe(&run.dataset);
+        let mut recipe = self.recipe(&run.dataset)?;
         let batch_size = self.batch_size.unwrap_or(recipe.batch_size);
+        recipe.loss.text_routed_only = self
+            .text_routed_only
+            .unwrap_or(batch_size < recipe.official.routed_text_below_batch);
         let data = DataConfig {
             dataset: run.dataset.clone(),
             root: run.root.clone(),
@@ -475,9 +555,11 @@ impl TrainFlags {
             workers: self.workers,
             groups_file: self.groups.clone(),
             skip_bad_images: self.skip_bad_images,
+            official_templates: recipe.official.official_templates,
         };
         let config = TrainConfig {
             method: self.method,
+            recipe: self.recipe,
             weights: checkpoint.weights.clone(),
             load: checkpoint.load.clone(),
             precision: checkpoint.precision,
@@ -549,6 +631,7 @@ impl TrainArgs {
             load: self.load.clone(),
             precision: self.precision,
         };
+        let checkpoint = self.flags.checkpoint_for(&checkpoint, self.device.main())?;
         let run = RunData {
             dataset: dataset.clone(),
             root: root.clone(),
@@ -692,6 +775,95 @@ mod tests {
         // An explicit warm-up is kept, even one as long as the run (with a warning on stderr).
         assert_eq!(warmup(&["--epochs", "2", "--warmup-epochs", "2"]), 2);
         assert_eq!(warmup(&["--epochs", "4", "--warmup-epochs", "0"]), 0);
+    }
+
+    #[test]
+    fn the_official_recipe_sets_every_behaviour_and_each_flag_switches_one() {
+        let c = config("dtd", &["--recipe", "official"]);
+        assert_eq!(c.recipe, RecipeName::Official);
+        assert_eq!((c.optim.epochs, c.optim.warmup_epochs), (25, 3));
+        assert!(close(c.optim.lr, 0.032));
+        assert!(close(
+            config("dtd", &["--recipe", "official", "--batch-size", "8"])
+                .optim
+                .lr,
+            0.032
+        ));
+        assert_eq!(c.mixture.layout, OfficialBehaviours::all().layout);
+        assert!(c.optim.warmup_all_groups);
+        assert_eq!(c.loss.gate_target, GateTarget::SoftmaxBoost);
+        assert!(!c.loss.gate_target_detached && !c.loss.text_routed_only);
+        // Below batch size 4 (ImageNet's 1) L_text sees only the routed experts.
+        let small = config("dtd", &["--recipe", "official", "--batch-size", "2"]);
+        assert!(small.loss.text_routed_only);
+        assert!(
+            config("imagenet", &["--recipe", "official"])
+                .loss
+                .text_routed_only
+        );
+        // Each behaviour is a flag of its own: all switched off again ...
+        let off = config(
+            "dtd",
+            &[
+                "--recipe",
+                "official",
+                "--batch-size",
+                "2",
+                "--context-count",
+                "tokens",
+                "--classify-without-period",
+                "false",
+                "--warmup-all-groups",
+                "false",
+                "--gate-target",
+                "top-k",
+                "--gate-target-grad",
+                "false",
+                "--text-routed-only",
+                "false",
+            ],
+        );
+        assert_eq!(off.mixture.layout, LayoutOptions::default());
+        assert!(!off.optim.warmup_all_groups && !off.loss.text_routed_only);
+        assert_eq!(off.loss.gate_target, GateTarget::TopKUniform);
+        assert!(off.loss.gate_target_detached);
+        // ... or one at a time under the default recipe, which stays the clean reading.
+        let clean = config("dtd", &[]);
+        assert_eq!(clean.recipe, RecipeName::Default);
+        assert_eq!(clean.mixture.layout, LayoutOptions::default());
+        assert!(!clean.optim.warmup_all_groups && !clean.loss.text_routed_only);
+        let one = config("dtd", &["--context-count", "words", "--gate-target-grad"]);
+        assert_eq!(one.mixture.layout.context_count, ContextCount::Words);
+        assert!(!one.mixture.layout.classify_without_period);
+        assert!(!one.loss.gate_target_detached);
+        assert_eq!(one.loss.gate_target, GateTarget::TopKUniform);
+    }
+
+    #[test]
+    fn the_official_recipe_computes_in_f16_on_gpus_unless_told_and_in_f32_on_the_cpu() {
+        let parse = |args: &[&str]| {
+            Flags::try_parse_from([&["train"], args].concat())
+                .unwrap()
+                .flags
+        };
+        let f32_checkpoint = CheckpointArgs {
+            weights: "clip.safetensors".into(),
+            load: LoadOptions::default(),
+            precision: Precision::F32,
+        };
+        let precision = |flags: &TrainFlags, device: DeviceSpec| {
+            flags
+                .checkpoint_for(&f32_checkpoint, &device)
+                .unwrap()
+                .precision
+        };
+        let official = parse(&["--recipe", "official"]);
+        assert_eq!(precision(&official, DeviceSpec::Cuda(0)), Precision::F16);
+        assert_eq!(precision(&official, DeviceSpec::Cpu), Precision::F32);
+        let mut told = parse(&["--recipe", "official"]);
+        told.given = vec!["precision".into()];
+        assert_eq!(precision(&told, DeviceSpec::Cuda(0)), Precision::F32);
+        assert_eq!(precision(&parse(&[]), DeviceSpec::Cuda(0)), Precision::F32);
     }
 
     #[test]

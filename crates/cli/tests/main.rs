@@ -9,6 +9,7 @@ mod data_parallel;
 mod demo;
 mod grid;
 mod inspect;
+mod official;
 mod resnet;
 mod resume;
 mod train_eval;

@@ -11,6 +11,10 @@ use serde::Deserialize;
 /// The template-group table shipped with the binary.
 pub const BUILTIN_GROUPS: &str = include_str!("../../../assets/template-groups.toml");
 
+/// The official MoCoOp code's groups where they differ from [`BUILTIN_GROUPS`] (Food101, the
+/// ImageNet domain-shift targets).
+pub const OFFICIAL_GROUPS: &str = include_str!("../../../assets/template-groups-official.toml");
+
 /// A template-group file or its contents is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -66,6 +70,17 @@ impl TemplateTable {
     /// The shipped table.
     pub fn builtin() -> Self {
         Self::parse(BUILTIN_GROUPS, "built-in template groups").expect("shipped table is valid")
+    }
+
+    /// The shipped table with the official code's sections in place of its own
+    /// ([`OFFICIAL_GROUPS`]).
+    pub fn official() -> Self {
+        let mut table = Self::builtin();
+        let official = Self::parse(OFFICIAL_GROUPS, "official template groups")
+            .expect("shipped table is valid");
+        table.datasets.extend(official.datasets);
+        table.origin = "built-in template groups (official code's)".into();
+        table
     }
 
     /// Reads a user's table (same format as the shipped one).
@@ -169,6 +184,22 @@ pub fn fill(template: &str, classname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_official_table_differs_only_where_the_official_configurations_do() {
+        let (official, builtin) = (TemplateTable::official(), TemplateTable::builtin());
+        let food = official.groups("food101").unwrap();
+        assert_eq!(food.groups()[0], vec!["a photo of a  {}.".to_string()]);
+        let target = official.groups("imagenet_a").unwrap();
+        assert_eq!(target.groups().len(), 16);
+        assert_eq!(target.all_templates().count(), 22);
+        assert_eq!(builtin.groups("imagenet_a").unwrap().groups().len(), 20);
+        assert_eq!(official.groups("imagenet").unwrap().groups().len(), 20);
+        assert_eq!(
+            official.groups("dtd").unwrap(),
+            builtin.groups("dtd").unwrap()
+        );
+    }
 
     #[test]
     fn builtin_table_shapes() {

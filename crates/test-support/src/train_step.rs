@@ -179,6 +179,7 @@ pub fn fixture_config(
 ) -> TrainConfig {
     TrainConfig {
         method,
+        recipe: Default::default(),
         weights: fixtures().join("openclip_quickgelu.safetensors"),
         load: Default::default(),
         precision: Default::default(),
@@ -192,6 +193,7 @@ pub fn fixture_config(
             workers: 0,
             groups_file: None,
             skip_bad_images: false,
+            official_templates: false,
         },
         mixture,
         loss,
@@ -272,6 +274,7 @@ pub fn setup<B: AutodiffBackend>(
         text_bias: cfg["text_bias"].as_bool().unwrap(),
         renormalize: false,
         seed: 0,
+        layout: Default::default(),
     };
     let loss = LossConfig {
         lambda_text: f("lambda_text"),
@@ -287,6 +290,7 @@ pub fn setup<B: AutodiffBackend>(
         gate_prototypes: GatePrototypes::PerClass,
         gate_target: GateTarget::TopKUniform,
         gate_target_detached: true,
+        text_routed_only: false,
         hand_made: cfg["hand_made"].as_str().map(str::to_string),
         lambda_kg: cfg["lambda_kg"].as_f64().unwrap_or(0.0) as f32,
         kg_distance: KgDistance::Cosine,

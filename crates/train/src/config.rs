@@ -46,6 +46,18 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// Which reading of the method a run's defaults follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipeName {
+    /// The method description's (`../shared/spec/mocoop.md`), with each method's official
+    /// configuration where it has one.
+    #[default]
+    Default,
+    /// The official MoCoOp code's configuration and behaviours (MoCoOp only).
+    Official,
+}
+
 /// Which prototypes the gating target compares the image with (decision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -67,7 +79,8 @@ pub enum GateTarget {
     #[default]
     #[value(name = "top-k", alias = "topk")]
     TopKUniform,
-    /// The published code's `softmax(a + 10·[g ∈ top-K])` (equal to the above up to ~1e-4).
+    /// The published code's `softmax(a + 10·[g ∈ top-K])`: outside the top K the same up to
+    /// ~e^-10, but it splits the mass between the top two as `sigmoid(a1 − a2)`, not evenly.
     #[value(name = "softmax")]
     SoftmaxBoost,
 }
@@ -170,6 +183,11 @@ pub struct LossConfig {
     /// Whether the gating target is a fixed (detached) target (decision; default yes). Only the
     /// soft target has a gradient at all.
     pub gate_target_detached: bool,
+    /// `L_text` regularises only the experts some image of the step is routed to; the others
+    /// enter it with zero features (the official code below batch size 4: each counts `log C`
+    /// per class, with no gradient).
+    #[serde(default)]
+    pub text_routed_only: bool,
     /// The hand-made prompt (with `{}`) whose frozen text features KgCoOp's guidance and ProGrad's
     /// teacher use.
     #[serde(default)]
@@ -201,6 +219,7 @@ impl LossConfig {
             gate_prototypes: GatePrototypes::PerClass,
             gate_target: GateTarget::TopKUniform,
             gate_target_detached: true,
+            text_routed_only: false,
             hand_made: None,
             lambda_kg: 0.0,
             kg_distance: KgDistance::Cosine,
@@ -273,6 +292,10 @@ pub struct OptimConfig {
     pub warmup_epochs: usize,
     /// The constant warm-up learning rate.
     pub warmup_lr: f64,
+    /// During the warm-up every parameter group trains at the warm-up rate, the image LayerNorms
+    /// included (Dassl's constant warm-up); otherwise they get `ln_lr_scale` of it.
+    #[serde(default)]
+    pub warmup_all_groups: bool,
 }
 
 /// How a dataset is used.
@@ -319,6 +342,10 @@ pub struct DataConfig {
     /// Leave unreadable training images out (reported at the end) instead of stopping the run.
     #[serde(default)]
     pub skip_bad_images: bool,
+    /// Without `groups_file`, the official code's template groups where they differ from the
+    /// built-in table (Food101, ImageNet's domain-shift targets).
+    #[serde(default)]
+    pub official_templates: bool,
 }
 
 /// The prompts of zero-shot CLIP.
@@ -340,6 +367,9 @@ pub enum ZeroShotPrompts {
 pub struct TrainConfig {
     /// The trained method.
     pub method: Method,
+    /// The recipe the defaults came from (every setting it chose is recorded in its own field).
+    #[serde(default)]
+    pub recipe: RecipeName,
     /// The CLIP checkpoint.
     pub weights: std::path::PathBuf,
     /// What was given beside the checkpoint to load it (activation, open_clip architecture,
@@ -501,6 +531,7 @@ mod tests {
             epochs: 10,
             warmup_epochs: 1,
             warmup_lr: 1e-5,
+            warmup_all_groups: false,
         };
         assert_eq!(epoch_lr(&optim, 0), 1e-5);
         assert!((epoch_lr(&optim, 1) - 0.002).abs() < 1e-12);

@@ -14,8 +14,19 @@ pub fn template_groups(
     groups_file: Option<&Path>,
     dataset: &str,
 ) -> Result<TemplateGroups, TrainError> {
+    template_groups_from(groups_file, dataset, false)
+}
+
+/// [`template_groups`], the built-in table being the official code's where `official` (Food101's
+/// and the ImageNet domain targets' groups as its configurations have them).
+pub fn template_groups_from(
+    groups_file: Option<&Path>,
+    dataset: &str,
+    official: bool,
+) -> Result<TemplateGroups, TrainError> {
     let table = match groups_file {
         Some(path) => TemplateTable::from_file(path),
+        None if official => Ok(TemplateTable::official()),
         None => Ok(TemplateTable::builtin()),
     }
     .map_err(|e| TrainError::Config(e.to_string()))?;

@@ -77,6 +77,10 @@ pub struct StepSettings {
     /// some (otherwise only the routed experts are encoded when nothing else needs the rest).
     #[serde(default)]
     pub encode_all_experts: bool,
+    /// The warm-up learning rate, when every parameter group trains at it during the warm-up
+    /// (the image LayerNorms then get it too, not `ln_lr_scale` of it; Dassl's constant warm-up).
+    #[serde(default)]
+    pub warmup_lr_all_groups: Option<f64>,
 }
 
 /// What the optimiser step advances, carried with the model (a value, not shared state) so that
@@ -127,6 +131,10 @@ pub struct MocoopModel<B: Backend> {
     /// The fixed part of every prompt over the encoded classes (the reference set when the text
     /// loss contrasts all classes, else the training classes).
     pub prompts: ClassPrompts<B>,
+    /// The text-level loss's own prompts (all classes, final periods kept) when they differ from
+    /// the classification prompts, which then cover the training classes only (the official
+    /// code's periods, in base-to-new training).
+    pub text_prompts: Option<ClassPrompts<B>>,
     /// Positions of the training classes among the encoded ones (`None`: the same list).
     pub train_index: Option<Tensor<B, 1, Int>>,
     /// What `L_text` contrasts with over the encoded classes: group prototypes `[E, C_enc, D]`
@@ -249,8 +257,16 @@ impl<B: Backend> MocoopModel<B> {
         } else {
             (&classes.train, (0..classes.train.len()).collect())
         };
-        let prompts = mixture.class_prompts(&clip.text, tokenizer, encoded, device)?;
-        let train_index = (all && !same).then(|| index_tensor(&train_positions, device));
+        let own_text_prompts = all && !same && mixture.config().layout.classify_without_period;
+        let (prompts, text_prompts, train_index) = if own_text_prompts {
+            let text = mixture.text_loss_prompts(&clip.text, tokenizer, encoded, device)?;
+            let prompts = mixture.class_prompts(&clip.text, tokenizer, &classes.train, device)?;
+            (prompts, Some(text), None)
+        } else {
+            let prompts = mixture.class_prompts(&clip.text, tokenizer, encoded, device)?;
+            let index = (all && !same).then(|| index_tensor(&train_positions, device));
+            (prompts, None, index)
+        };
         let needs_hard = loss.lambda_text > 0.0 || loss.lambda_gate > 0.0 || loss.lambda_kd > 0.0;
         let (mut text_prototypes, mut gate_prototypes, mut teacher) = (None, None, None);
         if needs_hard {
@@ -303,6 +319,7 @@ impl<B: Backend> MocoopModel<B> {
             clip,
             mixture,
             prompts,
+            text_prompts,
             train_index,
             text_prototypes,
             gate_prototypes,
@@ -319,6 +336,7 @@ impl<B: Backend> MocoopModel<B> {
                 noise_seed: 0,
                 cached_features: false,
                 encode_all_experts: false,
+                warmup_lr_all_groups: None,
             },
             state: StepState::default(),
         })
@@ -404,25 +422,11 @@ impl<B: Backend> MocoopModel<B> {
             router_logits = router_logits.map(|r| r + noise);
         }
         let gates = self.mixture.gates(router_logits.clone(), n, &device);
-        // Only the text loss looks at experts the gates do not use.
-        let unused_may_skip =
-            training && !s.encode_all_experts && l.lambda_text == 0.0 && router_logits.is_some();
-        // Split across devices, every expert is encoded: each device has a share of the rows.
-        let z_encoded = if !self.text_shards.is_empty() {
-            self.mixture
-                .text_features_sharded(&self.clip.text, &self.prompts, &self.text_shards)
-        } else {
-            match unused_may_skip.then(|| experts_in_use(&gates)).flatten() {
-                Some(needed) => {
-                    self.mixture
-                        .text_features_of(&self.clip.text, &self.prompts, &needed)
-                }
-                None => self.mixture.text_features(&self.clip.text, &self.prompts),
-            }
-        };
+        let (z_encoded, z_text) =
+            self.step_text_features(&gates, training, router_logits.is_some());
         let z = match &self.train_index {
-            Some(index) => z_encoded.clone().select(1, index.clone()),
-            None => z_encoded.clone(),
+            Some(index) => z_encoded.select(1, index.clone()),
+            None => z_encoded,
         };
         let z_train = z.clone();
         let logits = self.mixture.logits(f.clone(), z, gates.clone(), s.scale);
@@ -433,9 +437,9 @@ impl<B: Backend> MocoopModel<B> {
             && let Some(p) = &self.text_prototypes
         {
             let term = match l.text_target {
-                TextTarget::GroupPrototypes => losses::text_loss(z_encoded, p.clone(), l.text_tau),
+                TextTarget::GroupPrototypes => losses::text_loss(z_text, p.clone(), l.text_tau),
                 TextTarget::Templates => {
-                    losses::template_text_loss(z_encoded, p.clone(), l.text_tau)
+                    losses::template_text_loss(z_text, p.clone(), l.text_tau)
                 }
             };
             loss = loss + term.clone() * l.lambda_text;
@@ -499,6 +503,44 @@ impl<B: Backend> MocoopModel<B> {
 }
 
 impl<B: Backend> MocoopModel<B> {
+    /// The step's text features: those of the encoded classes (`[E, C_enc, D]`, for the
+    /// mixture) and those `L_text` reads. Experts no image is routed to are not encoded (zeros)
+    /// when nothing reads them: without `L_text`, or when it has prompts of its own, or when it
+    /// regularises only the routed experts (`text_routed_only`: they then enter it as zeros).
+    fn step_text_features(
+        &self,
+        gates: &Tensor<B, 2>,
+        training: bool,
+        routed: bool,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let s = &self.settings;
+        let l = &s.loss;
+        let text = &self.clip.text;
+        let text_needs_all =
+            l.lambda_text > 0.0 && self.text_prompts.is_none() && !l.text_routed_only;
+        let unused_may_skip = training && !s.encode_all_experts && routed && !text_needs_all;
+        let needed = unused_may_skip.then(|| experts_in_use(gates)).flatten();
+        // Split across devices, every expert is encoded: each device has a share of the rows.
+        let z_encoded = if !self.text_shards.is_empty() {
+            self.mixture
+                .text_features_sharded(text, &self.prompts, &self.text_shards)
+        } else {
+            match &needed {
+                Some(needed) => self.mixture.text_features_of(text, &self.prompts, needed),
+                None => self.mixture.text_features(text, &self.prompts),
+            }
+        };
+        let z_text = match (&self.text_prompts, l.text_routed_only && training && routed) {
+            (None, _) => z_encoded.clone(),
+            (Some(prompts), false) => self.mixture.text_features(text, prompts),
+            (Some(prompts), true) => match needed.or_else(|| experts_in_use(gates)) {
+                Some(needed) => self.mixture.text_features_of(text, prompts, &needed),
+                None => self.mixture.text_features(text, prompts),
+            },
+        };
+        (z_encoded, z_text)
+    }
+
     /// The terms that compare with the hand-made prompt's features, with their weights in the
     /// loss: KgCoOp's `kg` (the training classes' text features `z` against them) and ProGrad's
     /// `kl` (weight 0: the logits against the zero-shot logits, for the projection only).

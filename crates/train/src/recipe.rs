@@ -23,9 +23,52 @@
 //! (`vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32`) on every dataset: 25 epochs (3 of
 //! warm-up at 1e-5) at batch size 32 and learning rate 0.032, not scaled, no clipping, the text
 //! loss against every template at weight 5, the text bias `w` and the image LayerNorms trained.
+//!
+//! `--recipe official` ([`RecipeName::Official`], MoCoOp only) is what the official code
+//! (github dyabel/mocoop on Dassl) does instead of the method description's reading: the
+//! base-to-new configuration that parses (`vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32`:
+//! 25 epochs, 3 of warm-up, learning rate 0.032 at any batch size; ImageNet's as above) and the
+//! behaviours of [`OfficialBehaviours`], each also a flag of its own.
 
-use crate::config::{LossConfig, Method, OptimConfig};
+use mocoop_model::prompt::{ContextCount, LayoutOptions};
+
+pub use crate::config::RecipeName;
+use crate::config::{GateTarget, LossConfig, Method, OptimConfig};
 use crate::hand_made::hand_made_template;
+
+/// The official MoCoOp code's behaviours that the method description's reading leaves out
+/// (issue #27). Each is a flag of `train`; `--recipe official` turns them all on. The gating
+/// target (`softmax(a + 10·[top-2])`, not detached) is in the recipe's `loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OfficialBehaviours {
+    /// Classification prompts without the final period; contexts counted in words.
+    pub layout: LayoutOptions,
+    /// Below this batch size `L_text` regularises only the routed experts (0: never).
+    pub routed_text_below_batch: usize,
+    /// The warm-up rate for every parameter group, the image LayerNorms included.
+    pub warmup_all_groups: bool,
+    /// The frozen encoders in f16 (with loss scaling) on GPU backends, as AMP; f32 on the CPU.
+    pub f16_on_gpu: bool,
+    /// The official configurations' template groups (Food101's double space, the ImageNet
+    /// domain targets' 16 groups).
+    pub official_templates: bool,
+}
+
+impl OfficialBehaviours {
+    /// All of them, as the official code has them.
+    pub fn all() -> Self {
+        Self {
+            layout: LayoutOptions {
+                context_count: ContextCount::Words,
+                classify_without_period: true,
+            },
+            routed_text_below_batch: 4,
+            warmup_all_groups: true,
+            f16_on_gpu: true,
+            official_templates: true,
+        }
+    }
+}
 
 /// How the learning rate follows the batch size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,9 +110,47 @@ pub struct Recipe {
     pub ln_tuning: bool,
     /// Loss weights: MoCoOp's text-level and gating losses, cross-entropy alone for the others.
     pub loss: LossConfig,
+    /// The official code's behaviours (none but in [`RecipeName::Official`]).
+    pub official: OfficialBehaviours,
 }
 
 impl Recipe {
+    /// The recipe `name` of `method` on `dataset`; the official one is MoCoOp's only.
+    pub fn named(name: RecipeName, method: Method, dataset: &str) -> Result<Self, String> {
+        match name {
+            RecipeName::Default => Ok(Self::for_run(method, dataset)),
+            RecipeName::Official if method == Method::Mocoop => Ok(Self::official_code(dataset)),
+            RecipeName::Official => Err(format!(
+                "--recipe official is the official MoCoOp code's (--method mocoop); --method \
+                 {method} follows its own official configuration under --recipe default"
+            )),
+        }
+    }
+
+    /// The official MoCoOp code: 25 epochs (3 of warm-up) at learning rate 0.032, unscaled,
+    /// on every dataset but ImageNet (whose recipe is the default's), with all of
+    /// [`OfficialBehaviours`] and the softmax gating target, not detached.
+    fn official_code(dataset: &str) -> Self {
+        let clean = Self::for_run(Method::Mocoop, dataset);
+        let (epochs, warmup_epochs) = if dataset == IMAGENET {
+            (clean.epochs, clean.warmup_epochs)
+        } else {
+            (25, 3)
+        };
+        Self {
+            epochs,
+            warmup_epochs,
+            lr_scaling: LrScaling::None,
+            loss: LossConfig {
+                gate_target: GateTarget::SoftmaxBoost,
+                gate_target_detached: false,
+                ..clean.loss.clone()
+            },
+            official: OfficialBehaviours::all(),
+            ..clean
+        }
+    }
+
     /// The recipe of `method` on the dataset named `dataset` (as in the dataset registry).
     pub fn for_run(method: Method, dataset: &str) -> Self {
         if let Some(template) = hand_made_template(method, dataset) {
@@ -104,6 +185,7 @@ impl Recipe {
             } else {
                 LossConfig::coop()
             },
+            official: OfficialBehaviours::default(),
         }
     }
 
@@ -149,6 +231,7 @@ impl Recipe {
             ln_lr_scale: 0.1,
             ln_tuning: false,
             loss,
+            official: OfficialBehaviours::default(),
         }
     }
 
@@ -181,6 +264,7 @@ impl Recipe {
             epochs,
             warmup_epochs: self.warmup_epochs_for(epochs),
             warmup_lr: self.warmup_lr,
+            warmup_all_groups: self.official.warmup_all_groups,
         }
     }
 }
@@ -277,6 +361,28 @@ mod tests {
         assert_eq!(r.loss, LossConfig::lasp());
         assert_eq!((r.loss.lambda_text, r.loss.text_tau), (5.0, 0.01));
         assert_eq!(Recipe::for_run(Method::Lasp, "imagenet"), r);
+    }
+
+    #[test]
+    fn the_official_recipe_is_the_official_codes_configuration_and_behaviours() {
+        let r = Recipe::named(RecipeName::Official, Method::Mocoop, "dtd").unwrap();
+        assert_eq!((r.epochs, r.warmup_epochs, r.batch_size), (25, 3, 32));
+        assert!(close(r.lr(32), 0.032) && close(r.lr(8), 0.032));
+        assert_eq!(r.official, OfficialBehaviours::all());
+        assert_eq!(r.loss.gate_target, GateTarget::SoftmaxBoost);
+        assert!(!r.loss.gate_target_detached);
+        let optim = r.optim(r.batch_size, r.epochs);
+        assert_eq!((optim.epochs, optim.warmup_epochs), (25, 3));
+        assert!(optim.warmup_all_groups);
+        let imagenet = Recipe::named(RecipeName::Official, Method::Mocoop, "imagenet").unwrap();
+        assert_eq!((imagenet.epochs, imagenet.warmup_epochs), (10, 1));
+        assert_eq!(imagenet.batch_size, 1);
+        // The default stays the clean reading, and no other method has an official recipe here.
+        let clean = Recipe::named(RecipeName::Default, Method::Mocoop, "dtd").unwrap();
+        assert_eq!(clean, Recipe::for_run(Method::Mocoop, "dtd"));
+        assert_eq!(clean.official, OfficialBehaviours::default());
+        let err = Recipe::named(RecipeName::Official, Method::Coop, "dtd").unwrap_err();
+        assert!(err.contains("--method mocoop"), "{err}");
     }
 
     #[test]

@@ -365,9 +365,10 @@ impl<B: AutodiffBackend> MocoopModel<B> {
 
     /// Applies gradients: unscaling (f16 runs: a step whose gradients are not finite is skipped
     /// and the loss scale lowered), global-norm clipping over every trainable gradient, then SGD on the
-    /// prompts/router/bias at `lr` and on the image LayerNorms at `lr × ln_lr_scale` (the same
-    /// optimiser, stepped twice with disjoint gradients; its state is kept per parameter). Counts
-    /// the step in [`MocoopModel::state`].
+    /// prompts/router/bias at `lr` and on the image LayerNorms at `lr × ln_lr_scale` (at `lr`
+    /// itself when `lr` is the warm-up rate that every group trains at, see
+    /// `StepSettings::warmup_lr_all_groups`) (the same optimiser, stepped twice with disjoint
+    /// gradients; its state is kept per parameter). Counts the step in [`MocoopModel::state`].
     ///
     /// `BB` is the optimiser's backend: burn-train's [`TrainStep::optimize`] names it separately
     /// from `B`, though they are the same.
@@ -382,12 +383,23 @@ impl<B: AutodiffBackend> MocoopModel<B> {
             one,
             two,
             clip_norm: self.settings.clip_norm,
-            slow: (self.ln_param_ids(), self.settings.ln_lr_scale),
+            slow: (self.ln_param_ids(), self.ln_lr_factor(lr)),
         };
         let state = self.state;
         let (mut model, state) = sgd_update(self, state, optim, lr, grads, update);
         model.state = state;
         model
+    }
+}
+
+impl<B: AutodiffBackend> MocoopModel<B> {
+    /// The image LayerNorms' share of the learning rate `lr`: `ln_lr_scale`, or 1 at the warm-up
+    /// rate when every group warms up at it (the schedule gives exactly that rate in warm-up).
+    fn ln_lr_factor(&self, lr: f64) -> f64 {
+        match self.settings.warmup_lr_all_groups {
+            Some(warmup) if warmup == lr => 1.0,
+            _ => self.settings.ln_lr_scale,
+        }
     }
 }
 

@@ -5,4 +5,5 @@
 mod checkpoint;
 mod image_parts;
 mod learner;
+mod official_step;
 mod reference_step;

@@ -388,6 +388,7 @@ fn inference<B: Backend>(
         clip: clip.clone(),
         mixture,
         ln_tuning: false,
+        official_source: None,
     };
     let classifier = run.classifier(tokenizer, &names, "bench", device)?;
     let (ms_per_step, ()) = timed(schedule, (), |()| {

@@ -160,8 +160,12 @@ pub fn start(args: ProtocolArgs) -> Result<()> {
 impl OnDevices for ProtocolArgs {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
+    fn run<B: AutodiffBackend>(mut self, devices: Vec<B::Device>) -> Result<()> {
         let grid = self.grid()?;
+        // The recipe may choose the precision (the official one: f16 on GPUs).
+        self.checkpoint = self
+            .flags
+            .checkpoint_for(&self.checkpoint, self.device.main())?;
         let cells = cell::Cells {
             args: &self,
             grid: &grid,

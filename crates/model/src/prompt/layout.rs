@@ -45,6 +45,31 @@ impl ExpertInit {
     }
 }
 
+/// How an expert's learnable contexts are counted (decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextCount {
+    /// One context vector per BPE token of the template's words (the method description).
+    #[default]
+    Tokens,
+    /// One per space-separated word, laid over the tokenised prompt as the official code does
+    /// (`prompting/moe.py`, `PromptLearner`): see [`super::words`].
+    Words,
+}
+
+/// How prompts are laid out: the method description's reading by default, or the official
+/// code's behaviours, each on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LayoutOptions {
+    /// How the learnable contexts are counted.
+    #[serde(default)]
+    pub context_count: ContextCount,
+    /// The classification prompts leave out the template's final period (the official code:
+    /// the prompts of the text-level loss and the hard prompts keep it).
+    #[serde(default)]
+    pub classify_without_period: bool,
+}
+
 /// The token layout of one expert, independent of the class name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpertLayout {
@@ -59,10 +84,23 @@ pub struct ExpertLayout {
     pub init_ids: Option<Vec<u32>>,
     /// Fixed token ids between the context and EOT (the final period), possibly empty.
     pub suffix: Vec<u32>,
+    /// With contexts counted in words, the official code's cut of the template (`None`: counted
+    /// in tokens).
+    pub words: Option<WordSplit>,
+}
+
+/// A template as the official code cuts it for its word-counted layout (see `prompt/words.rs`):
+/// every period removed, split at `{}`, the part before without its last character.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordSplit {
+    /// The text before `{}`.
+    pub before: String,
+    /// The text after `{}`.
+    pub after: String,
 }
 
 impl ExpertLayout {
-    /// Builds the layout of an expert.
+    /// Builds the layout of an expert, its contexts counted in BPE tokens.
     pub fn new(init: &ExpertInit, tokenizer: &ClipTokenizer) -> Result<Self, PromptError> {
         match init {
             ExpertInit::Template { template } => {
@@ -85,6 +123,7 @@ impl ExpertLayout {
                     after: after_ids.len(),
                     init_ids: Some([before_ids, after_ids].concat()),
                     suffix,
+                    words: None,
                 })
             }
             ExpertInit::Random { n_ctx, .. } => Ok(Self {
@@ -93,6 +132,7 @@ impl ExpertLayout {
                 after: 0,
                 init_ids: None,
                 suffix: tokenizer.encode("."),
+                words: None,
             }),
         }
     }
@@ -106,6 +146,71 @@ impl ExpertLayout {
     pub fn sequence_len(&self, class_len: usize) -> usize {
         2 + self.n_ctx() + class_len + self.suffix.len()
     }
+
+    /// The positions of one `(expert, class)` prompt up to its EOT, with the final period or
+    /// without it: a fixed token id, or the index of a context vector of this expert.
+    fn slots(
+        &self,
+        classname: &str,
+        class: &[u32],
+        tokenizer: &ClipTokenizer,
+        period: bool,
+    ) -> Vec<Slot> {
+        if let Some(split) = &self.words {
+            return self.word_slots(split, classname, tokenizer, period);
+        }
+        let mut slots = vec![Slot::Fixed(tokenizer.tokenize("", 2)[0])];
+        slots.extend((0..self.before).map(Slot::Ctx));
+        slots.extend(class.iter().map(|&id| Slot::Fixed(id)));
+        slots.extend((self.before..self.n_ctx()).map(Slot::Ctx));
+        if period {
+            slots.extend(self.suffix.iter().map(|&id| Slot::Fixed(id)));
+        }
+        slots.push(Slot::Fixed(tokenizer.tokenize("", 2)[1]));
+        slots
+    }
+}
+
+impl ExpertLayout {
+    /// The positions of one prompt of a word-counted layout: the tokenised string
+    /// `before + " " + class + after` (+ `"."`), positions `1 .. 1 + before` and the `after`
+    /// positions that follow the class name's BPE tokens made context vectors. Context
+    /// positions past the EOT (possible only for templates with more words than tokens after the
+    /// class name) cannot change the features and are left out.
+    fn word_slots(
+        &self,
+        split: &WordSplit,
+        classname: &str,
+        tokenizer: &ClipTokenizer,
+        period: bool,
+    ) -> Vec<Slot> {
+        let classname = classname.replace('_', " ");
+        let end = if period { "." } else { "" };
+        let text = format!("{} {classname}{}{end}", split.before, split.after);
+        let special = tokenizer.tokenize("", 2);
+        let mut slots = vec![Slot::Fixed(special[0])];
+        slots.extend(tokenizer.encode(&text).into_iter().map(Slot::Fixed));
+        slots.push(Slot::Fixed(special[1]));
+        let after_start = 1 + self.before + tokenizer.encode(&classname).len();
+        let positions = (0..self.before)
+            .map(|j| (1 + j, j))
+            .chain((0..self.after).map(|j| (after_start + j, self.before + j)));
+        for (pos, j) in positions {
+            if let Some(slot) = slots.get_mut(pos) {
+                *slot = Slot::Ctx(j);
+            }
+        }
+        slots
+    }
+}
+
+/// One position of a laid-out prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// A fixed token id.
+    Fixed(u32),
+    /// The expert's context vector of this index.
+    Ctx(usize),
 }
 
 /// Splits a template at its single `{}`.
@@ -140,7 +245,7 @@ pub struct PromptSequences {
 }
 
 impl PromptSequences {
-    /// Lays out every expert with every class name.
+    /// Lays out every expert with every class name, the templates' final periods kept.
     ///
     /// Errors when a class name makes some expert's prompt longer than `context_length`.
     pub fn new(
@@ -149,60 +254,55 @@ impl PromptSequences {
         tokenizer: &ClipTokenizer,
         context_length: usize,
     ) -> Result<Self, PromptError> {
-        let special = tokenizer.tokenize("", 2);
-        let (sot, eot_id) = (special[0], special[1]);
+        Self::with_period(layouts, classnames, tokenizer, context_length, true)
+    }
+
+    /// [`Self::new`], with the templates' final periods kept or left out (`period`).
+    pub fn with_period(
+        layouts: &[ExpertLayout],
+        classnames: &[String],
+        tokenizer: &ClipTokenizer,
+        context_length: usize,
+        period: bool,
+    ) -> Result<Self, PromptError> {
         let class_ids: Vec<Vec<u32>> = classnames.iter().map(|c| tokenizer.encode(c)).collect();
-        for (classname, ids) in classnames.iter().zip(&class_ids) {
-            for layout in layouts {
-                let needed = layout.sequence_len(ids.len());
-                if needed > context_length {
+        let mut rows = Vec::with_capacity(layouts.len() * classnames.len());
+        for layout in layouts {
+            for (classname, ids) in classnames.iter().zip(&class_ids) {
+                let slots = layout.slots(classname, ids, tokenizer, period);
+                if slots.len() > context_length {
                     return Err(PromptError::ClassTooLong {
                         classname: classname.clone(),
                         tokens: ids.len(),
                         expert: layout.init.describe(),
-                        needed,
+                        needed: slots.len(),
                         context_length,
                     });
                 }
+                rows.push(slots);
             }
         }
-        let len = layouts
-            .iter()
-            .flat_map(|l| class_ids.iter().map(|ids| l.sequence_len(ids.len())))
-            .max()
-            .unwrap_or(2);
-        let rows = layouts.len() * classnames.len();
-        let mut ids = vec![0i64; rows * len];
-        let mut ctx_index = vec![0i64; rows * len];
-        let mut fixed_mask = vec![0f32; rows * len];
-        let mut eot = Vec::with_capacity(rows);
+        let len = rows.iter().map(Vec::len).max().unwrap_or(2);
+        let mut ids = vec![0i64; rows.len() * len];
+        let mut ctx_index = vec![0i64; rows.len() * len];
+        let mut fixed_mask = vec![0f32; rows.len() * len];
+        let mut eot = Vec::with_capacity(rows.len());
         let mut offset = 1i64;
         for (g, layout) in layouts.iter().enumerate() {
-            for (c, class) in class_ids.iter().enumerate() {
-                let base = (g * classnames.len() + c) * len;
-                let mut pos = 0;
-                let mut fixed = |pos: &mut usize, id: u32| {
-                    ids[base + *pos] = id as i64;
-                    fixed_mask[base + *pos] = 1.0;
-                    *pos += 1;
-                };
-                fixed(&mut pos, sot);
-                for j in 0..layout.before {
-                    ctx_index[base + pos] = offset + j as i64;
-                    pos += 1;
+            for c in 0..classnames.len() {
+                let row = g * classnames.len() + c;
+                let slots = &rows[row];
+                for (pos, slot) in slots.iter().enumerate() {
+                    let at = row * len + pos;
+                    match *slot {
+                        Slot::Fixed(id) => {
+                            ids[at] = i64::from(id);
+                            fixed_mask[at] = 1.0;
+                        }
+                        Slot::Ctx(j) => ctx_index[at] = offset + j as i64,
+                    }
                 }
-                for &id in class {
-                    fixed(&mut pos, id);
-                }
-                for j in 0..layout.after {
-                    ctx_index[base + pos] = offset + (layout.before + j) as i64;
-                    pos += 1;
-                }
-                for &id in &layout.suffix {
-                    fixed(&mut pos, id);
-                }
-                eot.push(pos);
-                fixed(&mut pos, eot_id);
+                eot.push(slots.len() - 1);
             }
             offset += layout.n_ctx() as i64;
         }

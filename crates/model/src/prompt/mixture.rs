@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::PromptError;
 use super::classifier::{mix_logits, top_k_gates};
-use super::layout::{ExpertInit, ExpertLayout};
+use super::layout::{ExpertInit, ExpertLayout, LayoutOptions};
 use super::pool::{ClassPrompts, PromptPool};
 use super::shard::TextShard;
 use crate::clip::{Clip, TextEncoder, l2_normalize};
@@ -63,6 +63,9 @@ pub struct MixtureConfig {
     pub renormalize: bool,
     /// Seed of the router's and random contexts' initialisation.
     pub seed: u64,
+    /// How the prompts are laid out (decisions; the official code's behaviours are options).
+    #[serde(default)]
+    pub layout: LayoutOptions,
 }
 
 impl MixtureConfig {
@@ -82,6 +85,7 @@ impl MixtureConfig {
             text_bias: true,
             renormalize: false,
             seed,
+            layout: LayoutOptions::default(),
         }
     }
 
@@ -94,6 +98,7 @@ impl MixtureConfig {
             text_bias: false,
             renormalize: false,
             seed,
+            layout: LayoutOptions::default(),
         }
     }
 
@@ -155,9 +160,10 @@ impl<B: Backend> MixtureOfPrompts<B> {
         let layouts = config
             .experts
             .iter()
-            .map(|init| ExpertLayout::new(init, tokenizer))
+            .map(|init| ExpertLayout::counted(init, tokenizer, config.layout.context_count))
             .collect::<Result<Vec<_>, _>>()?;
-        let pool = PromptPool::new(layouts, &clip.text, config.seed, device);
+        let pool = PromptPool::new(layouts, &clip.text, config.seed, device)
+            .classifying_without_period(config.layout.classify_without_period);
         let d = clip.config().embed_dim;
         let e = config.experts.len();
         let text_bias = config
@@ -194,6 +200,19 @@ impl<B: Backend> MixtureOfPrompts<B> {
         device: &B::Device,
     ) -> Result<ClassPrompts<B>, PromptError> {
         self.pool.class_prompts(text, tokenizer, classnames, device)
+    }
+
+    /// The prompts of the text-level loss for `classnames`: [`Self::class_prompts`] with the
+    /// templates' final periods kept even where the classification prompts leave them out.
+    pub fn text_loss_prompts(
+        &self,
+        text: &TextEncoder<B>,
+        tokenizer: &ClipTokenizer,
+        classnames: &[String],
+        device: &B::Device,
+    ) -> Result<ClassPrompts<B>, PromptError> {
+        self.pool
+            .text_loss_prompts(text, tokenizer, classnames, device)
     }
 
     /// Text-encoder outputs `[rows, D]` made features: `w` added, L2-normalised.

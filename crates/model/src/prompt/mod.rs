@@ -1,6 +1,7 @@
 //! The mixture of soft prompts (MoCoOp), with CoOp and zero-shot CLIP as special cases.
 //!
-//! - [`ExpertLayout`] (`layout`): how each expert's prompt is laid out in tokens (host side).
+//! - [`ExpertLayout`] (`layout`): how each expert's prompt is laid out in tokens (host side);
+//!   `words`: the official code's layout, its contexts counted in words ([`ContextCount`]).
 //! - [`MixtureOfPrompts`]: the learnable part — one context per expert ([`PromptPool`]), the
 //!   shared text bias `w` and the router — and the forward computations: the text features
 //!   `z[g,c] = normalize(TextEncoder(P_g(c)) + w)`, the router's top-K gates and the mixture
@@ -14,8 +15,12 @@
 //! - [`PromptClassifier`]: inference with every text feature computed once and cached; the same
 //!   code path serves trained mixtures, CoOp and zero-shot CLIP.
 //!
+//! - `adopt`: a mixture taking over another's tensors where their shapes match (the official
+//!   code's loading of a run into another dataset configuration).
+//!
 //! Nothing here trains; losses and optimisation live in the `mocoop-train` crate.
 
+mod adopt;
 mod buckets;
 mod classifier;
 mod hard;
@@ -23,10 +28,13 @@ pub(crate) mod layout;
 mod mixture;
 mod pool;
 mod shard;
+mod words;
 
 pub use classifier::{PromptClassifier, mix_logits, top_k_gates};
 pub use hard::HardPrompts;
-pub use layout::{ExpertInit, ExpertLayout, PromptSequences};
+pub use layout::{
+    ContextCount, ExpertInit, ExpertLayout, LayoutOptions, PromptSequences, WordSplit,
+};
 pub use mixture::{MixtureConfig, MixtureOfPrompts, seeded_linear};
 pub use pool::{ClassPrompts, PromptPool};
 pub use shard::TextShard;

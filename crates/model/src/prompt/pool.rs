@@ -22,6 +22,10 @@ pub struct PromptPool<B: Backend> {
     layouts: Vec<ExpertLayout>,
     #[module(skip)]
     width: usize,
+    /// The classification prompts leave out the templates' final periods (see
+    /// [`super::LayoutOptions`]).
+    #[module(skip)]
+    classify_without_period: bool,
 }
 
 impl<B: Backend> PromptPool<B> {
@@ -67,7 +71,15 @@ impl<B: Backend> PromptPool<B> {
             ctx,
             layouts,
             width,
+            classify_without_period: false,
         }
+    }
+
+    /// The pool with its classification prompts built without the templates' final periods
+    /// (`without`), or with them.
+    pub fn classifying_without_period(mut self, without: bool) -> Self {
+        self.classify_without_period = without;
+        self
     }
 
     /// The experts' layouts.
@@ -93,8 +105,8 @@ impl<B: Backend> PromptPool<B> {
         Tensor::cat(parts, 0)
     }
 
-    /// Lays out every expert with `classnames` and embeds the fixed tokens with the (frozen) text
-    /// encoder's token embedding.
+    /// Lays out every expert's classification prompts with `classnames` and embeds the fixed
+    /// tokens with the (frozen) text encoder's token embedding.
     pub fn class_prompts(
         &self,
         text: &TextEncoder<B>,
@@ -102,8 +114,33 @@ impl<B: Backend> PromptPool<B> {
         classnames: &[String],
         device: &B::Device,
     ) -> Result<ClassPrompts<B>, PromptError> {
+        let period = !self.classify_without_period;
+        self.prompts_with_period(text, tokenizer, classnames, period, device)
+    }
+
+    /// [`Self::class_prompts`] with the templates' final periods always kept: the prompts of the
+    /// text-level loss.
+    pub fn text_loss_prompts(
+        &self,
+        text: &TextEncoder<B>,
+        tokenizer: &ClipTokenizer,
+        classnames: &[String],
+        device: &B::Device,
+    ) -> Result<ClassPrompts<B>, PromptError> {
+        self.prompts_with_period(text, tokenizer, classnames, true, device)
+    }
+
+    fn prompts_with_period(
+        &self,
+        text: &TextEncoder<B>,
+        tokenizer: &ClipTokenizer,
+        classnames: &[String],
+        period: bool,
+        device: &B::Device,
+    ) -> Result<ClassPrompts<B>, PromptError> {
+        let context = text.context_length();
         let seqs =
-            PromptSequences::new(&self.layouts, classnames, tokenizer, text.context_length())?;
+            PromptSequences::with_period(&self.layouts, classnames, tokenizer, context, period)?;
         Ok(ClassPrompts::from_sequences(
             &seqs, text, classnames, device,
         ))

@@ -576,3 +576,55 @@ fn prompts_encoded_in_buckets_of_similar_length_match_their_templates() {
         "buckets vs one prompt per pass",
     );
 }
+
+#[test]
+fn a_mixture_adopts_the_tensors_whose_shapes_match_as_the_official_code_loads_them() {
+    use crate::templates::TemplateTable;
+    let clip = tiny_clip::<B>(7);
+    let official = TemplateTable::official();
+    let words = LayoutOptions {
+        context_count: ContextCount::Words,
+        classify_without_period: true,
+    };
+    let config = |dataset: &str, seed: u64| MixtureConfig {
+        layout: words,
+        ..MixtureConfig::mocoop(&official.groups(dataset).unwrap(), 2, seed)
+    };
+    let device = Default::default();
+    let source = MixtureOfPrompts::<B>::new(config("imagenet", 1), &clip, tok(), &device).unwrap();
+    let fresh = MixtureOfPrompts::<B>::new(config("imagenet_a", 2), &clip, tok(), &device).unwrap();
+    let untouched = fresh.clone();
+    let (target, dropped) = fresh.adopt_matching(&source);
+    assert_eq!((source.num_experts(), target.num_experts()), (20, 16));
+    // 20 router rows against 16: the router stays fresh, and so does every context whose part
+    // before or after the class name differs in length (the groups are other templates from
+    // the fourth on: 16 groups against 20).
+    assert!(dropped.contains(&"gate.weight".to_string()), "{dropped:?}");
+    assert!(!dropped.contains(&"w".to_string()), "{dropped:?}");
+    let router = |m: &MixtureOfPrompts<B>| values(m.router.as_ref().unwrap().weight.val());
+    assert_eq!(router(&target), router(&untouched));
+    for g in 0..16 {
+        let layout = |m: &MixtureOfPrompts<B>| {
+            let l = &m.pool.layouts()[g];
+            (l.before, l.after)
+        };
+        let ctx = |m: &MixtureOfPrompts<B>| m.pool.ctx[g].as_ref().map(|c| values(c.val()));
+        let (ours, theirs) = (layout(&target), layout(&source));
+        let kept_before = ours.0 == theirs.0;
+        assert_eq!(
+            dropped.contains(&format!("ctx_before_{g}")),
+            !kept_before,
+            "expert {g}: {ours:?} vs {theirs:?}"
+        );
+        if ours == theirs {
+            assert_eq!(ctx(&target), ctx(&source), "expert {g} is adopted whole");
+        }
+    }
+    // The first four groups are the same templates: adopted whole.
+    assert!(
+        !dropped
+            .iter()
+            .any(|d| d.ends_with("_0") || d.ends_with("_3")),
+        "{dropped:?}"
+    );
+}

@@ -8,7 +8,8 @@ use burn::tensor::TensorData;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use mocoop_model::Clip;
-use mocoop_model::prompt::{MixtureOfPrompts, TextShard};
+use mocoop_model::prompt::{ExpertInit, MixtureConfig, MixtureOfPrompts, TextShard};
+use mocoop_model::templates::TemplateTable;
 use mocoop_model::tokenizer::ClipTokenizer;
 
 use super::cached::TextCachedClassifier;
@@ -37,6 +38,9 @@ impl<B: AutodiffBackend> PromptLearner<B> for MocoopModel<B> {
         )?;
         model.settings.clip_norm = config.optim.clip_norm;
         model.settings.ln_lr_scale = config.optim.ln_lr_scale;
+        let o = &config.optim;
+        model.settings.warmup_lr_all_groups =
+            (o.warmup_all_groups && o.warmup_epochs > 0).then_some(o.warmup_lr);
         model.settings.noise_seed = config.data.seed;
         model.settings.encode_all_experts = setup.encode_all_experts;
         if config.precision.needs_loss_scaling() {
@@ -139,6 +143,7 @@ impl<B: AutodiffBackend> PromptLearner<B> for MocoopModel<B> {
             ln_tuning: model.settings.ln_tuning,
             clip: model.clip,
             mixture: model.mixture,
+            official_source: None,
         })
     }
 }
@@ -169,6 +174,10 @@ pub struct MixtureRun<B: Backend> {
     pub mixture: MixtureOfPrompts<B>,
     /// Whether the run tuned the image LayerNorms (they are then among its tensors).
     pub ln_tuning: bool,
+    /// The run's dataset, when it used the official code's template table: evaluated on a
+    /// dataset whose official groups are other experts, the run is loaded into them as the
+    /// official code loads it (see [`MixtureRun::official_target`]).
+    pub official_source: Option<String>,
 }
 
 impl<B: Backend> MixtureRun<B> {
@@ -194,7 +203,61 @@ impl<B: Backend> MixtureRun<B> {
             clip,
             mixture,
             ln_tuning: config.ln_tuning,
+            official_source: config
+                .data
+                .official_templates
+                .then(|| config.data.dataset.clone()),
         })
+    }
+
+    /// Under the official template table, on a dataset whose groups are not the run's experts
+    /// (ImageNet's 20 on a domain target's 16): a mixture of that dataset's experts holding the
+    /// run's tensors where their shapes match and fresh ones elsewhere, as the official
+    /// `MoCoOp.load_model` leaves them, with a warning naming those (the router among them:
+    /// routing there is random). `None` where the run's own mixture applies.
+    fn official_target(
+        &self,
+        tokenizer: &ClipTokenizer,
+        dataset: &str,
+        device: &B::Device,
+    ) -> Result<Option<MixtureOfPrompts<B>>, TrainError> {
+        let own = self.mixture.config();
+        let Some(source) = self.official_source.as_deref() else {
+            return Ok(None);
+        };
+        let Ok(groups) = TemplateTable::official().groups(dataset) else {
+            return Ok(None);
+        };
+        let experts: Vec<ExpertInit> = groups
+            .groups()
+            .iter()
+            .map(|g| ExpertInit::Template {
+                template: g[0].clone(),
+            })
+            .collect();
+        if dataset == source || experts == own.experts {
+            return Ok(None);
+        }
+        let config = MixtureConfig {
+            experts,
+            ..own.clone()
+        };
+        let fresh = MixtureOfPrompts::new(config, &self.clip, tokenizer, device)?;
+        let (target, dropped) = fresh.adopt_matching(&self.mixture);
+        let random = if dropped.iter().any(|d| d.starts_with("gate.")) {
+            format!("; the router is among them, so routing on {dataset} is random")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "warning: under the official recipe {dataset} has {} template groups and the run \
+             {}: as the official code's load_model, tensors whose shape differs keep their fresh \
+             initialisation: {}{random}",
+            target.num_experts(),
+            own.experts.len(),
+            dropped.join(", ")
+        );
+        Ok(Some(target))
     }
 }
 
@@ -207,13 +270,13 @@ impl<B: Backend> TrainedLearner<B> for MixtureRun<B> {
         &self,
         tokenizer: &ClipTokenizer,
         classnames: &[String],
-        _dataset: &str,
+        dataset: &str,
         device: &B::Device,
     ) -> Result<Box<dyn ImageClassifier<B> + '_>, TrainError> {
-        let prompts = self
-            .mixture
-            .class_prompts(&self.clip.text, tokenizer, classnames, device)?;
-        let text = self.mixture.classifier(
+        let target = self.official_target(tokenizer, dataset, device)?;
+        let mixture = target.as_ref().unwrap_or(&self.mixture);
+        let prompts = mixture.class_prompts(&self.clip.text, tokenizer, classnames, device)?;
+        let text = mixture.classifier(
             &self.clip.text,
             &prompts,
             self.clip.logit_scale(),

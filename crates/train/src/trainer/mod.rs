@@ -22,7 +22,7 @@ use crate::config::{Method, TrainConfig};
 use crate::data::{DataErrors, EpochCursor, EpochLoader, SkippedImages};
 use crate::eval::{EvalTarget, TrainedRun, evaluate_run};
 use crate::features::FeatureLoader;
-use crate::inputs::{template_groups, training_data};
+use crate::inputs::{template_groups_from, training_data};
 use crate::journal::{EpochRecord, Journal};
 use crate::learner::{PromptLearner, TrainedLearner};
 use crate::run::{self, RunResults};
@@ -362,7 +362,12 @@ fn conclude<B: Backend>(
 
 /// The run's template groups, one per expert for MoCoOp.
 fn checked_groups(config: &TrainConfig) -> Result<TemplateGroups, TrainError> {
-    let groups = template_groups(config.data.groups_file.as_deref(), &config.data.dataset)?;
+    let data = &config.data;
+    let groups = template_groups_from(
+        data.groups_file.as_deref(),
+        &data.dataset,
+        data.official_templates,
+    )?;
     if config.method == Method::Mocoop && groups.groups().len() != config.mixture.num_experts() {
         return Err(TrainError::Config(format!(
             "the configuration has {} experts but dataset '{}' has {} template groups",

@@ -15,8 +15,9 @@ use mocoop_model::Precision;
 use mocoop_model::prompt::{ExpertInit, MixtureConfig};
 use mocoop_model::weights::LoadOptions;
 use mocoop_train::config::{
-    DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, OptimConfig,
-    ProGradConfig, ProjectionScope, Setting, TextClasses, TrainConfig, ZeroShotPrompts,
+    DataConfig, DeepPromptConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method,
+    OptimConfig, ProGradConfig, ProjectionScope, Setting, TextClasses, TrainConfig,
+    ZeroShotPrompts,
 };
 use mocoop_train::inputs::template_groups;
 use mocoop_train::recipe::{LrScaling, Recipe};
@@ -105,6 +106,7 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
     const MIXTURE: &[Method] = &[Mocoop];
     const SOFT: &[Method] = &[Coop, Cocoop, Kgcoop, Prograd];
     const SHARED: &[Method] = &[Mocoop, Coop, Kgcoop, Prograd];
+    const DEEP: &[Method] = &[Vpt, Ivlp, Maple];
     &[
         ("top_k", MIXTURE),
         ("renormalize", MIXTURE),
@@ -121,7 +123,7 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("groups", &[Mocoop, ZeroShot]),
         ("ctx_init", SOFT),
         ("ctx_template", SOFT),
-        ("n_ctx", SOFT),
+        ("n_ctx", &[Coop, Cocoop, Kgcoop, Prograd, Vpt, Ivlp, Maple]),
         ("ctx_std", SOFT),
         ("text_bias", SHARED),
         ("lambda_kd", SHARED),
@@ -132,6 +134,8 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("prograd_temperature", &[Prograd]),
         ("prograd_scope", &[Prograd]),
         ("zero_shot_template", &[ZeroShot]),
+        // Deep prompts (VPT, IVLP, MaPLe); --n-ctx sets their tokens.
+        ("prompt_depth", DEEP),
     ]
 };
 
@@ -180,7 +184,8 @@ pub struct TrainFlags {
     /// photo of a {}."; prograd: its hand-made prompt, as its official code does].
     #[arg(long, value_name = "TEMPLATE")]
     ctx_template: Option<String>,
-    /// Number of random CoOp context vectors.
+    /// Number of random CoOp context vectors; for vpt, ivlp and maple, the prompt tokens of each
+    /// tower that learns them [default: their official configurations: maple 2, ivlp 2 + 2, vpt 8].
     #[arg(long, default_value_t = 4)]
     n_ctx: usize,
     /// Std of random context vectors.
@@ -189,6 +194,12 @@ pub struct TrainFlags {
     /// Zero-shot CLIP with one template instead of the ensemble of the dataset's templates.
     #[arg(long, value_name = "TEMPLATE")]
     zero_shot_template: Option<String>,
+
+    // ---- deep prompts (vpt, ivlp, maple)
+    /// Layers of each encoder whose prompt positions hold learned tokens [default: maple 9, ivlp
+    /// and vpt 12].
+    #[arg(long, value_name = "J")]
+    prompt_depth: Option<usize>,
 
     // ---- losses
     /// Weight of the grouped text-level loss (default: 5 for mocoop, 0 for coop).
@@ -445,12 +456,30 @@ impl TrainFlags {
                 };
                 MixtureConfig::coop(init, run.seed)
             }
+            // Their prompts are `TrainConfig::deep`; the mixture entry is CoOp's default, unused.
+            Method::Vpt | Method::Ivlp | Method::Maple => MixtureConfig::coop(
+                ExpertInit::Template {
+                    template: "a photo of a {}.".into(),
+                },
+                run.seed,
+            ),
         };
         mixture.renormalize = self.renormalize;
         if let Some(bias) = self.text_bias {
             mixture.text_bias = bias;
         }
         Ok(mixture)
+    }
+
+    /// The deep prompts of a VPT, IVLP or MaPLe run: the official configuration with
+    /// `--prompt-depth` and `--n-ctx` where given.
+    fn deep(&self) -> Option<DeepPromptConfig> {
+        let n_ctx = self
+            .given
+            .iter()
+            .any(|g| g == "n_ctx")
+            .then_some(self.n_ctx);
+        DeepPromptConfig::official(self.method).map(|d| d.with(self.prompt_depth, n_ctx))
     }
 
     /// The run configuration these flags describe for one dataset and seed.
@@ -488,6 +517,7 @@ impl TrainFlags {
                 None => ZeroShotPrompts::Ensemble,
             },
             cached_views: self.cached_views,
+            deep: self.deep(),
         };
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)

@@ -306,6 +306,76 @@ fn cocoop_kgcoop_and_prograd_learn_and_a_reloaded_run_evaluates_identically() {
     }
 }
 
+/// VPT (visual tokens only), IVLP (tokens on both towers) and MaPLe (language tokens coupled into
+/// the image encoder), two layers deep on the fixture's two-layer towers: the loss falls, test
+/// accuracy is far above chance (25%), only the learned tokens (and MaPLe's couplings) are saved,
+/// and the reloaded run evaluates identically. A depth past the encoders' layers, a prompt past
+/// the context length and --prompt-depth on another method are clear errors.
+#[test]
+fn vpt_ivlp_and_maple_learn_and_a_reloaded_run_evaluates_identically() {
+    let cases: [(&str, &[&str]); 3] = [
+        ("vpt", &["vision.0", "vision.1"]),
+        ("ivlp", &["ctx.0", "text_deep.1", "vision.0", "vision.1"]),
+        (
+            "maple",
+            &[
+                "coupling.0.bias",
+                "coupling.0.weight",
+                "coupling.1.bias",
+                "coupling.1.weight",
+                "ctx.0",
+                "text_deep.1",
+            ],
+        ),
+    ];
+    for (method, saved_names) in cases {
+        let flags = ["--method", method, "--prompt-depth", "2", "--lr", "0.02"];
+        let (dir, run, out, _) = train_ten_epochs(method, &flags);
+        let epochs = metrics(&run);
+        let (first, last) = (&epochs[0]["means"], &epochs[9]["means"]);
+        assert!(
+            number(last, "ce") < number(first, "ce"),
+            "{method}: {first} -> {last}"
+        );
+        let trained = split(&out["results"], "all");
+        assert!(number(trained, "accuracy") >= 50.0, "{method}: {trained}");
+        let saved = mocoop_train::checkpoint::read(&run.join("checkpoint.safetensors")).unwrap();
+        assert_eq!(
+            saved.tensors.keys().collect::<Vec<_>>(),
+            saved_names,
+            "{method}"
+        );
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["deep"]["vision_depth"], 2, "{config}");
+        evaluates_identically(&run, &out);
+        if method == "maple" {
+            let root = dir.join("data");
+            let other = dir.join("other");
+            let train = |extra: &[&str]| {
+                failure(mocoop(&train_args(
+                    root.to_str().unwrap(),
+                    other.to_str().unwrap(),
+                    extra,
+                )))
+            };
+            let err = train(&["--method", "maple", "--prompt-depth", "3"]);
+            assert!(
+                err.contains("deeper than the text encoder's 2 layers"),
+                "{err}"
+            );
+            let err = train(&["--method", "maple", "--prompt-depth", "2", "--n-ctx", "80"]);
+            assert!(err.contains("context length 77"), "{err}");
+            let err = train(&["--method", "coop", "--prompt-depth", "2"]);
+            assert!(
+                err.contains("--prompt-depth does not apply to --method coop"),
+                "{err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_inputs_are_clear_errors() {
     let dir = scratch("bad");

@@ -8,7 +8,8 @@
 //!   them;
 //! - `train_step` (feature `train-step`): the PyTorch reference's MoCoOp, CoOp, KgCoOp and ProGrad
 //!   steps and the check of one step against them, generic over the autodiff backend;
-//!   `cocoop_step` the same for CoCoOp's model.
+//!   `cocoop_step` the same for CoCoOp's model, `deep_step` for the deep-prompt methods' (VPT,
+//!   IVLP, MaPLe).
 
 pub mod reference;
 
@@ -24,5 +25,7 @@ pub fn serial_autodiff() -> MutexGuard<'static, ()> {
 }
 #[cfg(feature = "train-step")]
 pub mod cocoop_step;
+#[cfg(feature = "train-step")]
+pub mod deep_step;
 #[cfg(feature = "train-step")]
 pub mod train_step;

@@ -18,6 +18,9 @@
 //! 1e-5, learning rate 0.002 not scaled with the batch, no clipping): KgCoOp 100 epochs at batch
 //! 128 (`vit_b16_ep100_ctxv1`, λ_kg = 8), ProGrad 100 epochs at batch 32 (`rn50_ep100`, λ = 1,
 //! T = 1), each with its own hand-made prompt for the dataset (`hand_made`).
+//!
+//! VPT, IVLP and MaPLe use their official configurations on every dataset: 5 epochs (1 of warm-up
+//! at 1e-5) at batch size 4 and learning rate 0.0035 (VPT 0.0025), not scaled, no clipping.
 
 use crate::config::{LossConfig, Method, OptimConfig};
 use crate::hand_made::hand_made_template;
@@ -73,6 +76,9 @@ impl Recipe {
         if method == Method::Cocoop {
             return Self::cocoop();
         }
+        if let Some(recipe) = Self::deep(method) {
+            return recipe;
+        }
         let (epochs, warmup_epochs, batch_size, base_lr, lr_scaling) = if dataset == IMAGENET {
             (10, 1, 1, 0.002, LrScaling::None)
         } else {
@@ -112,6 +118,22 @@ impl Recipe {
     /// size 1.
     fn cocoop() -> Self {
         Self::official_schedule(10, 1, LossConfig::coop())
+    }
+
+    /// The official configurations of the deep-prompt methods on every dataset (MaPLe's
+    /// `vit_b16_c2_ep5_batch4_2ctx`, IVLP's `vit_b16_c2_ep5_batch4_2+2ctx`, VPT's
+    /// `vit_b16_c2_ep5_batch4_4`): 5 epochs at batch size 4, learning rate 0.0035 (VPT 0.0025), the
+    /// CoOp family's schedule otherwise; `None` for the other methods.
+    fn deep(method: Method) -> Option<Self> {
+        let base_lr = match method {
+            Method::Maple | Method::Ivlp => 0.0035,
+            Method::Vpt => 0.0025,
+            _ => return None,
+        };
+        Some(Self {
+            base_lr,
+            ..Self::official_schedule(5, 4, LossConfig::coop())
+        })
     }
 
     /// The schedule the CoOp family's official configurations share: `epochs` (1 of warm-up at
@@ -249,6 +271,22 @@ mod tests {
         // A dataset the tables do not name, a custom one, gets the common prompt.
         let custom = Recipe::for_run(Method::Kgcoop, "my_data");
         assert_eq!(custom.loss.hand_made.as_deref(), Some("a photo of a {}."));
+    }
+
+    #[test]
+    fn deep_prompt_methods_follow_their_official_configurations() {
+        for (method, lr) in [
+            (Method::Maple, 0.0035),
+            (Method::Ivlp, 0.0035),
+            (Method::Vpt, 0.0025),
+        ] {
+            for dataset in ["imagenet", "dtd"] {
+                let r = Recipe::for_run(method, dataset);
+                assert_eq!((r.epochs, r.warmup_epochs, r.batch_size), (5, 1, 4));
+                assert!(close(r.lr(32), lr) && r.clip_norm.is_none() && !r.ln_tuning);
+                assert_eq!(r.loss, LossConfig::coop());
+            }
+        }
     }
 
     #[test]

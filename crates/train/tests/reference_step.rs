@@ -1,4 +1,4 @@
-//! One MoCoOp, CoOp, CoCoOp, KgCoOp and ProGrad training step on the CPU against the PyTorch reference in
+//! One MoCoOp, CoOp, CoCoOp, KgCoOp, ProGrad, MaPLe, IVLP and VPT training step on the CPU against the PyTorch reference in
 //! `tests/fixtures/train_step.json` (written by `tests/fixtures/make_reference.py`): logits, router
 //! logits, gates, every loss term, the gradients of the contexts, router, text bias and image
 //! LayerNorms, and the parameters after two SGD steps (momentum, weight decay, global-norm
@@ -13,8 +13,10 @@ use burn::optim::SgdConfig;
 
 use mocoop_model::Precision;
 use mocoop_train::MocoopModel;
+use mocoop_train::config::Method;
 use mocoop_train::loss_scale::LossScale;
 
+use mocoop_test_support::deep_step::run_deep_case;
 use mocoop_test_support::train_step::{IN_RANGE, named_params, run_case, setup};
 
 type B = Autodiff<Flex>;
@@ -118,4 +120,22 @@ fn an_overflowing_f16_step_is_skipped_and_the_loss_scale_lowered() {
         model.state.steps, 2,
         "both steps are counted, the skipped one too"
     );
+}
+
+#[test]
+fn maple_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("maple", Method::Maple, &Default::default());
+}
+
+#[test]
+fn ivlp_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("ivlp", Method::Ivlp, &Default::default());
+}
+
+#[test]
+fn vpt_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("vpt", Method::Vpt, &Default::default());
 }

@@ -3,11 +3,14 @@
 //! registered here in [`fit`] (which model trains a run of it) and [`TrainedRun::load`] (how a
 //! finished run of it is read back). KgCoOp and ProGrad are CoOp's soft prompt with a term
 //! against the hand-made prompt (`LossConfig::kgcoop`, `LossConfig::prograd`), so they train and
-//! classify through the mixture's module; CoCoOp has a module of its own (`cocoop.rs`).
+//! classify through the mixture's module; CoCoOp has a module of its own (`cocoop.rs`), and so
+//! do the deep-prompt methods VPT, IVLP and MaPLe (`deep/`).
 
 pub mod cached;
 pub mod cocoop;
+pub mod deep;
 pub mod mixture;
+mod named;
 pub mod zero_shot;
 
 use std::collections::BTreeMap;
@@ -27,6 +30,7 @@ use crate::model::MocoopModel;
 use crate::trainer::{self, TrainOptions, TrainReport};
 use crate::{TrainError, run};
 use cocoop::{CocoopModel, CocoopRun};
+use deep::{DeepModel, DeepRun};
 use mixture::MixtureRun;
 use zero_shot::ZeroShotRun;
 
@@ -90,6 +94,7 @@ fn fit<B: AutodiffBackend>(
             trainer::fit::<B, MocoopModel<B>>(run, clip)
         }
         Method::Cocoop => trainer::fit::<B, CocoopModel<B>>(run, clip),
+        Method::Vpt | Method::Ivlp | Method::Maple => trainer::fit::<B, DeepModel<B>>(run, clip),
         Method::ZeroShot => {
             let clip = clip.with_precision(run.config.precision).valid();
             let learner = ZeroShotRun::new(&run.config, clip);
@@ -119,6 +124,11 @@ impl<B: Backend> TrainedRun<B> {
             Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd => {
                 Box::new(from_checkpoint(run_dir, &config, |t| {
                     MixtureRun::load(&config, clip, tokenizer, t, device)
+                })?)
+            }
+            Method::Vpt | Method::Ivlp | Method::Maple => {
+                Box::new(from_checkpoint(run_dir, &config, |t| {
+                    DeepRun::load(&config, clip, tokenizer, t, device)
                 })?)
             }
         };

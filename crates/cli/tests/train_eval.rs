@@ -351,23 +351,26 @@ fn vpt_ivlp_and_maple_learn_and_a_reloaded_run_evaluates_identically() {
         assert_eq!(config["deep"]["vision_depth"], 2, "{config}");
         evaluates_identically(&run, &out);
         if method == "maple" {
+            // Each in a directory of its own: a run whose model cannot be built leaves its
+            // directory behind.
             let root = dir.join("data");
-            let other = dir.join("other");
-            let train = |extra: &[&str]| {
+            let train = |out: &str, extra: &[&str]| {
+                let out = dir.join(out);
                 failure(mocoop(&train_args(
                     root.to_str().unwrap(),
-                    other.to_str().unwrap(),
+                    out.to_str().unwrap(),
                     extra,
                 )))
             };
-            let err = train(&["--method", "maple", "--prompt-depth", "3"]);
+            let err = train("deep", &["--method", "maple", "--prompt-depth", "3"]);
             assert!(
                 err.contains("deeper than the text encoder's 2 layers"),
                 "{err}"
             );
-            let err = train(&["--method", "maple", "--prompt-depth", "2", "--n-ctx", "80"]);
+            let long = ["--method", "maple", "--prompt-depth", "2", "--n-ctx", "80"];
+            let err = train("long", &long);
             assert!(err.contains("context length 77"), "{err}");
-            let err = train(&["--method", "coop", "--prompt-depth", "2"]);
+            let err = train("coop", &["--method", "coop", "--prompt-depth", "2"]);
             assert!(
                 err.contains("--prompt-depth does not apply to --method coop"),
                 "{err}"

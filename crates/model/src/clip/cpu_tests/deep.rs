@@ -76,7 +76,8 @@ fn deep_prompts_in_thread_parts_match_one_part() {
     let one = in_pool(1, prompted_features_and_grads);
     let three = in_pool(3, prompted_features_and_grads);
     for (k, (a, b)) in one.iter().zip(&three).enumerate() {
-        assert!(a.iter().any(|v| v.abs() > 1e-4), "output {k} is all zeros");
+        let largest = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(largest > 1e-6, "output {k} is all zeros");
         assert!(max_diff(a, b) < 1e-6, "output {k}: one part vs three");
     }
 }
@@ -91,7 +92,8 @@ fn half_precision_deep_prompts_follow_the_f32_fast_paths() {
     };
     let full = features(Precision::F32, &visual);
     let plain = features(Precision::F32, &[]);
-    assert!(max_diff(&full, &plain) > 1e-3, "the prompts change nothing");
+    let moved = max_diff(&full, &plain);
+    assert!(moved > 1e-4, "the prompts change nothing ({moved})");
     for (precision, tolerance) in [(Precision::F16, 5e-3), (Precision::Bf16, 4e-2)] {
         let half = features(precision, &visual);
         let diff = max_diff(&full, &half);

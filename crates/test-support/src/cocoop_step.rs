@@ -109,7 +109,7 @@ pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
 
     let (_, grads) = model.train_step(batch());
     let grads = grads.expect("a finite loss");
-    check_grads::<B, _>(&model, &grads, &case["grads"], "cocoop");
+    check_grads::<B, _>(&model, &grads, &case["grads"], "cocoop", 1.0, 1e-4);
 
     let weight_decay = cfg["weight_decay"].as_f64().unwrap() as f32;
     let mut optim = reference_sgd(weight_decay).init::<B, CocoopModel<B>>();
@@ -128,12 +128,15 @@ pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
     }
 }
 
-/// Every trainable tensor's gradient against the reference's (case `what`).
+/// Every trainable tensor's gradient (divided by the loss scale `grad_scale` it was computed
+/// at) against the reference's to `tolerance` (case `what`).
 pub(crate) fn check_grads<B: AutodiffBackend, M: PromptLearner<B>>(
     model: &M,
     grads: &GradientsParams,
     expected: &Value,
     what: &str,
+    grad_scale: f32,
+    tolerance: f32,
 ) {
     let expected = expected.as_object().unwrap();
     let ids = model.param_ids();
@@ -145,11 +148,12 @@ pub(crate) fn check_grads<B: AutodiffBackend, M: PromptLearner<B>>(
         } else {
             values(grads.get::<B::InnerBackend, 2>(id).expect("a gradient"))
         };
+        let got: Vec<f32> = got.iter().map(|g| g / grad_scale).collect();
         check(
             &got,
             &want.to_vec::<f32>().unwrap(),
             &format!("{what}: grad {name}"),
-            1e-4,
+            tolerance,
         );
     }
 }

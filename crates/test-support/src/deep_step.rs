@@ -10,18 +10,19 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::TrainStep;
 use serde_json::Value;
 
-use mocoop_model::Clip;
 use mocoop_model::prompt::{ExpertInit, MixtureConfig};
 use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
+use mocoop_model::{Clip, Precision};
 use mocoop_train::config::{DeepPromptConfig, LossConfig, Method, TrainConfig};
 use mocoop_train::methods::deep::DeepModel;
 use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner};
 
 use crate::cocoop_step::{check_grads, ours, tensors};
 use crate::train_step::{
-    check, fixture_batch, fixture_config, flat, read_fixture, reference_sgd, strings, values,
+    IN_RANGE, check, fixture_batch, fixture_config, flat, read_fixture, reference_sgd, strings,
+    tolerance, values,
 };
 
 /// The run configuration of a case: the fixture's method with its tokens and depths.
@@ -45,14 +46,25 @@ fn config(method: Method, cfg: &Value) -> TrainConfig {
     config
 }
 
-/// Runs case `name` (`maple`, `ivlp` or `vpt`) on `device` in f32 against the reference to 1e-4.
-pub fn run_deep_case<B: AutodiffBackend>(name: &str, method: Method, device: &B::Device) {
-    let check = |got: &[f32], expected: &[f32], what: &str| check(got, expected, what, 1e-4);
+/// Runs case `name` (`maple`, `ivlp` or `vpt`) on `device` with the encoders in `precision`
+/// against the f32 reference: to 1e-4 in f32, within the type's rounding in f16 (at a loss scale
+/// the fixture's gradients fit) and bf16.
+pub fn run_deep_case<B: AutodiffBackend>(
+    name: &str,
+    method: Method,
+    precision: Precision,
+    device: &B::Device,
+) {
+    let tol = tolerance(precision);
+    let check = |got: &[f32], expected: &[f32], what: &str| check(got, expected, what, tol);
     let fixture = read_fixture();
     let case = &fixture["cases"][name];
     let cfg = &case["settings"];
-    let config = config(method, cfg);
-    let clip = Clip::<B>::load(&config.weights, &LoadOptions::default(), device).unwrap();
+    let mut config = config(method, cfg);
+    config.precision = precision;
+    let clip = Clip::<B>::load(&config.weights, &LoadOptions::default(), device)
+        .unwrap()
+        .with_precision(precision);
     let groups = TemplateGroups::new("test", vec![vec!["a photo of a {}.".into()]]).unwrap();
     let model = DeepModel::build(LearnerSetup {
         config: &config,
@@ -78,6 +90,9 @@ pub fn run_deep_case<B: AutodiffBackend>(name: &str, method: Method, device: &B:
         saved.insert("ctx.0".into(), ours("ctx.0", ctx));
     }
     let mut model = model.load_tensors(&mut saved, device).unwrap();
+    if precision.needs_loss_scaling() {
+        model.state.loss_scale = Some(IN_RANGE);
+    }
     assert!(
         saved.is_empty(),
         "{name}: tensors left over {:?}",
@@ -98,7 +113,8 @@ pub fn run_deep_case<B: AutodiffBackend>(name: &str, method: Method, device: &B:
 
     let (_, grads) = model.train_step(batch());
     let grads = grads.expect("a finite loss");
-    check_grads::<B, _>(&model, &grads, &case["grads"], name);
+    let grad_scale = model.state.loss_scale.map_or(1.0, |s| s.scale);
+    check_grads::<B, _>(&model, &grads, &case["grads"], name, grad_scale, tol);
 
     let weight_decay = cfg["weight_decay"].as_f64().unwrap() as f32;
     let mut optim = reference_sgd(weight_decay).init::<B, DeepModel<B>>();

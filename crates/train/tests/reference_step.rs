@@ -125,17 +125,29 @@ fn an_overflowing_f16_step_is_skipped_and_the_loss_scale_lowered() {
 #[test]
 fn maple_step_matches_pytorch() {
     let _serial = mocoop_test_support::serial_autodiff();
-    run_deep_case::<B>("maple", Method::Maple, &Default::default());
+    run_deep_case::<B>("maple", Method::Maple, Precision::F32, &Default::default());
 }
 
 #[test]
 fn ivlp_step_matches_pytorch() {
     let _serial = mocoop_test_support::serial_autodiff();
-    run_deep_case::<B>("ivlp", Method::Ivlp, &Default::default());
+    run_deep_case::<B>("ivlp", Method::Ivlp, Precision::F32, &Default::default());
 }
 
 #[test]
 fn vpt_step_matches_pytorch() {
     let _serial = mocoop_test_support::serial_autodiff();
-    run_deep_case::<B>("vpt", Method::Vpt, &Default::default());
+    run_deep_case::<B>("vpt", Method::Vpt, Precision::F32, &Default::default());
+}
+
+#[test]
+fn maple_step_in_f16_with_loss_scaling_stays_near_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("maple", Method::Maple, Precision::F16, &Default::default());
+}
+
+#[test]
+fn ivlp_step_in_bf16_stays_near_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("ivlp", Method::Ivlp, Precision::Bf16, &Default::default());
 }

@@ -2,7 +2,7 @@
 //! (DTD's folder and split file) of generated images whose class is their colour, `mocoop train`
 //! with the tiny random CLIP of the fixtures, then `mocoop eval` on the saved run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -49,6 +49,55 @@ fn train_ten_epochs(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Value, Str
     ));
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (dir, run, ok(output), stderr)
+}
+
+/// `classify --prompts` with the run in `run_s` (dataset under `root`) uses the trained prompts
+/// (and LayerNorms, tokens inside the encoders): the same correct count on the test images as
+/// the run's evaluation `trained`.
+fn classify_agrees_with_eval(dir: &Path, root: &Path, run_s: &str, trained: &Value) {
+    let names = dir.join("names.txt");
+    let classnames: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
+    std::fs::write(&names, classnames.join("\n")).unwrap();
+    let classes = format!("@{}", names.display());
+    let w = weights();
+    let mut args = vec![
+        "classify".to_string(),
+        "--weights".into(),
+        w.display().to_string(),
+        "--prompts".into(),
+        run_s.into(),
+        "--classes".into(),
+        classes,
+        "--json".into(),
+        "--top-k".into(),
+        "1".into(),
+    ];
+    let mut truth = Vec::new();
+    for (label, _) in CLASSES.iter().enumerate() {
+        for i in 10..16 {
+            let image = root.join(format!("dtd/images/class{label}/{i}.bmp"));
+            args.push(image.display().to_string());
+            truth.push(classnames[label]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = mocoop(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let predictions: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(predictions.len(), truth.len());
+    let correct = predictions
+        .iter()
+        .zip(&truth)
+        .filter(|(p, t)| p["predictions"][0]["class"] == **t)
+        .count();
+    assert_eq!(correct as u64, trained["correct"].as_u64().unwrap());
 }
 
 #[test]
@@ -126,51 +175,7 @@ fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
     );
     assert!(run.join("eval-dtd-all.json").is_file());
 
-    // `classify --prompts` uses the trained prompts (and LayerNorms): same correct count on the
-    // test images as the evaluation.
-    let names = dir.join("names.txt");
-    let classnames: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
-    std::fs::write(&names, classnames.join("\n")).unwrap();
-    let classes = format!("@{}", names.display());
-    let w = weights();
-    let mut args = vec![
-        "classify".to_string(),
-        "--weights".into(),
-        w.display().to_string(),
-        "--prompts".into(),
-        run_s.into(),
-        "--classes".into(),
-        classes,
-        "--json".into(),
-        "--top-k".into(),
-        "1".into(),
-    ];
-    let mut truth = Vec::new();
-    for (label, _) in CLASSES.iter().enumerate() {
-        for i in 10..16 {
-            let image = root.join(format!("dtd/images/class{label}/{i}.bmp"));
-            args.push(image.display().to_string());
-            truth.push(classnames[label]);
-        }
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = mocoop(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let predictions: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(predictions.len(), truth.len());
-    let correct = predictions
-        .iter()
-        .zip(&truth)
-        .filter(|(p, t)| p["predictions"][0]["class"] == **t)
-        .count();
-    assert_eq!(correct as u64, trained["correct"].as_u64().unwrap());
+    classify_agrees_with_eval(&dir, &root, run_s, trained);
 
     // A run of another method is refused, both ways.
     let err = failure(mocoop(&["eval", "--run", run_s, "--method", "coop"]));
@@ -350,6 +355,7 @@ fn vpt_ivlp_and_maple_learn_and_a_reloaded_run_evaluates_identically() {
                 .unwrap();
         assert_eq!(config["deep"]["vision_depth"], 2, "{config}");
         evaluates_identically(&run, &out);
+        classify_agrees_with_eval(&dir, &dir.join("data"), run.to_str().unwrap(), trained);
         if method == "maple" {
             // Each in a directory of its own: a run whose model cannot be built leaves its
             // directory behind.

@@ -682,6 +682,41 @@ mod tests {
     }
 
     #[test]
+    fn deep_prompt_methods_take_their_official_prompts_and_the_depth_and_length_flags() {
+        let deep = |args: &[&str], given: &[&str]| {
+            let mut flags = Flags::try_parse_from([&["train"], args].concat())
+                .unwrap()
+                .flags;
+            flags.given = given.iter().map(|g| g.to_string()).collect();
+            flags.deep()
+        };
+        let maple = deep(&["--method", "maple"], &[]).unwrap();
+        assert_eq!(maple, DeepPromptConfig::official(Method::Maple).unwrap());
+        assert_eq!(
+            (maple.text_ctx, maple.text_depth, maple.coupled),
+            (2, 9, true)
+        );
+        let args = ["--method", "maple", "--prompt-depth", "3", "--n-ctx", "4"];
+        let maple = deep(&args, &["prompt_depth", "n_ctx"]).unwrap();
+        assert_eq!(
+            (
+                maple.text_ctx,
+                maple.text_depth,
+                maple.vision_ctx,
+                maple.vision_depth
+            ),
+            (4, 3, 4, 3)
+        );
+        // VPT learns no language tokens, whatever the flags.
+        let vpt = deep(&["--method", "vpt", "--n-ctx", "5"], &["n_ctx"]).unwrap();
+        assert_eq!((vpt.text_ctx, vpt.text_depth, vpt.vision_ctx), (0, 0, 5));
+        assert_eq!(deep(&["--method", "coop"], &[]), None);
+        let c = config("dtd", &["--method", "ivlp"]);
+        assert_eq!((c.data.batch_size, c.optim.epochs), (4, 5));
+        assert!(close(c.optim.lr, 0.0035) && !c.ln_tuning);
+    }
+
+    #[test]
     fn the_learning_rate_follows_the_batch_size_as_the_recipe_says() {
         let lr = |dataset, args: &[&str]| config(dataset, args).optim.lr;
         assert!(close(lr("dtd", &["--batch-size", "8"]), 0.008));

@@ -15,8 +15,9 @@ use mocoop_model::Precision;
 use mocoop_model::prompt::{ContextCount, ExpertInit, LayoutOptions, MixtureConfig};
 use mocoop_model::weights::LoadOptions;
 use mocoop_train::config::{
-    DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, OptimConfig,
-    ProGradConfig, ProjectionScope, Setting, TextClasses, TrainConfig, ZeroShotPrompts,
+    DataConfig, DeepPromptConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method,
+    OptimConfig, ProGradConfig, ProjectionScope, Setting, TextClasses, TrainConfig,
+    ZeroShotPrompts,
 };
 use mocoop_train::inputs::template_groups_from;
 use mocoop_train::recipe::{LrScaling, OfficialBehaviours, Recipe, RecipeName};
@@ -106,6 +107,7 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
     const TEXT_LOSS: &[Method] = &[Mocoop, Lasp];
     const SOFT: &[Method] = &[Coop, Cocoop, Kgcoop, Prograd, Lasp];
     const SHARED: &[Method] = &[Mocoop, Coop, Kgcoop, Prograd, Lasp];
+    const DEEP: &[Method] = &[Vpt, Ivlp, Maple];
     &[
         ("top_k", MIXTURE),
         ("renormalize", MIXTURE),
@@ -125,7 +127,7 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("groups", &[Mocoop, ZeroShot, Lasp]),
         ("ctx_init", SOFT),
         ("ctx_template", SOFT),
-        ("n_ctx", SOFT),
+        ("n_ctx", &[Coop, Cocoop, Kgcoop, Prograd, Lasp, Vpt, Ivlp, Maple]),
         ("ctx_std", SOFT),
         ("text_bias", SHARED),
         ("lambda_kd", SHARED),
@@ -136,6 +138,8 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("prograd_temperature", &[Prograd]),
         ("prograd_scope", &[Prograd]),
         ("zero_shot_template", &[ZeroShot]),
+        // Deep prompts (VPT, IVLP, MaPLe); --n-ctx sets their tokens.
+        ("prompt_depth", DEEP),
     ]
 };
 
@@ -190,7 +194,8 @@ pub struct TrainFlags {
     /// photo of a {}."; prograd: its hand-made prompt, as its official code does].
     #[arg(long, value_name = "TEMPLATE")]
     ctx_template: Option<String>,
-    /// Number of random CoOp context vectors.
+    /// Number of random CoOp context vectors; for vpt, ivlp and maple, the prompt tokens of each
+    /// tower that learns them [default: their official configurations: maple 2, ivlp 2 + 2, vpt 8].
     #[arg(long, default_value_t = 4)]
     n_ctx: usize,
     /// Std of random context vectors.
@@ -212,6 +217,12 @@ pub struct TrainFlags {
     /// Zero-shot CLIP with one template instead of the ensemble of the dataset's templates.
     #[arg(long, value_name = "TEMPLATE")]
     zero_shot_template: Option<String>,
+
+    // ---- deep prompts (vpt, ivlp, maple)
+    /// Layers of each encoder whose prompt positions hold learned tokens [default: maple 9, ivlp
+    /// and vpt 12].
+    #[arg(long, value_name = "J")]
+    prompt_depth: Option<usize>,
 
     // ---- losses
     /// Weight of the text-level loss: mocoop's grouped one, lasp's against every template
@@ -526,6 +537,13 @@ impl TrainFlags {
                     ..MixtureConfig::coop(init, run.seed)
                 }
             }
+            // Their prompts are `TrainConfig::deep`; the mixture entry is CoOp's default, unused.
+            Method::Vpt | Method::Ivlp | Method::Maple => MixtureConfig::coop(
+                ExpertInit::Template {
+                    template: "a photo of a {}.".into(),
+                },
+                run.seed,
+            ),
         };
         mixture.renormalize = self.renormalize;
         if self.method == Method::Mocoop {
@@ -535,6 +553,17 @@ impl TrainFlags {
             mixture.text_bias = bias;
         }
         Ok(mixture)
+    }
+
+    /// The deep prompts of a VPT, IVLP or MaPLe run: the official configuration with
+    /// `--prompt-depth` and `--n-ctx` where given.
+    fn deep(&self) -> Option<DeepPromptConfig> {
+        let n_ctx = self
+            .given
+            .iter()
+            .any(|g| g == "n_ctx")
+            .then_some(self.n_ctx);
+        DeepPromptConfig::official(self.method).map(|d| d.with(self.prompt_depth, n_ctx))
     }
 
     /// The run configuration these flags describe for one dataset and seed.
@@ -577,6 +606,7 @@ impl TrainFlags {
                 None => ZeroShotPrompts::Ensemble,
             },
             cached_views: self.cached_views,
+            deep: self.deep(),
         };
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
@@ -751,6 +781,41 @@ mod tests {
         let c = config("dtd", &["--method", "lasp", "--text-tau", "0.5"]);
         assert_eq!(c.loss.text_tau, 0.5);
         assert_eq!(config("dtd", &[]).loss.text_tau, 1.0);
+    }
+
+    #[test]
+    fn deep_prompt_methods_take_their_official_prompts_and_the_depth_and_length_flags() {
+        let deep = |args: &[&str], given: &[&str]| {
+            let mut flags = Flags::try_parse_from([&["train"], args].concat())
+                .unwrap()
+                .flags;
+            flags.given = given.iter().map(|g| g.to_string()).collect();
+            flags.deep()
+        };
+        let maple = deep(&["--method", "maple"], &[]).unwrap();
+        assert_eq!(maple, DeepPromptConfig::official(Method::Maple).unwrap());
+        assert_eq!(
+            (maple.text_ctx, maple.text_depth, maple.coupled),
+            (2, 9, true)
+        );
+        let args = ["--method", "maple", "--prompt-depth", "3", "--n-ctx", "4"];
+        let maple = deep(&args, &["prompt_depth", "n_ctx"]).unwrap();
+        assert_eq!(
+            (
+                maple.text_ctx,
+                maple.text_depth,
+                maple.vision_ctx,
+                maple.vision_depth
+            ),
+            (4, 3, 4, 3)
+        );
+        // VPT learns no language tokens, whatever the flags.
+        let vpt = deep(&["--method", "vpt", "--n-ctx", "5"], &["n_ctx"]).unwrap();
+        assert_eq!((vpt.text_ctx, vpt.text_depth, vpt.vision_ctx), (0, 0, 5));
+        assert_eq!(deep(&["--method", "coop"], &[]), None);
+        let c = config("dtd", &["--method", "ivlp"]);
+        assert_eq!((c.data.batch_size, c.optim.epochs), (4, 5));
+        assert!(close(c.optim.lr, 0.0035) && !c.ln_tuning);
     }
 
     #[test]

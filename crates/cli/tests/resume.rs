@@ -239,3 +239,21 @@ fn cocoop_kgcoop_prograd_and_lasp_runs_resume_bit_identically() {
         assert_same_run(&reference, &run);
     }
 }
+
+/// MaPLe learns tokens inside both encoders and the couplings between them: an interrupted run
+/// resumes to the uninterrupted run's tensors, logs and results, bit for bit.
+#[test]
+fn maple_run_resumes_bit_identically() {
+    let flags = ["--method", "maple", "--prompt-depth", "2", "--lr", "0.02"];
+    let dir = scratch("resume-maple");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+    let (reference, _) = uninterrupted_with(&dir, root_s, &flags);
+    let run = dir.join("interrupted");
+    let run_s = run.to_str().unwrap();
+    let output = interrupt_in_epoch_3(spawn(&run_args_with(root_s, run_s, &flags)), &run);
+    assert_eq!(output.status.code(), Some(130));
+    ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
+    assert_same_run(&reference, &run);
+}

@@ -51,9 +51,10 @@ fn train_ten_epochs(name: &str, extra: &[&str]) -> (PathBuf, PathBuf, Value, Str
     (dir, run, ok(output), stderr)
 }
 
-/// The test images `mocoop classify --prompts RUN` classifies correctly (top-1), over the
-/// classes of the miniature dataset in `root`, its class names listed in a file in `dir`.
-fn classify_correct(dir: &Path, root: &Path, run: &Path) -> Value {
+/// `classify --prompts` with the run in `run_s` (dataset under `root`) uses the trained prompts
+/// (and LayerNorms, tokens inside the encoders): the same correct count on the test images as
+/// the run's evaluation `trained`.
+fn classify_agrees_with_eval(dir: &Path, root: &Path, run_s: &str, trained: &Value) {
     let names = dir.join("names.txt");
     let classnames: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
     std::fs::write(&names, classnames.join("\n")).unwrap();
@@ -64,7 +65,7 @@ fn classify_correct(dir: &Path, root: &Path, run: &Path) -> Value {
         "--weights".into(),
         w.display().to_string(),
         "--prompts".into(),
-        run.display().to_string(),
+        run_s.into(),
         "--classes".into(),
         classes,
         "--json".into(),
@@ -96,7 +97,7 @@ fn classify_correct(dir: &Path, root: &Path, run: &Path) -> Value {
         .zip(&truth)
         .filter(|(p, t)| p["predictions"][0]["class"] == **t)
         .count();
-    Value::from(correct as u64)
+    assert_eq!(correct as u64, trained["correct"].as_u64().unwrap());
 }
 
 #[test]
@@ -174,12 +175,7 @@ fn mocoop_learns_and_a_reloaded_run_evaluates_identically() {
     );
     assert!(run.join("eval-dtd-all.json").is_file());
 
-    // `classify --prompts` uses the trained prompts (and LayerNorms): same correct count on the
-    // test images as the evaluation.
-    assert_eq!(
-        &classify_correct(&dir, &root, &run),
-        present(trained, "correct")
-    );
+    classify_agrees_with_eval(&dir, &root, run_s, trained);
 
     // A run of another method is refused, both ways.
     let err = failure(mocoop(&["eval", "--run", run_s, "--method", "coop"]));
@@ -352,10 +348,7 @@ fn lasp_learns_and_a_reloaded_run_evaluates_and_classifies_identically() {
     assert_eq!(config["loss"]["text_target"], "templates", "{config}");
     evaluates_identically(&run, &out);
     let root = dir.join("data");
-    assert_eq!(
-        &classify_correct(&dir, &root, &run),
-        present(trained, "correct")
-    );
+    classify_agrees_with_eval(&dir, &root, run.to_str().unwrap(), trained);
     let other = dir.join("other");
     let err = failure(mocoop(&train_args(
         root.to_str().unwrap(),
@@ -366,6 +359,80 @@ fn lasp_learns_and_a_reloaded_run_evaluates_and_classifies_identically() {
         err.contains("--top-k does not apply to --method lasp"),
         "{err}"
     );
+}
+
+/// VPT (visual tokens only), IVLP (tokens on both towers) and MaPLe (language tokens coupled into
+/// the image encoder), two layers deep on the fixture's two-layer towers: the loss falls, test
+/// accuracy is far above chance (25%), only the learned tokens (and MaPLe's couplings) are saved,
+/// and the reloaded run evaluates identically. A depth past the encoders' layers, a prompt past
+/// the context length and --prompt-depth on another method are clear errors.
+#[test]
+fn vpt_ivlp_and_maple_learn_and_a_reloaded_run_evaluates_identically() {
+    let cases: [(&str, &[&str]); 3] = [
+        ("vpt", &["vision.0", "vision.1"]),
+        ("ivlp", &["ctx.0", "text_deep.1", "vision.0", "vision.1"]),
+        (
+            "maple",
+            &[
+                "coupling.0.bias",
+                "coupling.0.weight",
+                "coupling.1.bias",
+                "coupling.1.weight",
+                "ctx.0",
+                "text_deep.1",
+            ],
+        ),
+    ];
+    for (method, saved_names) in cases {
+        let flags = ["--method", method, "--prompt-depth", "2", "--lr", "0.02"];
+        let (dir, run, out, _) = train_ten_epochs(method, &flags);
+        let epochs = metrics(&run);
+        let (first, last) = (&epochs[0]["means"], &epochs[9]["means"]);
+        assert!(
+            number(last, "ce") < number(first, "ce"),
+            "{method}: {first} -> {last}"
+        );
+        let trained = split(&out["results"], "all");
+        assert!(number(trained, "accuracy") >= 50.0, "{method}: {trained}");
+        let saved = mocoop_train::checkpoint::read(&run.join("checkpoint.safetensors")).unwrap();
+        assert_eq!(
+            saved.tensors.keys().collect::<Vec<_>>(),
+            saved_names,
+            "{method}"
+        );
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["deep"]["vision_depth"], 2, "{config}");
+        evaluates_identically(&run, &out);
+        classify_agrees_with_eval(&dir, &dir.join("data"), run.to_str().unwrap(), trained);
+        if method == "maple" {
+            // Each in a directory of its own: a run whose model cannot be built leaves its
+            // directory behind.
+            let root = dir.join("data");
+            let train = |out: &str, extra: &[&str]| {
+                let out = dir.join(out);
+                failure(mocoop(&train_args(
+                    root.to_str().unwrap(),
+                    out.to_str().unwrap(),
+                    extra,
+                )))
+            };
+            let err = train("deep", &["--method", "maple", "--prompt-depth", "3"]);
+            assert!(
+                err.contains("deeper than the text encoder's 2 layers"),
+                "{err}"
+            );
+            let long = ["--method", "maple", "--prompt-depth", "2", "--n-ctx", "80"];
+            let err = train("long", &long);
+            assert!(err.contains("context length 77"), "{err}");
+            let err = train("coop", &["--method", "coop", "--prompt-depth", "2"]);
+            assert!(
+                err.contains("--prompt-depth does not apply to --method coop"),
+                "{err}"
+            );
+        }
+    }
 }
 
 #[test]

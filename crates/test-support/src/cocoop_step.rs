@@ -24,7 +24,7 @@ use crate::train_step::{
 };
 
 /// A reference tensor in this project's layout: PyTorch's `[out, in]` linear weights transposed.
-fn ours(name: &str, value: &Value) -> TensorData {
+pub(crate) fn ours(name: &str, value: &Value) -> TensorData {
     let (data, dims) = (flat(value), shape(value));
     if name.ends_with(".weight") {
         let (rows, cols) = (dims[0], dims[1]);
@@ -45,7 +45,9 @@ fn config(cfg: &Value) -> TrainConfig {
 }
 
 /// The tensors of `model` by checkpoint name, as f32.
-fn tensors<B: AutodiffBackend>(model: &CocoopModel<B>) -> BTreeMap<String, Vec<f32>> {
+pub(crate) fn tensors<B: AutodiffBackend, M: PromptLearner<B>>(
+    model: &M,
+) -> BTreeMap<String, Vec<f32>> {
     PromptLearner::tensors(model)
         .into_iter()
         .map(|(name, data)| (name, data.convert::<f32>().to_vec::<f32>().unwrap()))
@@ -76,7 +78,7 @@ pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
     // reference's draws.
     let ctx = &case["ctx_init"]["ctx.0"];
     check(
-        &tensors(&model)["ctx.0"],
+        &tensors::<B, _>(&model)["ctx.0"],
         &flat(ctx),
         "cocoop: initial ctx.0",
     );
@@ -107,7 +109,7 @@ pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
 
     let (_, grads) = model.train_step(batch());
     let grads = grads.expect("a finite loss");
-    check_grads(&model, &grads, &case["grads"]);
+    check_grads::<B, _>(&model, &grads, &case["grads"], "cocoop", 1.0, 1e-4);
 
     let weight_decay = cfg["weight_decay"].as_f64().unwrap() as f32;
     let mut optim = reference_sgd(weight_decay).init::<B, CocoopModel<B>>();
@@ -115,7 +117,7 @@ pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
     model = TrainStep::optimize(model, &mut optim, lr, grads);
     let (_, grads) = model.train_step(batch());
     model = TrainStep::optimize(model, &mut optim, lr, grads.unwrap());
-    let after = tensors(&model);
+    let after = tensors::<B, _>(&model);
     for (name, value) in case["after_2_steps"].as_object().unwrap() {
         let expected = ours(name, value).to_vec::<f32>().unwrap();
         check(
@@ -126,15 +128,19 @@ pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
     }
 }
 
-/// Every trainable tensor's gradient against the reference's.
-fn check_grads<B: AutodiffBackend>(
-    model: &CocoopModel<B>,
+/// Every trainable tensor's gradient (divided by the loss scale `grad_scale` it was computed
+/// at) against the reference's to `tolerance` (case `what`).
+pub(crate) fn check_grads<B: AutodiffBackend, M: PromptLearner<B>>(
+    model: &M,
     grads: &GradientsParams,
     expected: &Value,
+    what: &str,
+    grad_scale: f32,
+    tolerance: f32,
 ) {
     let expected = expected.as_object().unwrap();
     let ids = model.param_ids();
-    assert_eq!(ids.len(), expected.len(), "cocoop: trainable tensors");
+    assert_eq!(ids.len(), expected.len(), "{what}: trainable tensors");
     for (name, id) in ids {
         let want = ours(&name, &expected[&name]);
         let got = if want.shape.len() == 1 {
@@ -142,11 +148,12 @@ fn check_grads<B: AutodiffBackend>(
         } else {
             values(grads.get::<B::InnerBackend, 2>(id).expect("a gradient"))
         };
+        let got: Vec<f32> = got.iter().map(|g| g / grad_scale).collect();
         check(
             &got,
             &want.to_vec::<f32>().unwrap(),
-            &format!("cocoop: grad {name}"),
-            1e-4,
+            &format!("{what}: grad {name}"),
+            tolerance,
         );
     }
 }

@@ -8,8 +8,9 @@
 //!   them;
 //! - `train_step` (feature `train-step`): the PyTorch reference's MoCoOp, CoOp, KgCoOp and ProGrad
 //!   steps and the check of one step against them, generic over the autodiff backend;
-//!   `cocoop_step` the same for CoCoOp's model; `official_step` the official MoCoOp code's step
-//!   and the check of a `--recipe official` step against it.
+//!   `cocoop_step` the same for CoCoOp's model, `deep_step` for the deep-prompt methods' (VPT,
+//!   IVLP, MaPLe); `official_step` the official MoCoOp code's step and the check of a
+//!   `--recipe official` step against it.
 
 pub mod reference;
 
@@ -26,6 +27,7 @@ pub fn serial_autodiff() -> MutexGuard<'static, ()> {
 #[cfg(feature = "train-step")]
 pub mod cocoop_step;
 #[cfg(feature = "train-step")]
+pub mod deep_step;
 pub mod official_step;
 #[cfg(feature = "train-step")]
 pub mod train_step;

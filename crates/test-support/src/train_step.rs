@@ -21,8 +21,8 @@ use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
 use mocoop_train::config::{
-    DataConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method, ProGradConfig,
-    ProjectionScope, Setting, TextClasses, TextTarget, TrainConfig, ZeroShotPrompts,
+    DataConfig, DeepPromptConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method,
+    ProGradConfig, ProjectionScope, Setting, TextClasses, TextTarget, TrainConfig, ZeroShotPrompts,
 };
 use mocoop_train::loss_scale::LossScale;
 use mocoop_train::model::visual_ln_params;
@@ -203,6 +203,7 @@ pub fn fixture_config(
         validate: false,
         zero_shot: ZeroShotPrompts::Ensemble,
         cached_views: 0,
+        deep: DeepPromptConfig::official(method),
     }
 }
 

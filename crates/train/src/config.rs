@@ -30,6 +30,12 @@ pub enum Method {
     /// No training: CLIP with hand-written prompts.
     #[value(alias = "zero_shot", alias = "zeroshot", alias = "zs")]
     ZeroShot,
+    /// Deep visual prompts, the text side the frozen hand-made prompt (Jia et al.'s VPT-deep).
+    Vpt,
+    /// Independent deep vision and language prompts (Khattak et al.'s IVLP).
+    Ivlp,
+    /// Deep language prompts coupled into the image encoder (Khattak et al.'s MaPLe).
+    Maple,
 }
 
 impl std::fmt::Display for Method {
@@ -42,6 +48,9 @@ impl std::fmt::Display for Method {
             Self::Prograd => "prograd",
             Self::Lasp => "lasp",
             Self::ZeroShot => "zero-shot",
+            Self::Vpt => "vpt",
+            Self::Ivlp => "ivlp",
+            Self::Maple => "maple",
         })
     }
 }
@@ -403,6 +412,9 @@ pub struct TrainConfig {
     /// its images).
     #[serde(default)]
     pub cached_views: usize,
+    /// The deep prompts of VPT, IVLP and MaPLe (`None` for the other methods).
+    #[serde(default)]
+    pub deep: Option<DeepPromptConfig>,
 }
 
 impl OptimConfig {
@@ -493,12 +505,103 @@ impl TrainConfig {
                 );
             }
         }
+        if let Some(deep) = &self.deep {
+            deep.validate()?;
+        }
         if self.cached_views > 0 && self.ln_tuning {
             return Err(
                 "--cached-views needs --ln-tuning false: with tuned LayerNorms the image features \
                  change every step"
                     .into(),
             );
+        }
+        Ok(())
+    }
+}
+
+/// Deep prompts on the two towers (VPT-deep, IVLP, MaPLe): how many tokens each encoder learns and
+/// through how many of its layers. A depth `J` puts learned tokens in the input of layers
+/// `0..J`: the input's own at layer 0, and before each of layers `1..J` new ones in their place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeepPromptConfig {
+    /// Language context tokens right after SOT (0: the text side is the frozen hand-made prompt
+    /// `"{ctx_init} {}."`, as VPT's).
+    pub text_ctx: usize,
+    /// Text layers whose context positions hold learned tokens.
+    pub text_depth: usize,
+    /// Visual tokens appended to the image sequence (MaPLe: as many as `text_ctx`).
+    pub vision_ctx: usize,
+    /// Image layers whose prompt positions hold learned tokens (MaPLe: `text_depth`).
+    pub vision_depth: usize,
+    /// Whether the visual tokens of each depth are a linear layer (text width → vision width, one
+    /// per depth) of the language tokens of that depth (MaPLe), not tokens of their own.
+    pub coupled: bool,
+    /// The words the language context starts from: its first `text_ctx` tokens learn, the rest stay
+    /// fixed before the class name (random `N(0, 0.02²)` tokens when it has fewer than
+    /// `text_ctx`).
+    pub ctx_init: String,
+}
+
+impl DeepPromptConfig {
+    /// The official configuration of `method` (`None` for a method without deep prompts): MaPLe
+    /// 2 coupled tokens to depth 9 (`vit_b16_c2_ep5_batch4_2ctx`), IVLP 2 + 2 tokens to depth 12
+    /// (`vit_b16_c2_ep5_batch4_2+2ctx`), VPT 8 visual tokens to depth 12
+    /// (`vit_b16_c2_ep5_batch4_4`), each from `"a photo of a"`.
+    pub fn official(method: Method) -> Option<Self> {
+        let (text_ctx, text_depth, vision_ctx, vision_depth, coupled) = match method {
+            Method::Maple => (2, 9, 2, 9, true),
+            Method::Ivlp => (2, 12, 2, 12, false),
+            Method::Vpt => (0, 0, 8, 12, false),
+            _ => return None,
+        };
+        Some(Self {
+            text_ctx,
+            text_depth,
+            vision_ctx,
+            vision_depth,
+            coupled,
+            ctx_init: "a photo of a".into(),
+        })
+    }
+
+    /// The same prompts with `depth` on both towers (and, for a coupled or vision-only run,
+    /// `n_ctx` tokens on every tower that learns them): what `--prompt-depth` and `--n-ctx` set.
+    pub fn with(mut self, depth: Option<usize>, n_ctx: Option<usize>) -> Self {
+        if let Some(depth) = depth {
+            self.vision_depth = depth;
+            if self.text_ctx > 0 {
+                self.text_depth = depth;
+            }
+        }
+        if let Some(n) = n_ctx {
+            self.vision_ctx = n;
+            if self.text_ctx > 0 {
+                self.text_ctx = n;
+            }
+        }
+        self
+    }
+
+    /// Checks what does not depend on the encoders (their depths are checked when the method is
+    /// built).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vision_ctx == 0 || self.vision_depth == 0 {
+            return Err("deep prompts need --n-ctx and --prompt-depth of at least 1".into());
+        }
+        if (self.text_ctx == 0) != (self.text_depth == 0) {
+            return Err(format!(
+                "language prompts need both a length and a depth (got {} tokens, depth {})",
+                self.text_ctx, self.text_depth
+            ));
+        }
+        if self.coupled
+            && (self.text_ctx != self.vision_ctx || self.text_depth != self.vision_depth)
+        {
+            return Err(format!(
+                "MaPLe couples each visual token to a language token: the towers need the same \
+                 tokens and depth (got {}/{} language, {}/{} vision)",
+                self.text_ctx, self.text_depth, self.vision_ctx, self.vision_depth
+            ));
         }
         Ok(())
     }

@@ -29,6 +29,9 @@
 //! base-to-new configuration that parses (`vit_b16_c4_ep25_batch32_cls_t2t_5_wcl_25_g1_b_lr32`:
 //! 25 epochs, 3 of warm-up, learning rate 0.032 at any batch size; ImageNet's as above) and the
 //! behaviours of [`OfficialBehaviours`], each also a flag of its own.
+//!
+//! VPT, IVLP and MaPLe use their official configurations on every dataset: 5 epochs (1 of warm-up
+//! at 1e-5) at batch size 4 and learning rate 0.0035 (VPT 0.0025), not scaled, no clipping.
 
 use mocoop_model::prompt::{ContextCount, LayoutOptions};
 
@@ -162,6 +165,9 @@ impl Recipe {
         if method == Method::Lasp {
             return Self::lasp();
         }
+        if let Some(recipe) = Self::deep(method) {
+            return recipe;
+        }
         let (epochs, warmup_epochs, batch_size, base_lr, lr_scaling) = if dataset == IMAGENET {
             (10, 1, 1, 0.002, LrScaling::None)
         } else {
@@ -212,6 +218,22 @@ impl Recipe {
             ln_tuning: true,
             ..Self::official_schedule(25, 32, LossConfig::lasp())
         }
+    }
+
+    /// The official configurations of the deep-prompt methods on every dataset (MaPLe's
+    /// `vit_b16_c2_ep5_batch4_2ctx`, IVLP's `vit_b16_c2_ep5_batch4_2+2ctx`, VPT's
+    /// `vit_b16_c2_ep5_batch4_4`): 5 epochs at batch size 4, learning rate 0.0035 (VPT 0.0025), the
+    /// CoOp family's schedule otherwise; `None` for the other methods.
+    fn deep(method: Method) -> Option<Self> {
+        let base_lr = match method {
+            Method::Maple | Method::Ivlp => 0.0035,
+            Method::Vpt => 0.0025,
+            _ => return None,
+        };
+        Some(Self {
+            base_lr,
+            ..Self::official_schedule(5, 4, LossConfig::coop())
+        })
     }
 
     /// The schedule the CoOp family's official configurations share: `epochs` (1 of warm-up at
@@ -383,6 +405,22 @@ mod tests {
         assert_eq!(clean.official, OfficialBehaviours::default());
         let err = Recipe::named(RecipeName::Official, Method::Coop, "dtd").unwrap_err();
         assert!(err.contains("--method mocoop"), "{err}");
+    }
+
+    #[test]
+    fn deep_prompt_methods_follow_their_official_configurations() {
+        for (method, lr) in [
+            (Method::Maple, 0.0035),
+            (Method::Ivlp, 0.0035),
+            (Method::Vpt, 0.0025),
+        ] {
+            for dataset in ["imagenet", "dtd"] {
+                let r = Recipe::for_run(method, dataset);
+                assert_eq!((r.epochs, r.warmup_epochs, r.batch_size), (5, 1, 4));
+                assert!(close(r.lr(32), lr) && r.clip_norm.is_none() && !r.ln_tuning);
+                assert_eq!(r.loss, LossConfig::coop());
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! One MoCoOp, CoOp, CoCoOp, KgCoOp, ProGrad and LASP training step on the CPU against the PyTorch reference in
+//! One MoCoOp, CoOp, CoCoOp, KgCoOp, ProGrad, LASP, MaPLe, IVLP and VPT training step on the CPU against the PyTorch reference in
 //! `tests/fixtures/train_step.json` (written by `tests/fixtures/make_reference.py`): logits, router
 //! logits, gates, every loss term, the gradients of the contexts, router, text bias and image
 //! LayerNorms, and the parameters after two SGD steps (momentum, weight decay, global-norm
@@ -13,8 +13,10 @@ use burn::optim::SgdConfig;
 
 use mocoop_model::Precision;
 use mocoop_train::MocoopModel;
+use mocoop_train::config::Method;
 use mocoop_train::loss_scale::LossScale;
 
+use mocoop_test_support::deep_step::run_deep_case;
 use mocoop_test_support::train_step::{IN_RANGE, named_params, run_case, setup};
 
 type B = Autodiff<Flex>;
@@ -126,4 +128,34 @@ fn an_overflowing_f16_step_is_skipped_and_the_loss_scale_lowered() {
         model.state.steps, 2,
         "both steps are counted, the skipped one too"
     );
+}
+
+#[test]
+fn maple_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("maple", Method::Maple, Precision::F32, &Default::default());
+}
+
+#[test]
+fn ivlp_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("ivlp", Method::Ivlp, Precision::F32, &Default::default());
+}
+
+#[test]
+fn vpt_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("vpt", Method::Vpt, Precision::F32, &Default::default());
+}
+
+#[test]
+fn maple_step_in_f16_with_loss_scaling_stays_near_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("maple", Method::Maple, Precision::F16, &Default::default());
+}
+
+#[test]
+fn ivlp_step_in_bf16_stays_near_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>("ivlp", Method::Ivlp, Precision::Bf16, &Default::default());
 }

@@ -4,6 +4,7 @@ mod attention;
 mod attention_pool;
 #[cfg(all(test, feature = "cpu"))]
 mod cpu_tests;
+pub(crate) mod deep;
 mod export;
 mod linear;
 mod parts;
@@ -23,6 +24,7 @@ use burn::tensor::{FloatDType, Tensor, TensorData};
 use crate::config::ClipConfig;
 use crate::precision::{CastWeights, Precision};
 use crate::weights::{self, LoadOptions, LoadedWeights, StateDict, WeightLayout, WeightsError};
+pub use deep::DeepPrompts;
 pub use parts::{cpu_parts, on_threads, tracks_gradients};
 pub use resnet::ModifiedResNet;
 pub use sequences::index_tensor;

@@ -5,6 +5,7 @@ use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 
+use super::deep::DeepPrompts;
 use super::sequences::{add_positions, index_tensor};
 use super::transformer::{StackSpec, Transformer, layer_norm, param};
 use crate::config::ClipConfig;
@@ -117,21 +118,46 @@ impl<B: Backend> TextEncoder<B> {
     /// only the EOT position is read, sequences cut right after the batch's last EOT give exactly the
     /// features of the full-length ones.
     pub fn forward_embedded(&self, x: Tensor<B, 3>, eot: &[usize]) -> Tensor<B, 2> {
+        self.forward_prompted(x, eot, &DeepPrompts::none())
+    }
+
+    /// [`Self::forward_embedded`] with deep prompts: `deep`'s tokens replace the hidden states at
+    /// their positions before each of the blocks after the first (the learnable context positions
+    /// of the input, which must lie before every EOT; the cut after the last EOT stays exact).
+    pub fn forward_prompted(
+        &self,
+        x: Tensor<B, 3>,
+        eot: &[usize],
+        deep: &DeepPrompts<B>,
+    ) -> Tensor<B, 2> {
         let [batch, seq, width] = x.dims();
         assert_eq!(eot.len(), batch, "one EOT position per sequence");
         assert!(
             eot.iter().all(|&p| p < seq),
             "EOT positions {eot:?} must lie inside the {seq} given positions"
         );
+        assert!(
+            deep.layers.is_empty() || eot.iter().all(|&p| p >= deep.start + deep.tokens()),
+            "deep prompts at {}..{} must lie before every EOT ({eot:?})",
+            deep.start,
+            deep.start + deep.tokens()
+        );
         let positions = self.positional_embedding.val().narrow(0, 0, seq);
         let x = x.cast(self.compute_dtype());
-        let x = self.transformer.forward(add_positions(x, positions));
+        let x = self
+            .transformer
+            .forward_prompted(add_positions(x, positions), deep);
         let x = norm(&self.ln_final, self.eps, x).reshape([batch * seq, width]);
         let rows: Vec<usize> = eot.iter().enumerate().map(|(i, &p)| i * seq + p).collect();
         let index = index_tensor(&rows, &x.device());
         x.select(0, index)
             .matmul(self.text_projection.val())
             .cast(FloatDType::F32)
+    }
+
+    /// Number of residual blocks (the deepest a deep prompt can reach).
+    pub fn layers(&self) -> usize {
+        self.transformer.blocks.len()
     }
 
     /// Text features (not normalised) of tokenised texts (rows of equal length, e.g. 77), run only

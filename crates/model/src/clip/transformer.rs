@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::attention::attention;
+use super::deep::{DeepPrompts, replace};
 use super::linear::{Then, linear as fused_linear};
 use super::parts::{cpu_parts, on_threads, tracks_gradients};
 use crate::config::Activation;
@@ -216,11 +217,42 @@ impl<B: Backend> Transformer<B> {
     /// into parts run on threads of their own ([`Self::concurrent_parts`]); the result is the
     /// same.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_prompted(x, &DeepPrompts::none())
+    }
+
+    /// [`Self::forward`] with `deep`'s tokens put in place before the blocks after the first.
+    ///
+    /// # Panics
+    /// If `deep` has tokens for as many blocks as the stack has, or more (the first block's are
+    /// the input's own): the methods check their depth against the encoders when they are built.
+    pub fn forward_prompted(&self, x: Tensor<B, 3>, deep: &DeepPrompts<B>) -> Tensor<B, 3> {
+        assert!(
+            deep.layers.is_empty() || deep.layers.len() < self.blocks.len(),
+            "deep prompts for {} layers after the first, but the stack has {} layers",
+            deep.layers.len(),
+            self.blocks.len()
+        );
+        let tokens = deep.per_sequence(&x);
         let parts = self.concurrent_parts(&x);
         if parts == 1 {
-            return self.forward_serial(x);
+            return self.forward_serial(x, deep.start, tokens);
         }
-        let outputs = on_threads(x.chunk(parts, 0), |part| self.forward_serial(part));
+        // Each part takes its own rows of every layer's copies.
+        let mut per_layer: Vec<_> = tokens
+            .into_iter()
+            .map(|t| t.chunk(parts, 0).into_iter())
+            .collect();
+        let jobs: Vec<_> = x
+            .chunk(parts, 0)
+            .into_iter()
+            .map(|x| {
+                let tokens: Vec<_> = per_layer.iter_mut().flat_map(Iterator::next).collect();
+                (x, tokens)
+            })
+            .collect();
+        let outputs = on_threads(jobs, |(x, tokens)| {
+            self.forward_serial(x, deep.start, tokens)
+        });
         Tensor::cat(outputs, 0)
     }
 
@@ -242,8 +274,22 @@ impl<B: Backend> Transformer<B> {
         cpu_parts::<B>(&device, x.dims()[0])
     }
 
-    /// The blocks over the whole of `x`, in this thread.
-    fn forward_serial(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.blocks.iter().fold(x, |x, block| block.forward(x))
+    /// The blocks over the whole of `x`, in this thread, `tokens[k - 1]` put at `start..` before
+    /// block `k`.
+    fn forward_serial(
+        &self,
+        x: Tensor<B, 3>,
+        start: usize,
+        tokens: Vec<Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
+        let mut tokens = tokens.into_iter();
+        self.blocks.iter().enumerate().fold(x, |x, (i, block)| {
+            let replacing = if i == 0 { None } else { tokens.next() };
+            let x = match replacing {
+                Some(t) => replace(x, start, t),
+                None => x,
+            };
+            block.forward(x)
+        })
     }
 }

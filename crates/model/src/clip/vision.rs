@@ -50,6 +50,18 @@ impl<B: Backend> VisionEncoder<B> {
     /// # Panics
     /// If the images are not `image_size` square: preprocessing guarantees it.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_prompted(images, &[])
+    }
+
+    /// [`Self::forward`] with deep visual prompts (`[n, width]` each): the first appended to the
+    /// ViT's sequences, each later one in their place before the next block
+    /// ([`VitEncoder`]'s `forward`).
+    ///
+    /// # Panics
+    /// As [`Self::forward`]; and with prompts on a ResNet, which has no token sequence, or
+    /// prompts for more layers than the ViT has: the methods check both when they are built
+    /// ([`Self::prompt_layers`]).
+    pub fn forward_prompted(&self, images: Tensor<B, 4>, prompts: &[Tensor<B, 2>]) -> Tensor<B, 2> {
         let [_, channels, height, width] = images.dims();
         let size = self.image_size();
         assert!(
@@ -58,8 +70,20 @@ impl<B: Backend> VisionEncoder<B> {
             images.dims(),
         );
         match self {
-            Self::Vit(vit) => vit.forward(images),
-            Self::ResNet(resnet) => resnet.forward(images),
+            Self::Vit(vit) => vit.forward(images, prompts),
+            Self::ResNet(resnet) => {
+                assert!(prompts.is_empty(), "a ResNet image tower takes no prompts");
+                resnet.forward(images)
+            }
+        }
+    }
+
+    /// The width and number of layers of the ViT's residual stream (what deep visual prompts must
+    /// fit), or `None` for a ResNet, which takes none.
+    pub fn prompt_layers(&self) -> Option<(usize, usize)> {
+        match self {
+            Self::Vit(vit) => Some((vit.width(), vit.layers())),
+            Self::ResNet(_) => None,
         }
     }
 

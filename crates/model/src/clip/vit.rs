@@ -6,6 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor};
 
+use super::deep::DeepPrompts;
 use super::sequences::add_positions;
 use super::transformer::{StackSpec, Transformer, layer_norm, param, patch_embedding};
 use crate::config::ClipConfig;
@@ -75,12 +76,27 @@ impl<B: Backend> VitEncoder<B> {
         self.image_size
     }
 
+    /// Width of the residual stream (what a visual prompt token must have).
+    pub fn width(&self) -> usize {
+        self.class_embedding.dims()[0]
+    }
+
+    /// Number of residual blocks (the deepest a deep prompt can reach).
+    pub fn layers(&self) -> usize {
+        self.transformer.blocks.len()
+    }
+
     /// Image features (not normalised, f32) of preprocessed images `[batch, 3, size, size]`
     /// (checked by [`super::VisionEncoder::forward`]), computed in the type of the encoder's
-    /// weights.
-    pub(super) fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+    /// weights. With `prompts` (`[n, width]` each, VPT-deep and MaPLe), the first are appended to
+    /// every sequence after its position embeddings (before `ln_pre`), and each later one takes
+    /// their place before the next block. The official code appends them after the patches, VPT's
+    /// paper after the class token: the same features, since the blocks treat positions alike and
+    /// only the class token is read.
+    pub(super) fn forward(&self, images: Tensor<B, 4>, prompts: &[Tensor<B, 2>]) -> Tensor<B, 2> {
         let batch = images.dims()[0];
-        let images = images.cast(dtype_of(&self.class_embedding));
+        let dtype = dtype_of(&self.class_embedding);
+        let images = images.cast(dtype);
         let patches = self.conv1.forward(images); // [N, W, G, G]
         let [_, d_model, grid, _] = patches.dims();
         let patches = patches
@@ -91,11 +107,21 @@ impl<B: Backend> VitEncoder<B> {
             .val()
             .reshape([1, 1, d_model])
             .expand([batch, 1, d_model]);
-        let x = add_positions(
+        let mut x = add_positions(
             Tensor::cat(vec![class, patches], 1),
             self.positional_embedding.val(),
         );
-        let x = self.transformer.forward(norm(&self.ln_pre, self.eps, x));
+        let mut deep = DeepPrompts::none();
+        if let Some((first, later)) = prompts.split_first() {
+            deep.start = x.dims()[1];
+            deep.layers = later.to_vec();
+            let n = first.dims()[0];
+            let first = first.clone().cast(dtype).unsqueeze_dim::<3>(0);
+            x = Tensor::cat(vec![x, first.expand([batch, n, d_model])], 1);
+        }
+        let x = self
+            .transformer
+            .forward_prompted(norm(&self.ln_pre, self.eps, x), &deep);
         let cls = x.narrow(1, 0, 1).reshape([batch, d_model]);
         norm(&self.ln_post, self.eps, cls)
             .matmul(self.proj.val())

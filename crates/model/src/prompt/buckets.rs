@@ -10,7 +10,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use crate::clip::{TextEncoder, index_tensor};
+use crate::clip::{DeepPrompts, TextEncoder, index_tensor};
 
 /// Rows below which a bucket of one length is merged with the next longer rows: every encoder
 /// pass has a fixed cost, which small buckets would pay too often.
@@ -38,13 +38,15 @@ fn buckets(eot: &[usize], chunk: usize) -> Vec<Vec<usize>> {
 
 /// Text-encoder outputs `[rows, D]` (in row order) of the prompts `fixed + embedding(table,
 /// ctx_index)` (`[rows, context, width]` and `[rows, context]`) whose EOT tokens sit at `eot`,
-/// encoded in buckets of similar length of at most `chunk` rows.
+/// with the deep prompts `deep` (positions before every EOT, so that every bucket's cut keeps
+/// them), encoded in buckets of similar length of at most `chunk` rows.
 pub(crate) fn encode_rows<B: Backend>(
     text: &TextEncoder<B>,
     fixed: &Tensor<B, 3>,
     ctx_index: &Tensor<B, 2, Int>,
     eot: &[usize],
     table: Tensor<B, 2>,
+    deep: &DeepPrompts<B>,
     chunk: usize,
 ) -> Tensor<B, 2> {
     let device = fixed.device();
@@ -66,7 +68,7 @@ pub(crate) fn encode_rows<B: Backend>(
                 }
             };
             let x = fixed + burn::tensor::module::embedding(table.clone(), ctx_index);
-            text.forward_embedded(x, &eot)
+            text.forward_prompted(x, &eot, deep)
         })
         .collect();
     let encoded = Tensor::cat(parts, 0);

@@ -33,6 +33,16 @@ pub enum ExpertInit {
         /// Standard deviation of the initial values (CoOp: 0.02).
         std: f32,
     },
+    /// The first `n_ctx` BPE tokens of `text` learnable, right after SOT, initialised from their
+    /// embeddings, and the rest of `text` fixed before the class name, which is followed by a
+    /// fixed period: the official IVLP and MaPLe prompt (`"a photo of a"` with 2 tokens gives
+    /// `[SOT] ctx ctx of a {class} . [EOT]`).
+    Leading {
+        /// The initialising words, e.g. `"a photo of a"`.
+        text: String,
+        /// How many of its first tokens learn (at most its token count).
+        n_ctx: usize,
+    },
 }
 
 impl ExpertInit {
@@ -41,6 +51,9 @@ impl ExpertInit {
         match self {
             ExpertInit::Template { template } => format!("'{template}'"),
             ExpertInit::Random { n_ctx, .. } => format!("{n_ctx} random context vectors"),
+            ExpertInit::Leading { text, n_ctx } => {
+                format!("the first {n_ctx} tokens of '{text}'")
+            }
         }
     }
 }
@@ -77,6 +90,9 @@ pub struct ExpertLayout {
     pub init: ExpertInit,
     /// Context vectors before the class name.
     pub before: usize,
+    /// Fixed token ids between those context vectors and the class name (the rest of a
+    /// [`ExpertInit::Leading`] text; empty otherwise).
+    pub infix: Vec<u32>,
     /// Context vectors after the class name (and before the final period).
     pub after: usize,
     /// Token ids whose embeddings initialise the context (`before + after` ids), for template
@@ -119,6 +135,7 @@ impl ExpertLayout {
                 };
                 Ok(Self {
                     init: init.clone(),
+                    infix: Vec::new(),
                     before: before_ids.len(),
                     after: after_ids.len(),
                     init_ids: Some([before_ids, after_ids].concat()),
@@ -128,12 +145,32 @@ impl ExpertLayout {
             }
             ExpertInit::Random { n_ctx, .. } => Ok(Self {
                 init: init.clone(),
+                infix: Vec::new(),
                 before: *n_ctx,
                 after: 0,
                 init_ids: None,
                 suffix: tokenizer.encode("."),
                 words: None,
             }),
+            ExpertInit::Leading { text, n_ctx } => {
+                let ids = tokenizer.encode(text);
+                if *n_ctx == 0 || *n_ctx > ids.len() {
+                    return Err(PromptError::Config(format!(
+                        "{n_ctx} context tokens taken from '{text}', which has {} tokens \
+                         (use random context vectors for more)",
+                        ids.len()
+                    )));
+                }
+                Ok(Self {
+                    init: init.clone(),
+                    before: *n_ctx,
+                    infix: ids[*n_ctx..].to_vec(),
+                    after: 0,
+                    init_ids: Some(ids[..*n_ctx].to_vec()),
+                    suffix: tokenizer.encode("."),
+                    words: None,
+                })
+            }
         }
     }
 
@@ -144,7 +181,7 @@ impl ExpertLayout {
 
     /// Length of the sequence for a class name of `class_len` tokens, SOT and EOT included.
     pub fn sequence_len(&self, class_len: usize) -> usize {
-        2 + self.n_ctx() + class_len + self.suffix.len()
+        2 + self.n_ctx() + self.infix.len() + class_len + self.suffix.len()
     }
 
     /// The positions of one `(expert, class)` prompt up to its EOT, with the final period or
@@ -161,6 +198,7 @@ impl ExpertLayout {
         }
         let mut slots = vec![Slot::Fixed(tokenizer.tokenize("", 2)[0])];
         slots.extend((0..self.before).map(Slot::Ctx));
+        slots.extend(self.infix.iter().map(|&id| Slot::Fixed(id)));
         slots.extend(class.iter().map(|&id| Slot::Fixed(id)));
         slots.extend((self.before..self.n_ctx()).map(Slot::Ctx));
         if period {
@@ -432,6 +470,42 @@ mod tests {
         );
         let seqs = PromptSequences::new(&[layout], &["dog".into()], tok(), 77).unwrap();
         assert_eq!(seqs.eot, vec![1 + 16 + 1 + 1]);
+    }
+
+    #[test]
+    fn leading_layout_keeps_the_rest_of_its_words_fixed() {
+        // MaPLe's official prompt: "a photo" learns, "of a" stays, then the class and a period.
+        let init = ExpertInit::Leading {
+            text: "a photo of a".into(),
+            n_ctx: 2,
+        };
+        let layout = ExpertLayout::new(&init, tok()).unwrap();
+        assert_eq!((layout.before, layout.after), (2, 0));
+        assert_eq!(layout.infix, tok().encode("of a"));
+        assert_eq!(
+            layout.init_ids.as_deref(),
+            Some(&tok().encode("a photo")[..])
+        );
+        let seqs = PromptSequences::new(&[layout], &["sea turtle".into()], tok(), 77).unwrap();
+        let expected: Vec<i64> = tok()
+            .tokenize("a photo of a sea turtle.", 77)
+            .into_iter()
+            .take(seqs.eot[0] + 1)
+            .map(i64::from)
+            .collect();
+        let mut got = seqs.row_tokens(0, -1);
+        assert_eq!(&seqs.ctx_index[1..3], &[1, 2]);
+        got[1] = expected[1];
+        got[2] = expected[2];
+        assert_eq!(got, expected);
+        for n_ctx in [0, 5] {
+            let init = ExpertInit::Leading {
+                text: "a photo of a".into(),
+                n_ctx,
+            };
+            let err = ExpertLayout::new(&init, tok()).unwrap_err().to_string();
+            assert!(err.contains("4 tokens"), "{err}");
+        }
     }
 
     #[test]

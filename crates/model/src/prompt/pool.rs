@@ -9,7 +9,7 @@ use rand_distr::Distribution;
 use super::PromptError;
 use super::buckets::encode_rows;
 use super::layout::{ExpertLayout, PromptSequences};
-use crate::clip::TextEncoder;
+use crate::clip::{DeepPrompts, TextEncoder};
 use crate::tokenizer::ClipTokenizer;
 
 /// One learnable context per expert: `[n_ctx_g, width]` vectors in the text encoder's token
@@ -237,7 +237,15 @@ impl<B: Backend> ClassPrompts<B> {
             .reshape([n * rows, len, self.fixed.dims()[2]]);
         let eot: Vec<usize> = (0..n).flat_map(|_| self.eot.iter().copied()).collect();
         let table = tables.reshape([n * t, width]);
-        let encoded = encode_rows(text, &fixed, &index, &eot, table, chunk);
+        let encoded = encode_rows(
+            text,
+            &fixed,
+            &index,
+            &eot,
+            table,
+            &DeepPrompts::none(),
+            chunk,
+        );
         let d = encoded.dims()[1];
         encoded.reshape([n, rows, d])
     }
@@ -260,6 +268,28 @@ impl<B: Backend> ClassPrompts<B> {
             &index,
             &self.eot[start..start + len],
             table,
+            &DeepPrompts::none(),
+            chunk,
+        )
+    }
+
+    /// Text-encoder outputs `[rows, D]` (not normalised) of every row with the contexts from
+    /// `table` and the deep prompts `deep` at the context positions (IVLP, MaPLe: one expert, its
+    /// context right after SOT), encoded in buckets of similar length of at most `chunk` rows.
+    pub fn encode_prompted(
+        &self,
+        text: &TextEncoder<B>,
+        table: Tensor<B, 2>,
+        deep: &DeepPrompts<B>,
+        chunk: usize,
+    ) -> Tensor<B, 2> {
+        encode_rows(
+            text,
+            &self.fixed,
+            &self.ctx_index,
+            &self.eot,
+            table,
+            deep,
             chunk,
         )
     }

@@ -14,7 +14,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::buckets::encode_rows;
 use super::pool::ClassPrompts;
-use crate::clip::TextEncoder;
+use crate::clip::{DeepPrompts, TextEncoder};
 
 /// Rows `start..start + len` of a [`ClassPrompts`] with a copy of the frozen text encoder, on one
 /// device: that device's share of the text side (see
@@ -106,6 +106,7 @@ impl<B: Backend> TextShard<B> {
             &self.ctx_index,
             &self.eot,
             table,
+            &DeepPrompts::none(),
             usize::MAX,
         )
     }

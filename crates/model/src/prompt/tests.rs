@@ -628,3 +628,55 @@ fn a_mixture_adopts_the_tensors_whose_shapes_match_as_the_official_code_loads_th
         "{dropped:?}"
     );
 }
+
+#[test]
+fn deep_text_prompts_cut_at_the_eot_equal_the_77_position_path() {
+    // MaPLe's layout (2 learned tokens after SOT, "of a" fixed) over 40 class names of many
+    // lengths, with tokens for two layers past the first: encoded in buckets, each cut after its
+    // own last EOT, and as whole 77-position rows in one pass.
+    let clip = crate::clip::deep::three_layer_clip::<B>(3);
+    let device = Default::default();
+    let init = ExpertInit::Leading {
+        text: "a photo of a".into(),
+        n_ctx: 2,
+    };
+    let mixture =
+        MixtureOfPrompts::new(MixtureConfig::coop(init, 0), &clip, tok(), &device).unwrap();
+    let words = [
+        "cat",
+        "golden retriever",
+        "big sea turtle",
+        "very small red fox",
+    ];
+    let names: Vec<String> = (0..40).map(|i| format!("{} {i}", words[i % 4])).collect();
+    let prompts = mixture
+        .class_prompts(&clip.text, tok(), &names, &device)
+        .unwrap();
+    let deep = crate::clip::DeepPrompts {
+        start: 1,
+        layers: (0..2)
+            .map(|k| random_features(2, 32, 20 + k) * 4.0)
+            .collect(),
+    };
+    let table = mixture.pool.table(&device);
+    let cut = prompts.encode_prompted(&clip.text, table.clone(), &deep, 16);
+    let x = prompts.fixed.clone()
+        + burn::tensor::module::embedding(table.clone(), prompts.ctx_index.clone());
+    let [rows, len, width] = x.dims();
+    let x = Tensor::cat(vec![x, Tensor::zeros([rows, 77 - len, width], &device)], 1);
+    let full = clip.text.forward_prompted(x, &prompts.eot, &deep);
+    assert_close(
+        &values(cut.clone()),
+        &values(full),
+        1e-5,
+        "cut vs 77 positions",
+    );
+    let plain = prompts.encode_prompted(&clip.text, table, &crate::clip::DeepPrompts::none(), 16);
+    let (cut, plain) = (values(cut), values(plain));
+    let moved = cut
+        .iter()
+        .zip(&plain)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(moved > 1e-3, "the deep prompts change nothing ({moved})");
+}

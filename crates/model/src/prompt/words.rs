@@ -80,6 +80,7 @@ impl ExpertLayout {
         Ok(Self {
             init: init.clone(),
             before,
+            infix: Vec::new(),
             after,
             init_ids: Some(ids.concat()),
             suffix: Vec::new(),

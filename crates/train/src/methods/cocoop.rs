@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{AutodiffModule, Module, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ParamId};
 use burn::nn::{Linear, Relu};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -20,6 +20,7 @@ use mocoop_model::prompt::{ClassPrompts, MixtureOfPrompts, seeded_linear};
 use mocoop_model::tokenizer::ClipTokenizer;
 
 use super::mixture::TEXT_CHUNK;
+use super::named::{ParamRef, ids_by_rank, linear_params, take_linear};
 use crate::TrainError;
 use crate::config::TrainConfig;
 use crate::learner::{
@@ -57,25 +58,10 @@ impl<B: Backend> MetaNet<B> {
     }
 
     /// Its tensors by checkpoint name, in Burn's `[in, out]` layout.
-    fn params(&self) -> [(&'static str, ParamRef<'_, B>); 4] {
-        [
-            (
-                "meta_net.linear1.weight",
-                ParamRef::Two(&self.linear1.weight),
-            ),
-            (
-                "meta_net.linear1.bias",
-                ParamRef::One(layer_bias(&self.linear1)),
-            ),
-            (
-                "meta_net.linear2.weight",
-                ParamRef::Two(&self.linear2.weight),
-            ),
-            (
-                "meta_net.linear2.bias",
-                ParamRef::One(layer_bias(&self.linear2)),
-            ),
-        ]
+    fn params(&self) -> Vec<(String, ParamRef<'_, B>)> {
+        let mut params: Vec<_> = linear_params("meta_net.linear1", &self.linear1).into();
+        params.extend(linear_params("meta_net.linear2", &self.linear2));
+        params
     }
 
     /// The meta-net with the tensors of a checkpoint, each taken out of `saved`.
@@ -84,61 +70,10 @@ impl<B: Backend> MetaNet<B> {
         saved: &mut BTreeMap<String, TensorData>,
         device: &B::Device,
     ) -> Result<Self, TrainError> {
-        let mut take = |name: &str, shape: &[usize]| -> Result<TensorData, TrainError> {
-            let data = saved.remove(name).ok_or_else(|| {
-                TrainError::Checkpoint(format!("the checkpoint has no tensor '{name}'"))
-            })?;
-            if data.shape.as_slice() != shape {
-                return Err(TrainError::Checkpoint(format!(
-                    "checkpoint tensor '{name}' has shape {:?}, the model needs {shape:?}",
-                    data.shape
-                )));
-            }
-            Ok(data)
-        };
-        let mut layer = |prefix: &str, l: Linear<B>| -> Result<Linear<B>, TrainError> {
-            let [d_in, d_out] = l.weight.dims();
-            let weight = take(&format!("{prefix}.weight"), &[d_in, d_out])?;
-            let bias = take(&format!("{prefix}.bias"), &[d_out])?;
-            Ok(Linear {
-                weight: Param::from_tensor(Tensor::from_data(weight, device)),
-                bias: Some(Param::from_tensor(Tensor::from_data(bias, device))),
-            })
-        };
         Ok(Self {
-            linear1: layer("meta_net.linear1", self.linear1)?,
-            linear2: layer("meta_net.linear2", self.linear2)?,
+            linear1: take_linear(saved, "meta_net.linear1", &self.linear1, device)?,
+            linear2: take_linear(saved, "meta_net.linear2", &self.linear2, device)?,
         })
-    }
-}
-
-/// The bias of one of the meta-net's layers (they all have one).
-fn layer_bias<B: Backend>(layer: &Linear<B>) -> &Param<Tensor<B, 1>> {
-    layer
-        .bias
-        .as_ref()
-        .expect("the meta-net's layers have biases")
-}
-
-/// A parameter of rank 1 or 2.
-enum ParamRef<'a, B: Backend> {
-    One(&'a Param<Tensor<B, 1>>),
-    Two(&'a Param<Tensor<B, 2>>),
-}
-
-impl<B: Backend> ParamRef<'_, B> {
-    fn id(&self) -> ParamId {
-        match self {
-            Self::One(p) => p.id,
-            Self::Two(p) => p.id,
-        }
-    }
-
-    fn data(&self) -> TensorData {
-        match self {
-            Self::One(p) => p.val().into_data(),
-            Self::Two(p) => p.val().into_data(),
-        }
     }
 }
 
@@ -234,19 +169,14 @@ impl<B: Backend> CocoopModel<B> {
 
     /// Trainable parameter ids by rank.
     fn trainable_ids(&self) -> (Vec<ParamId>, Vec<ParamId>) {
-        let mut one = Vec::new();
+        let (one, meta_two) = ids_by_rank(&self.meta_net.params());
         let mut two: Vec<ParamId> = self
             .mixture
             .param_ids()
             .into_iter()
             .map(|(_, id)| id)
             .collect();
-        for (_, p) in self.meta_net.params() {
-            match p {
-                ParamRef::One(p) => one.push(p.id),
-                ParamRef::Two(p) => two.push(p.id),
-            }
-        }
+        two.extend(meta_two);
         (one, two)
     }
 }
@@ -261,7 +191,7 @@ fn cocoop_tensors<B: Backend>(
         meta_net
             .params()
             .iter()
-            .map(|(name, p)| (name.to_string(), p.data())),
+            .map(|(name, p)| (name.clone(), p.data())),
     );
     out
 }
@@ -379,7 +309,7 @@ impl<B: AutodiffBackend> PromptLearner<B> for CocoopModel<B> {
             self.meta_net
                 .params()
                 .iter()
-                .map(|(name, p)| (name.to_string(), p.id())),
+                .map(|(name, p)| (name.clone(), p.id())),
         );
         ids
     }

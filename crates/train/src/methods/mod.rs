@@ -5,11 +5,13 @@
 //! against the hand-made prompt (`LossConfig::kgcoop`, `LossConfig::prograd`), and LASP is CoOp's
 //! soft prompt with the text bias and the text loss against every template (`LossConfig::lasp`),
 //! so they train and classify through the mixture's module; CoCoOp has a module of its own
-//! (`cocoop.rs`).
+//! (`cocoop.rs`), and so do the deep-prompt methods VPT, IVLP and MaPLe (`deep/`).
 
 pub mod cached;
 pub mod cocoop;
+pub mod deep;
 pub mod mixture;
+mod named;
 pub mod zero_shot;
 
 use std::collections::BTreeMap;
@@ -29,6 +31,7 @@ use crate::model::MocoopModel;
 use crate::trainer::{self, TrainOptions, TrainReport};
 use crate::{TrainError, run};
 use cocoop::{CocoopModel, CocoopRun};
+use deep::{DeepModel, DeepRun};
 use mixture::MixtureRun;
 use zero_shot::ZeroShotRun;
 
@@ -92,6 +95,7 @@ fn fit<B: AutodiffBackend>(
             trainer::fit::<B, MocoopModel<B>>(run, clip)
         }
         Method::Cocoop => trainer::fit::<B, CocoopModel<B>>(run, clip),
+        Method::Vpt | Method::Ivlp | Method::Maple => trainer::fit::<B, DeepModel<B>>(run, clip),
         Method::ZeroShot => {
             let clip = clip.with_precision(run.config.precision).valid();
             let learner = ZeroShotRun::new(&run.config, clip);
@@ -121,6 +125,11 @@ impl<B: Backend> TrainedRun<B> {
             Method::Mocoop | Method::Coop | Method::Kgcoop | Method::Prograd | Method::Lasp => {
                 Box::new(from_checkpoint(run_dir, &config, |t| {
                     MixtureRun::load(&config, clip, tokenizer, t, device)
+                })?)
+            }
+            Method::Vpt | Method::Ivlp | Method::Maple => {
+                Box::new(from_checkpoint(run_dir, &config, |t| {
+                    DeepRun::load(&config, clip, tokenizer, t, device)
                 })?)
             }
         };

@@ -127,7 +127,10 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("groups", &[Mocoop, ZeroShot, Lasp]),
         ("ctx_init", SOFT),
         ("ctx_template", SOFT),
-        ("n_ctx", &[Coop, Cocoop, Kgcoop, Prograd, Lasp, Vpt, Ivlp, Maple]),
+        (
+            "n_ctx",
+            &[Coop, Cocoop, Kgcoop, Prograd, Lasp, Vpt, Ivlp, Maple],
+        ),
         ("ctx_std", SOFT),
         ("text_bias", SHARED),
         ("lambda_kd", SHARED),

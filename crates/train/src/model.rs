@@ -438,9 +438,7 @@ impl<B: Backend> MocoopModel<B> {
         {
             let term = match l.text_target {
                 TextTarget::GroupPrototypes => losses::text_loss(z_text, p.clone(), l.text_tau),
-                TextTarget::Templates => {
-                    losses::template_text_loss(z_text, p.clone(), l.text_tau)
-                }
+                TextTarget::Templates => losses::template_text_loss(z_text, p.clone(), l.text_tau),
             };
             loss = loss + term.clone() * l.lambda_text;
             terms.push(("text", term));

@@ -285,6 +285,7 @@ fn method_config(spec: &CaseSpec, schedule: &Schedule) -> TrainConfig {
     let template = "a photo of a {}.".to_string();
     TrainConfig {
         method,
+        recipe: Default::default(),
         weights: Default::default(),
         load: Default::default(),
         precision: schedule.precision,
@@ -298,6 +299,7 @@ fn method_config(spec: &CaseSpec, schedule: &Schedule) -> TrainConfig {
             workers: 0,
             groups_file: None,
             skip_bad_images: false,
+            official_templates: false,
         },
         mixture: MixtureConfig::coop(ExpertInit::Template { template }, schedule.seed),
         optim: recipe.optim(spec.batch, recipe.epochs),
@@ -307,6 +309,7 @@ fn method_config(spec: &CaseSpec, schedule: &Schedule) -> TrainConfig {
         validate: false,
         zero_shot: Default::default(),
         cached_views: 0,
+        deep: None,
     }
 }
 

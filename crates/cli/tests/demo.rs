@@ -1,5 +1,5 @@
-//! A reduced `mocoop demo` end to end: generated data, the shipped CLIP, zero-shot, CoOp and
-//! MoCoOp base-to-new, and the report folder.
+//! A reduced `mocoop demo --methods all` end to end: generated data, the shipped CLIP, zero-shot,
+//! CoOp, CoCoOp, KgCoOp and MoCoOp base-to-new, and the report folder.
 
 use std::process::Command;
 
@@ -7,9 +7,11 @@ use serde_json::Value;
 
 /// Base and new accuracy (%) of this test's reduced demo (seed 1, 2 shots, 2 epochs, 3 test
 /// images per class), as measured on the development machine; the same with 1 to 8 threads.
-const MEASURED: [(&str, [f64; 2]); 3] = [
+const MEASURED: [(&str, [f64; 2]); 5] = [
     ("zero-shot CLIP", [77.1, 64.6]),
     ("CoOp", [77.1, 60.4]),
+    ("CoCoOp", [72.9, 62.5]),
+    ("KgCoOp", [77.1, 62.5]),
     ("MoCoOp", [75.0, 66.7]),
 ];
 
@@ -51,6 +53,8 @@ fn reduced_demo_writes_table_and_report() {
             "2",
             "--test-images",
             "3",
+            "--methods",
+            "all",
             "--out",
         ])
         .arg(&out)
@@ -59,11 +63,18 @@ fn reduced_demo_writes_table_and_report() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for method in ["zero-shot CLIP", "CoOp", "MoCoOp"] {
-        assert!(stdout.contains(method), "{stdout}");
-    }
+    // The table's rows, in the table's order.
+    let rows: Vec<String> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len().saturating_sub(3)].join(" ")
+        })
+        .collect();
+    assert_eq!(rows, MEASURED.map(|(m, _)| m), "{stdout}");
     // Progress is visible throughout.
-    for step in ["[1/5]", "[2/5]", "[3/5]", "[4/5]"] {
+    for step in ["[1/7]", "[2/7]", "[3/7]", "[4/7]", "[5/7]", "[6/7]"] {
         assert!(stderr.contains(step), "{stderr}");
     }
 

@@ -245,11 +245,11 @@ impl Claims {
 
     /// Forgets `cell`'s failure and reclaim markers (it is finished).
     pub fn clear(&self, cell: &str) -> Result<()> {
-        let reclaim = format!("{cell}.reclaim-");
+        let (reclaim, failed) = (format!("{cell}.reclaim-"), format!("{cell}.failed"));
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with(&reclaim) || name == format!("{cell}.failed") {
+            if name.starts_with(&reclaim) || name == failed {
                 std::fs::remove_file(&path)?;
             }
         }

@@ -42,9 +42,11 @@ impl<B: Backend> MixtureOfPrompts<B> {
         let mut dropped = Vec::new();
         for g in 0..self.num_experts() {
             let ours = context_parts(&self, g);
-            let theirs = (g < source.num_experts())
-                .then(|| context_parts(source, g))
-                .unwrap_or([None, None]);
+            let theirs = if g < source.num_experts() {
+                context_parts(source, g)
+            } else {
+                [None, None]
+            };
             let mut parts = Vec::new();
             for (k, side) in ["before", "after"].iter().enumerate() {
                 let matches = g < source.num_experts() && same_shape(&ours[k], &theirs[k]);

@@ -212,7 +212,7 @@ pub fn run_official_case<B: AutodiffBackend>(name: &str, device: &B::Device) {
         );
     }
     let weight_decay = settings["weight_decay"].as_f64().unwrap() as f32;
-    check_update(name, &model, &batch, weight_decay, &case);
+    check_update(name, &model, batch.as_ref(), weight_decay, &case);
 
     // The step itself, at the warm-up rate.
     let mut sgd = reference_sgd(weight_decay).init::<B, MocoopModel<B>>();
@@ -272,7 +272,7 @@ fn check_gradients<B: AutodiffBackend>(
 fn check_update<B: AutodiffBackend>(
     name: &str,
     model: &MocoopModel<B>,
-    batch: &crate::train_step::Batches<B>,
+    batch: &dyn Fn() -> mocoop_data::ImageBatch<B>,
     weight_decay: f32,
     case: &Value,
 ) {

@@ -522,8 +522,9 @@ impl TrainFlags {
             }
             Method::Coop | Method::Cocoop | Method::Kgcoop | Method::Prograd | Method::Lasp => {
                 let recipe = Recipe::for_run(self.method, &run.dataset);
+                // ProGrad's context starts from the hand-made prompt in effect (its teacher's).
                 let own = (self.method == Method::Prograd)
-                    .then_some(recipe.loss.hand_made)
+                    .then(|| self.hand_made.clone().or(recipe.loss.hand_made))
                     .flatten();
                 let template = self.ctx_template.clone().or(own);
                 let init = match self.ctx_init {
@@ -819,6 +820,23 @@ mod tests {
         let c = config("dtd", &["--method", "ivlp"]);
         assert_eq!((c.data.batch_size, c.optim.epochs), (4, 5));
         assert!(close(c.optim.lr, 0.0035) && !c.ln_tuning);
+    }
+
+    #[test]
+    fn prograds_context_starts_from_the_hand_made_prompt_in_effect() {
+        let init = |args: &[&str]| config("dtd", args).mixture.experts;
+        let template = |t: &str| vec![ExpertInit::Template { template: t.into() }];
+        let prograd = ["--method", "prograd"];
+        assert_eq!(init(&prograd), template("a texture of {}."));
+        let own = "a close-up photo of a {}.";
+        let given = [&prograd[..], &["--hand-made", own]].concat();
+        assert_eq!(init(&given), template(own));
+        assert_eq!(config("dtd", &given).loss.hand_made.as_deref(), Some(own));
+        // An explicit context template still wins; KgCoOp's context stays CoOp's.
+        let explicit = [&given[..], &["--ctx-template", "a photo of a {}."]].concat();
+        assert_eq!(init(&explicit), template("a photo of a {}."));
+        let kgcoop = ["--method", "kgcoop", "--hand-made", own];
+        assert_eq!(init(&kgcoop), template("a photo of a {}."));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use mocoop_model::Clip;
+use mocoop_model::Precision;
 use mocoop_model::clip::{index_tensor, l2_normalize};
 use mocoop_model::prompt::{
     ClassPrompts, HardPrompts, MixtureConfig, MixtureOfPrompts, PromptError, TextShard,
@@ -94,6 +95,16 @@ pub struct StepState {
     pub loss_scale: Option<LossScale>,
 }
 
+impl StepState {
+    /// A run's start: no step taken, the loss scaled when `precision` needs it (f16).
+    pub fn start(precision: Precision) -> Self {
+        Self {
+            steps: 0,
+            loss_scale: precision.needs_loss_scaling().then(LossScale::default),
+        }
+    }
+}
+
 /// What one forward pass produces.
 #[derive(Debug, Clone)]
 pub struct StepTerms<B: Backend> {
@@ -112,6 +123,21 @@ pub struct StepTerms<B: Backend> {
 }
 
 impl<B: Backend> StepTerms<B> {
+    /// The terms of a method whose loss is the cross-entropy of `logits` alone, with no router
+    /// (its one prompt gets every image: gates of 1).
+    pub fn cross_entropy(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Self {
+        let n = logits.dims()[0];
+        let gates = Tensor::ones([n, 1], &logits.device());
+        let ce = losses::cross_entropy(logits.clone(), labels);
+        Self {
+            logits,
+            loss: ce.clone(),
+            terms: vec![("ce", ce)],
+            router_logits: None,
+            gates,
+        }
+    }
+
     /// The loss term `name`, if the step computed it.
     pub fn term(&self, name: &str) -> Option<Tensor<B, 1>> {
         self.terms

@@ -111,6 +111,25 @@ pub(crate) fn read_back<B: Backend>(
     output
 }
 
+/// The read-back and gradients of a one-prompt method's step (CoCoOp's, the deep-prompt
+/// methods'), whose loss is one backward pass through `module`: the loss weighted by the batch's
+/// `share` and the loss scale; `None` gradients when it is not finite.
+pub(crate) fn backward_once<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    terms: StepTerms<B>,
+    labels: Tensor<B, 1, Int>,
+    share: f32,
+    loss_scale: Option<LossScale>,
+) -> (StepOutput, Option<GradientsParams>) {
+    let output = read_back(&terms, labels, 1, loss_scale);
+    if !output.loss_is_finite() {
+        return (output, None);
+    }
+    let factor = share * loss_scale.map_or(1.0, |s| s.scale);
+    let grads = GradientsParams::from_grads((terms.loss * factor).backward(), module);
+    (output, Some(grads))
+}
+
 impl<B: Backend> MocoopModel<B> {
     /// Trainable parameter ids by rank: 1-D (bias, router bias, LayerNorms) and 2-D (contexts,
     /// router weight).

@@ -26,10 +26,10 @@ use crate::config::TrainConfig;
 use crate::learner::{
     ImageClassifier, LearnerSetup, LossTerm, Prediction, PromptLearner, TrainedLearner,
 };
-use crate::loss_scale::LossScale;
-use crate::losses;
 use crate::model::{StepState, StepTerms};
-use crate::step::{StepOutput, Update, frozen_image_features, host_output, read_back, sgd_update};
+use crate::step::{
+    StepOutput, Update, backward_once, frozen_image_features, host_output, sgd_update,
+};
 
 /// The meta-net `π`: `Linear(D, D/16) → ReLU → Linear(D/16, width)`, from the image feature to
 /// one token added to every context vector.
@@ -136,8 +136,6 @@ pub struct CocoopModel<B: Backend> {
 impl<B: Backend> CocoopModel<B> {
     /// The step's terms for normalised image features `f`: logits and the cross-entropy.
     pub fn forward_features(&self, f: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> StepTerms<B> {
-        let n = f.dims()[0];
-        let device = f.device();
         let logits = conditioned_logits(
             &self.clip.text,
             &self.mixture,
@@ -146,14 +144,7 @@ impl<B: Backend> CocoopModel<B> {
             f,
             self.settings.scale,
         );
-        let ce = losses::cross_entropy(logits.clone(), labels);
-        StepTerms {
-            logits,
-            loss: ce.clone(),
-            terms: vec![("ce", ce)],
-            router_logits: None,
-            gates: Tensor::ones([n, 1], &device),
-        }
+        StepTerms::cross_entropy(logits, labels)
     }
 
     /// The normalised image features of a batch: encoded, or, when training on cached features,
@@ -206,14 +197,13 @@ impl<B: AutodiffBackend> CocoopModel<B> {
             frozen_image_features(&self.clip.vision, batch.images)
         };
         let terms = self.forward_features(f, batch.labels.clone());
-        let loss_scale = self.state.loss_scale;
-        let output = read_back(&terms, batch.labels, 1, loss_scale);
-        if !output.loss_is_finite() {
-            return (output, None);
-        }
-        let factor = batch.share * loss_scale.map_or(1.0, |s| s.scale);
-        let grads = GradientsParams::from_grads((terms.loss * factor).backward(), self);
-        (output, Some(grads))
+        backward_once(
+            self,
+            terms,
+            batch.labels,
+            batch.share,
+            self.state.loss_scale,
+        )
     }
 }
 
@@ -278,13 +268,7 @@ impl<B: AutodiffBackend> PromptLearner<B> for CocoopModel<B> {
             &setup.classes.train,
             setup.device,
         )?;
-        let state = StepState {
-            steps: 0,
-            loss_scale: config
-                .precision
-                .needs_loss_scaling()
-                .then(LossScale::default),
-        };
+        let state = StepState::start(config.precision);
         Ok(Self {
             settings: CocoopSettings {
                 scale: clip.logit_scale().exp(),

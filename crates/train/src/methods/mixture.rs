@@ -15,7 +15,6 @@ use mocoop_model::tokenizer::ClipTokenizer;
 use super::cached::TextCachedClassifier;
 use crate::config::TrainConfig;
 use crate::learner::{ImageClassifier, LearnerSetup, LossTerm, PromptLearner, TrainedLearner};
-use crate::loss_scale::LossScale;
 use crate::model::{MocoopModel, StepState, visual_ln_params};
 use crate::{TrainError, checkpoint};
 
@@ -43,9 +42,7 @@ impl<B: AutodiffBackend> PromptLearner<B> for MocoopModel<B> {
             (o.warmup_all_groups && o.warmup_epochs > 0).then_some(o.warmup_lr);
         model.settings.noise_seed = config.data.seed;
         model.settings.encode_all_experts = setup.encode_all_experts;
-        if config.precision.needs_loss_scaling() {
-            model.state.loss_scale = Some(LossScale::default());
-        }
+        model.state = StepState::start(config.precision);
         Ok(model)
     }
 

@@ -28,10 +28,8 @@ use crate::config::{DeepPromptConfig, TrainConfig};
 use crate::learner::{
     ImageClassifier, LearnerSetup, LossTerm, Prediction, PromptLearner, TrainedLearner,
 };
-use crate::loss_scale::LossScale;
-use crate::losses;
 use crate::model::{StepState, StepTerms};
-use crate::step::{StepOutput, Update, host_output, read_back, sgd_update};
+use crate::step::{StepOutput, Update, backward_once, host_output, sgd_update};
 
 /// The run's deep prompts, or an error for a configuration without them.
 fn deep_config(config: &TrainConfig) -> Result<&DeepPromptConfig, TrainError> {
@@ -88,18 +86,9 @@ pub struct DeepModel<B: Backend> {
 impl<B: Backend> DeepModel<B> {
     /// The step's terms for a batch: logits and the cross-entropy.
     pub fn forward(&self, images: Tensor<B, 4>, labels: Tensor<B, 1, Int>) -> StepTerms<B> {
-        let n = images.dims()[0];
-        let device = images.device();
         let z = self.prompts.text_features(&self.clip.text, &self.classes);
         let logits = logits(&self.clip, &self.prompts, z, images, self.settings.scale);
-        let ce = losses::cross_entropy(logits.clone(), labels);
-        StepTerms {
-            logits,
-            loss: ce.clone(),
-            terms: vec![("ce", ce)],
-            router_logits: None,
-            gates: Tensor::ones([n, 1], &device),
-        }
+        StepTerms::cross_entropy(logits, labels)
     }
 }
 
@@ -108,14 +97,13 @@ impl<B: AutodiffBackend> DeepModel<B> {
     /// not finite.
     pub fn train_step(&self, batch: ImageBatch<B>) -> (StepOutput, Option<GradientsParams>) {
         let terms = self.forward(batch.images, batch.labels.clone());
-        let loss_scale = self.state.loss_scale;
-        let output = read_back(&terms, batch.labels, 1, loss_scale);
-        if !output.loss_is_finite() {
-            return (output, None);
-        }
-        let factor = batch.share * loss_scale.map_or(1.0, |s| s.scale);
-        let grads = GradientsParams::from_grads((terms.loss * factor).backward(), self);
-        (output, Some(grads))
+        backward_once(
+            self,
+            terms,
+            batch.labels,
+            batch.share,
+            self.state.loss_scale,
+        )
     }
 }
 
@@ -181,13 +169,7 @@ impl<B: AutodiffBackend> PromptLearner<B> for DeepModel<B> {
             &setup.classes.train,
             setup.device,
         )?;
-        let state = StepState {
-            steps: 0,
-            loss_scale: config
-                .precision
-                .needs_loss_scaling()
-                .then(LossScale::default),
-        };
+        let state = StepState::start(config.precision);
         Ok(Self {
             settings: DeepSettings {
                 scale: clip.logit_scale().exp(),

@@ -434,6 +434,19 @@ pub(crate) struct Update {
     pub(crate) slow: (Vec<ParamId>, f64),
 }
 
+impl Update {
+    /// Every trainable parameter (`(rank 1, rank 2)` ids) at the one rate: a one-prompt method's
+    /// update (CoCoOp's, the deep-prompt methods').
+    pub(crate) fn plain((one, two): (Vec<ParamId>, Vec<ParamId>), clip_norm: Option<f32>) -> Self {
+        Self {
+            one,
+            two,
+            clip_norm,
+            slow: (Vec::new(), 1.0),
+        }
+    }
+}
+
 /// The optimiser step every method shares: unscaling (f16 runs: a step whose gradients are not
 /// finite is skipped and the loss scale lowered), global-norm clipping over every trainable
 /// gradient, then the optimiser at `lr`, and again at `lr × factor` for the slow parameters (the

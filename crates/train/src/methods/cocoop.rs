@@ -225,13 +225,7 @@ impl<B: AutodiffBackend> TrainStep for CocoopModel<B> {
         O: Optimizer<Self, BB>,
         Self: AutodiffModule<BB>,
     {
-        let (one, two) = self.trainable_ids();
-        let update = Update {
-            one,
-            two,
-            clip_norm: self.settings.clip_norm,
-            slow: (Vec::new(), 1.0),
-        };
+        let update = Update::plain(self.trainable_ids(), self.settings.clip_norm);
         let state = self.state;
         let (mut model, state) = sgd_update(self, state, optim, lr, grads, update);
         model.state = state;

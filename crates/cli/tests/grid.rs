@@ -10,38 +10,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-/// A base-to-new grid on dtd, shots 8, `seeds`, 2 epochs of batch 8, into `out`, with `extra`.
-fn grid_args<'a>(root: &'a str, out: &'a str, seeds: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let w = weights().to_str().unwrap().to_string().leak() as &str;
-    let mut args = vec![
-        "protocol",
-        "base2new",
-        "--weights",
-        w,
-        "--root",
-        root,
-        "--datasets",
-        "dtd",
-        "--seeds",
-        seeds,
-        "--shots",
-        "8",
-        "--epochs",
-        "2",
-        "--warmup-epochs",
-        "0",
-        "--batch-size",
-        "8",
-        "--workers",
-        "1",
-        "--quiet",
-        "--out",
-        out,
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 /// stdout of a successful run.
 fn stdout_of(output: std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -77,7 +45,7 @@ fn protocol_compares_methods_in_one_table_each_with_its_recipe() {
     make_dataset(&root, &CLASSES);
     let (root, out) = (root.to_str().unwrap(), dir.join("grid"));
     let out_s = out.to_str().unwrap();
-    let args = grid_args(root, out_s, "1,2", &["--methods", "coop,mocoop"]);
+    let args = protocol_args(root, out_s, "1,2", &["--methods", "coop,mocoop"]);
     let md = stdout_of(mocoop(&args));
     assert!(
         md.contains("| Dataset | Method | Base | New | HM |"),
@@ -109,7 +77,7 @@ fn protocol_compares_methods_in_one_table_each_with_its_recipe() {
 
     // `--method` alone is one method's grid: the same runs, reused, and that method's table.
     let single = [
-        &grid_args(root, out_s, "1,2", &[])[..],
+        &protocol_args(root, out_s, "1,2", &[])[..],
         &["--method", "coop"],
     ]
     .concat();
@@ -140,7 +108,7 @@ fn two_processes_share_one_grid_and_train_every_cell_once() {
     let root = dir.join("data");
     make_dataset(&root, &CLASSES);
     let (root, out) = (root.to_str().unwrap(), dir.join("grid"));
-    let args = grid_args(
+    let args = protocol_args(
         root,
         out.to_str().unwrap(),
         "1,2,3,4",
@@ -191,7 +159,7 @@ fn cells_run_one_at_a_time_and_a_dead_claimers_cell_is_taken_over_and_resumed() 
     let root = dir.join("data");
     make_dataset(&root, &CLASSES);
     let (root, out) = (root.to_str().unwrap(), dir.join("grid"));
-    let args = grid_args(root, out.to_str().unwrap(), "1,2", &["--method", "coop"]);
+    let args = protocol_args(root, out.to_str().unwrap(), "1,2", &["--method", "coop"]);
     let with = |extra: &[&'static str]| {
         let mut all = args.clone();
         all.extend_from_slice(extra);

@@ -510,32 +510,7 @@ fn protocol_runs_the_grid_resumes_and_writes_the_table() {
     let root = dir.join("data");
     make_dataset(&root, &CLASSES);
     let out = dir.join("grid");
-    let w = weights();
-    let args = [
-        "protocol",
-        "base2new",
-        "--weights",
-        w.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-        "--datasets",
-        "dtd",
-        "--seeds",
-        "1,2",
-        "--shots",
-        "8",
-        "--epochs",
-        "2",
-        "--warmup-epochs",
-        "0",
-        "--batch-size",
-        "8",
-        "--workers",
-        "1",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let args = protocol_args(root.to_str().unwrap(), out.to_str().unwrap(), "1,2", &[]);
     let first = mocoop(&args);
     assert!(
         first.status.success(),

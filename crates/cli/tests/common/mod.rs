@@ -183,6 +183,43 @@ pub fn run_args_with<'a>(root: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<
     args
 }
 
+/// A base-to-new grid on dtd, shots 8, `seeds`, 2 epochs of batch 8, into `out`, with `extra`.
+pub fn protocol_args<'a>(
+    root: &'a str,
+    out: &'a str,
+    seeds: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let w = weights().to_str().unwrap().to_string().leak() as &str;
+    let mut args = vec![
+        "protocol",
+        "base2new",
+        "--weights",
+        w,
+        "--root",
+        root,
+        "--datasets",
+        "dtd",
+        "--seeds",
+        seeds,
+        "--shots",
+        "8",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "0",
+        "--batch-size",
+        "8",
+        "--workers",
+        "1",
+        "--quiet",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Starts `mocoop` with `args`, its output piped.
 pub fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mocoop"))

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::TrainStep;
 use serde_json::Value;
 
 use mocoop_model::prompt::{ExpertInit, MixtureConfig};
@@ -19,10 +18,9 @@ use mocoop_train::config::{DeepPromptConfig, LossConfig, Method, TrainConfig};
 use mocoop_train::methods::deep::DeepModel;
 use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner};
 
-use crate::cocoop_step::{check_grads, ours, tensors};
+use crate::cocoop_step::{check_after_two_steps, check_grads, ours, tensors};
 use crate::train_step::{
-    IN_RANGE, check, fixture_batch, fixture_config, flat, read_fixture, reference_sgd, strings,
-    tolerance, values,
+    IN_RANGE, check, fixture_batch, fixture_config, flat, read_fixture, strings, tolerance, values,
 };
 
 /// The run configuration of a case: the fixture's method with its tokens and depths.
@@ -116,19 +114,5 @@ pub fn run_deep_case<B: AutodiffBackend>(
     let grad_scale = model.state.loss_scale.map_or(1.0, |s| s.scale);
     check_grads::<B, _>(&model, &grads, &case["grads"], name, grad_scale, tol);
 
-    let weight_decay = cfg["weight_decay"].as_f64().unwrap() as f32;
-    let mut optim = reference_sgd(weight_decay).init::<B, DeepModel<B>>();
-    let lr = cfg["lr"].as_f64().unwrap();
-    model = TrainStep::optimize(model, &mut optim, lr, grads);
-    let (_, grads) = model.train_step(batch());
-    model = TrainStep::optimize(model, &mut optim, lr, grads.unwrap());
-    let after = tensors::<B, _>(&model);
-    for (tensor, value) in case["after_2_steps"].as_object().unwrap() {
-        let expected = ours(tensor, value).to_vec::<f32>().unwrap();
-        check(
-            &after[tensor],
-            &expected,
-            &format!("{name}: {tensor} after two steps"),
-        );
-    }
+    check_after_two_steps(model, grads, &batch, cfg, case, name, tol);
 }

@@ -512,19 +512,19 @@ impl TrainFlags {
         optim
     }
 
-    /// The prompts of the method on `run`'s dataset.
-    fn mixture(&self, run: &RunData) -> Result<MixtureConfig> {
+    /// The prompts of the method on `run`'s dataset, under `recipe` (the one in effect: the
+    /// flags applied).
+    fn mixture(&self, run: &RunData, recipe: &Recipe) -> Result<MixtureConfig> {
         let mut mixture = match self.method {
             Method::Mocoop | Method::ZeroShot => {
-                let official = self.recipe(&run.dataset)?.official.official_templates;
+                let official = recipe.official.official_templates;
                 let groups = template_groups_from(self.groups.as_deref(), &run.dataset, official)?;
                 MixtureConfig::mocoop(&groups, self.top_k, run.seed)
             }
             Method::Coop | Method::Cocoop | Method::Kgcoop | Method::Prograd | Method::Lasp => {
-                let recipe = Recipe::for_run(self.method, &run.dataset);
                 // ProGrad's context starts from the hand-made prompt in effect (its teacher's).
                 let own = (self.method == Method::Prograd)
-                    .then(|| self.hand_made.clone().or(recipe.loss.hand_made))
+                    .then(|| recipe.loss.hand_made.clone())
                     .flatten();
                 let template = self.ctx_template.clone().or(own);
                 let init = match self.ctx_init {
@@ -551,7 +551,7 @@ impl TrainFlags {
         };
         mixture.renormalize = self.renormalize;
         if self.method == Method::Mocoop {
-            mixture.layout = self.recipe(&run.dataset)?.official.layout;
+            mixture.layout = recipe.official.layout;
         }
         if let Some(bias) = self.text_bias {
             mixture.text_bias = bias;
@@ -597,7 +597,7 @@ impl TrainFlags {
             load: checkpoint.load.clone(),
             precision: checkpoint.precision,
             data,
-            mixture: self.mixture(run)?,
+            mixture: self.mixture(run, &recipe)?,
             optim: self.optim(&recipe, batch_size),
             loss: recipe.loss,
             ln_tuning: recipe.ln_tuning,

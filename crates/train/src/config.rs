@@ -194,7 +194,8 @@ pub struct LossConfig {
     pub gate_target_detached: bool,
     /// `L_text` regularises only the experts some image of the step is routed to; the others
     /// enter it with zero features (the official code below batch size 4: each counts `log C`
-    /// per class, with no gradient).
+    /// per class, with no gradient), and their contexts are not updated at all (no weight decay,
+    /// no momentum: PyTorch's SGD passes over a parameter without a gradient).
     #[serde(default)]
     pub text_routed_only: bool,
     /// The hand-made prompt (with `{}`) whose frozen text features KgCoOp's guidance and ProGrad's

@@ -593,7 +593,7 @@ impl<B: Backend> MocoopModel<B> {
 }
 
 /// Which experts some image's gate uses, when at least one is unused (`None`: all are used).
-fn experts_in_use<B: Backend>(gates: &Tensor<B, 2>) -> Option<Vec<bool>> {
+pub(crate) fn experts_in_use<B: Backend>(gates: &Tensor<B, 2>) -> Option<Vec<bool>> {
     let totals = gates
         .clone()
         .sum_dim(0)

@@ -331,6 +331,7 @@ impl<B: AutodiffBackend> MocoopModel<B> {
             .as_ref()
             .map(|prograd| (prograd, features.clone(), noise.clone()));
         let terms = self.forward_features(features, batch.labels.clone(), noise, true);
+        let unrouted = self.unrouted_experts(&terms.gates);
         let loss_scale = self.state.loss_scale;
         let top_k = self.mixture.config().top_k;
         let output = read_back(&terms, batch.labels.clone(), top_k, loss_scale);
@@ -356,7 +357,29 @@ impl<B: AutodiffBackend> MocoopModel<B> {
             }
             None => grads,
         };
-        (output, Some(grads))
+        (output, Some(self.without_experts(grads, &unrouted)))
+    }
+
+    /// The experts no image of the step is routed to, when they must not be updated: with
+    /// `text_routed_only` (the official code below batch size 4), they enter the step as zeros,
+    /// so their contexts take no part in it and PyTorch's SGD passes over them (no weight decay,
+    /// no momentum), where the zero gradient they get here would still move them.
+    fn unrouted_experts(&self, gates: &Tensor<B, 2>) -> Vec<usize> {
+        if !self.settings.loss.text_routed_only {
+            return Vec::new();
+        }
+        let used = crate::model::experts_in_use(gates).unwrap_or_default();
+        (0..used.len()).filter(|&g| !used[g]).collect()
+    }
+
+    /// `grads` without those of the contexts of `experts`, which the optimiser then leaves alone.
+    fn without_experts(&self, mut grads: GradientsParams, experts: &[usize]) -> GradientsParams {
+        for &g in experts {
+            if let Some(Some(ctx)) = self.mixture.pool.ctx.get(g) {
+                grads.remove::<B::InnerBackend, 2>(ctx.id);
+            }
+        }
+        grads
     }
 
     /// The normalised image features of a training batch, and the parts they were computed in

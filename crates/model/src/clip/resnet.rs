@@ -276,12 +276,17 @@ impl<B: Backend> FrozenBatchNorm<B> {
     }
 
     /// Normalises `x` `[N, C, H, W]`; the scale and shift are computed in f32.
+    ///
+    /// They are repeated to `[N, C, 1, 1]` (a few hundred values) before they multiply and add:
+    /// broadcast from `[1, C, 1, 1]`, their batch axis would have stride 0, which Burn's CPU
+    /// backend walks one element at a time instead of as one scalar per `H × W` row.
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let f32 = |p: &Param<Tensor<B, 1>>| p.val().cast(FloatDType::F32);
         let scale = f32(&self.weight) / (f32(&self.running_var) + BATCH_NORM_EPS).sqrt();
         let shift = f32(&self.bias) - f32(&self.running_mean) * scale.clone();
-        let [c] = scale.dims();
+        let [n, c, ..] = x.dims();
         let dtype = x.dtype();
-        x * scale.cast(dtype).reshape([1, c, 1, 1]) + shift.cast(dtype).reshape([1, c, 1, 1])
+        let per_image = |t: Tensor<B, 1>| t.cast(dtype).reshape([1, c, 1, 1]).repeat_dim(0, n);
+        x * per_image(scale) + per_image(shift)
     }
 }

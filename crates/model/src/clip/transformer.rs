@@ -237,19 +237,7 @@ impl<B: Backend> Transformer<B> {
         if parts == 1 {
             return self.forward_serial(x, deep.start, tokens);
         }
-        // Each part takes its own rows of every layer's copies.
-        let mut per_layer: Vec<_> = tokens
-            .into_iter()
-            .map(|t| t.chunk(parts, 0).into_iter())
-            .collect();
-        let jobs: Vec<_> = x
-            .chunk(parts, 0)
-            .into_iter()
-            .map(|x| {
-                let tokens: Vec<_> = per_layer.iter_mut().flat_map(Iterator::next).collect();
-                (x, tokens)
-            })
-            .collect();
+        let jobs = part_inputs(x, tokens, parts);
         let outputs = on_threads(jobs, |(x, tokens)| {
             self.forward_serial(x, deep.start, tokens)
         });
@@ -292,4 +280,44 @@ impl<B: Backend> Transformer<B> {
             block.forward(x)
         })
     }
+}
+
+/// `x` and every layer's token copies cut into `parts` along the batch, each part with its own
+/// rows of them, all in one autodiff graph before any thread starts.
+///
+/// Burn's autodiff keeps separately recorded tensors (the input, each layer's prompt) in graphs
+/// of their own and merges two when an operation first combines them; a merge on one thread while
+/// another records into the graph being merged loses that thread's nodes, and with them the
+/// prompts' gradients through its part. Joined here, in one concatenation the parts then slice,
+/// the threads only ever add to the one graph.
+fn part_inputs<B: Backend>(
+    x: Tensor<B, 3>,
+    tokens: Vec<Tensor<B, 3>>,
+    parts: usize,
+) -> Vec<(Tensor<B, 3>, Vec<Tensor<B, 3>>)> {
+    if tokens.is_empty() {
+        return x
+            .chunk(parts, 0)
+            .into_iter()
+            .map(|x| (x, Vec::new()))
+            .collect();
+    }
+    let seq = x.dims()[1];
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.dims()[1]).collect();
+    let joined = Tensor::cat([vec![x], tokens].concat(), 1);
+    joined
+        .chunk(parts, 0)
+        .into_iter()
+        .map(|part| {
+            let mut at = seq;
+            let tokens = lengths
+                .iter()
+                .map(|&n| {
+                    at += n;
+                    part.clone().narrow(1, at - n, n)
+                })
+                .collect();
+            (part.narrow(1, 0, seq), tokens)
+        })
+        .collect()
 }

@@ -82,6 +82,23 @@ fn deep_prompts_in_thread_parts_match_one_part() {
     }
 }
 
+/// Autodiff records each part's nodes from its own thread: repeated, the five-part runs keep
+/// giving every prompt the one-part gradient (graphs merged while another thread recorded into
+/// one of them used to lose that thread's part of it, now and then).
+#[test]
+fn thread_parts_lose_no_prompt_gradient() {
+    let one = in_pool(1, prompted_features_and_grads);
+    for run in 0..300 {
+        let five = in_pool(5, prompted_features_and_grads);
+        for (k, (a, b)) in one.iter().zip(&five).enumerate() {
+            assert!(
+                max_diff(a, b) < 1e-6,
+                "run {run}, output {k}: one part vs five"
+            );
+        }
+    }
+}
+
 #[test]
 fn half_precision_deep_prompts_follow_the_f32_fast_paths() {
     let visual: Vec<Tensor<Flex, 2>> = (0..3).map(|k| values([3, 32], k as f32)).collect();

@@ -1,7 +1,7 @@
 //! `mocoop demo`: the whole method on the generated shape world, with no download.
 //!
 //! Writes the world's benchmark, loads the small CLIP shipped in the binary, runs zero-shot CLIP,
-//! CoOp and MoCoOp (with `--methods all` also CoCoOp and KgCoOp) base-to-new through the same
+//! CoOp and MoCoOp (with `--methods all` also CoCoOp, KgCoOp and MaPLe) base-to-new through the same
 //! training and evaluation code as `mocoop train`, prints the table and writes a report folder
 //! (`crate::report::demo`: results JSON, Markdown summary, `report.html`, figures of the training
 //! curves, of the router's expert choices per image style and per class, and of each expert's
@@ -32,15 +32,18 @@ const SHIPPED_CLIP: &[u8] = include_bytes!("../../../assets/shapeworld-clip.safe
 /// The benchmark's name in the dataset registry and the template-group table.
 const DATASET: &str = "shapeworld";
 
-/// The demo's methods in table order: the name in the table, the `--method`, and whether the
-/// default demo runs it (the others only with `--methods all`: CoCoOp's recipe steps one image
-/// at a time, which alone takes longer than the rest of the demo).
-const METHODS: &[(&str, &str, bool)] = &[
-    ("zero-shot CLIP", "zero-shot", true),
-    ("CoOp", "coop", true),
-    ("CoCoOp", "cocoop", false),
-    ("KgCoOp", "kgcoop", false),
-    ("MoCoOp", "mocoop", true),
+/// The demo's methods in table order: the name in the table, the `--method` and flags of its
+/// own, and whether the default demo runs it (the others only with `--methods all`: CoCoOp's
+/// recipe steps one image at a time, which alone takes longer than the rest of the demo).
+/// MaPLe's prompts reach into all four blocks of the shipped CLIP's towers (its recipe's depth 9
+/// is for ViT-B/16's twelve).
+const METHODS: &[(&str, &[&str], bool)] = &[
+    ("zero-shot CLIP", &["zero-shot"], true),
+    ("CoOp", &["coop"], true),
+    ("CoCoOp", &["cocoop"], false),
+    ("KgCoOp", &["kgcoop"], false),
+    ("MaPLe", &["maple", "--prompt-depth", "4"], false),
+    ("MoCoOp", &["mocoop"], true),
 ];
 
 /// Which of [`METHODS`] a demo runs.
@@ -75,7 +78,7 @@ pub struct DemoArgs {
     /// Test images per class.
     #[arg(long, default_value_t = 30)]
     test_images: usize,
-    /// Which methods: default (zero-shot CLIP, CoOp, MoCoOp) or all (also CoCoOp and KgCoOp).
+    /// Which methods: default (zero-shot CLIP, CoOp, MoCoOp) or all (also CoCoOp, KgCoOp and MaPLe).
     #[arg(long, value_enum, default_value_t = DemoMethods::Default)]
     methods: DemoMethods,
 }
@@ -86,15 +89,16 @@ impl DemoArgs {
         &self.device
     }
 
-    fn flags(&self, method: &str) -> Result<TrainFlags> {
+    /// The training flags of a method: `method` is its `--method` and its own flags.
+    fn flags(&self, method: &[&str]) -> Result<TrainFlags> {
         #[derive(Parser)]
         struct Flags {
             #[command(flatten)]
             flags: TrainFlags,
         }
         let epochs = self.epochs.to_string();
-        let args = ["demo", "--method", method, "--epochs", &epochs];
-        Ok(Flags::try_parse_from(args)
+        let args = ["demo", "--method"].iter().chain(method);
+        Ok(Flags::try_parse_from(args.chain(&["--epochs", &epochs]))
             .context("demo training flags")?
             .flags)
     }
@@ -108,7 +112,7 @@ impl OnBackend for DemoArgs {
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("creating {}", self.out.display()))?;
         let data_root = self.out.join("data");
-        let methods: Vec<(&'static str, &str)> = METHODS
+        let methods: Vec<(&'static str, &[&str])> = METHODS
             .iter()
             .filter(|(_, _, default)| *default || self.methods == DemoMethods::All)
             .map(|&(name, method, _)| (name, method))
@@ -144,7 +148,7 @@ impl OnBackend for DemoArgs {
             let flags = self.flags(method)?;
             let config = flags.config(&checkpoint, &run_data)?;
             let loaded = checkpoint.load::<B>(&self.device, &device)?;
-            let run_dir = self.out.join("runs").join(method);
+            let run_dir = self.out.join("runs").join(method[0]);
             let report = train(
                 config,
                 loaded.clip,

@@ -20,7 +20,7 @@
 set -euo pipefail
 
 device=cpu geometry="" steps="" warmup="" threads="" precision="" breakdown=() parallel="" split=batch
-all_cases=train-ln,train-no-ln,train-imagenet,train-cocoop,train-cocoop-b8,train-kgcoop,train-prograd,infer-cached,encode-image
+all_cases=train-ln,train-no-ln,train-imagenet,train-cocoop,train-cocoop-b8,train-kgcoop,train-prograd,train-maple,infer-cached,encode-image
 cases="$all_cases"
 while [[ $# -gt 0 ]]; do
     case "$1" in

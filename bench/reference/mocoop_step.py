@@ -26,6 +26,11 @@ hand-made prompt in both tables) with the official SGD (lr 0.002, no clipping):
 - train-kgcoop: CE + 8 (1 - mean cos) to the hand-made prompt's frozen features;
 - train-prograd: the distillation from zero-shot logits backward first (retain_graph), then CE's,
   and the CE gradient projected per parameter where the two point against each other.
+- train-maple, as multimodal-prompt-learning's trainers/maple.py does it: 2 language tokens in
+  place of "a photo" of "a photo of a {}.", deeper language tokens and one linear coupling
+  (text width -> vision width) per depth to its depth 9 (at most the towers' layers, as the Rust
+  case), each layer's tokens concatenated in place of the previous ones in front of every block
+  (C full 77-token prompts; the visual tokens after the patches, before ln_pre); CE, SGD lr 0.0035.
 
 The step: image features (ViT, LayerNorms ln_1/ln_2 trainable when LN tuning is on),
 z = normalize(TextEncoder(prompts) + w), router on normalized image features, top-K gates, mixture
@@ -60,8 +65,9 @@ REPO = Path(__file__).resolve().parents[2]
 # The one-prompt methods' cases: (method, fixed batch or None for --batch).
 ONE_PROMPT = {"train-cocoop": ("cocoop", 1), "train-cocoop-b8": ("cocoop", 8),
               "train-kgcoop": ("kgcoop", None), "train-prograd": ("prograd", None)}
-CASES = ["train-ln", "train-no-ln", "train-imagenet", *ONE_PROMPT, "infer-cached", "encode-image"]
-TRAINING = {"train-ln", "train-no-ln", "train-imagenet", *ONE_PROMPT}
+CASES = ["train-ln", "train-no-ln", "train-imagenet", *ONE_PROMPT, "train-maple", "infer-cached",
+         "encode-image"]
+TRAINING = {"train-ln", "train-no-ln", "train-imagenet", *ONE_PROMPT, "train-maple"}
 RECORD_PREFIX = "MOCOOP_BENCH_RECORD "
 SCALED_IMAGENET_CLASSES = 100
 TOP_K = 2
@@ -70,6 +76,7 @@ VOCAB = 49408
 LR, LN_LR_SCALE, MOMENTUM, WEIGHT_DECAY, CLIP_NORM = 0.032, 0.1, 0.9, 5e-4, 1.0
 LAMBDA_TEXT, LAMBDA_GATE, TAU = 5.0, 1.0, 1.0
 OFFICIAL_LR, LAMBDA_KG, HAND_MADE = 0.002, 8.0, "a photo of a {}."
+MAPLE_LR, MAPLE_CTX, MAPLE_DEPTH = 0.0035, 2, 9
 
 # (embed_dim, vision (width, layers, heads, patch, image), text (width, layers, heads)):
 # the same sizes as ClipConfig::vit_b_16, small, tiny and rn50 (crates/model/src/config.rs);
@@ -116,9 +123,9 @@ def case_spec(case, geometry, batch, classes, experts):
             note = (f"scaled: C = {c} instead of 1000 at the {geometry} geometry "
                     "(--classes 1000 for the full size)")
         e, c = experts if experts is not None else 20, c
-    elif case in ONE_PROMPT:
+    elif case in ONE_PROMPT or case == "train-maple":
         e, c = 1, 50
-        batch = ONE_PROMPT[case][1] or batch
+        batch = ONE_PROMPT.get(case, (None, None))[1] or batch
     else:
         e, c = 5, 50
     return dict(case=case, experts=e, classes=c, batch=batch,
@@ -413,6 +420,84 @@ class OnePromptStep(MoCoOpStep):
             self.optim.step()
 
 
+class MapleStep(MoCoOpStep):
+    """A MaPLe step as its official trainer runs it (see the module's documentation)."""
+
+    def __init__(self, spec, geometry, seed, device, amp):
+        self.device, self.amp = device, amp
+        clip, size = build_clip(geometry, seed, device)
+        self.clip = clip
+        tok = open_clip.tokenizer._tokenizer
+        sot, eot = tok.encoder["<start_of_text>"], tok.encoder["<end_of_text>"]
+        ids = [[sot] + tok.encode(HAND_MADE.replace("{}", name)) + [eot]
+               for name in class_names(spec["classes"])]
+        self.token_ids = torch.tensor([i + [0] * (CONTEXT - len(i)) for i in ids], device=device)
+        with torch.no_grad():
+            self.embedded = clip.token_embedding(self.token_ids)
+        width = self.embedded.shape[2]
+        vision_width = clip.visual.conv1.out_channels
+        layers = min(len(clip.transformer.resblocks), len(clip.visual.transformer.resblocks))
+        self.depth = min(MAPLE_DEPTH, layers)
+        self.ctx = nn.Parameter(self.embedded[0, 1:1 + MAPLE_CTX].clone())
+        self.deeper = nn.ParameterList([nn.Parameter(torch.randn(MAPLE_CTX, width, device=device) * 0.02)
+                                        for _ in range(self.depth - 1)])
+        self.couplings = nn.ModuleList([nn.Linear(width, vision_width).to(device)
+                                        for _ in range(self.depth)])
+        self.params = [self.ctx, *self.deeper, *self.couplings.parameters()]
+        self.optim = torch.optim.SGD(self.params, lr=MAPLE_LR, momentum=MOMENTUM, dampening=0.0,
+                                     weight_decay=WEIGHT_DECAY)
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        gen = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(spec["batch"], 3, size, size, generator=gen).to(device)
+        self.labels = (torch.arange(spec["batch"]) % spec["classes"]).to(device)
+        self.scale = clip.logit_scale.exp().item()
+
+    def text_features(self):
+        c, n = self.clip, MAPLE_CTX
+        rows = self.embedded.shape[0]
+        x = torch.cat([self.embedded[:, :1], self.ctx.expand(rows, -1, -1), self.embedded[:, 1 + n:]], 1)
+        x = x + c.positional_embedding
+        for i, block in enumerate(c.transformer.resblocks):
+            if 1 <= i < self.depth:
+                x = torch.cat([x[:, :1], self.deeper[i - 1].expand(rows, -1, -1), x[:, 1 + n:]], 1)
+            x = block(x, attn_mask=c.attn_mask)
+        x = c.ln_final(x)
+        z = x[torch.arange(rows), self.token_ids.argmax(dim=-1)] @ c.text_projection
+        return F.normalize(z.float(), dim=-1)
+
+    def image_features(self):
+        v, n = self.clip.visual, MAPLE_CTX
+        visual = [self.couplings[0](self.ctx)]
+        visual += [proj(t) for proj, t in zip(self.couplings[1:], self.deeper)]
+        x = v.conv1(self.images.to(v.conv1.weight.dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        b = x.shape[0]
+        x = torch.cat([v.class_embedding.expand(b, 1, -1).to(x.dtype), x], 1) + v.positional_embedding
+        x = v.ln_pre(torch.cat([x, visual[0].expand(b, -1, -1)], 1))
+        for i, block in enumerate(v.transformer.resblocks):
+            if 1 <= i < self.depth:
+                x = torch.cat([x[:, :-n], visual[i].expand(b, -1, -1)], 1)
+            x = block(x)
+        return F.normalize((v.ln_post(x[:, 0]) @ v.proj).float(), dim=-1)
+
+    def loss(self):
+        with self.autocast():
+            logits = self.scale * self.image_features() @ self.text_features().T
+            return F.cross_entropy(logits, self.labels)
+
+    def step(self):
+        self.optim.zero_grad(set_to_none=True)
+        loss = self.loss()
+        if not torch.isfinite(loss):
+            sys.exit("the loss is not finite")
+        self.backward(loss)
+        if self.scaler is not None:
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            self.optim.step()
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -443,12 +528,14 @@ def measure_training(spec, args, device, amp):
     if spec["case"] in ONE_PROMPT:
         s = OnePromptStep(ONE_PROMPT[spec["case"]][0], spec, args.geometry, args.seed, device, amp,
                           args.eot_cut)
+    elif spec["case"] == "train-maple":
+        s = MapleStep(spec, args.geometry, args.seed, device, amp)
     else:
         s = MoCoOpStep(spec, args.geometry, args.seed, device, amp, args.eot_cut)
     ms = timed(args.warmup, args.steps, device, s.step)
     mem = memory(device)
     parts = []
-    if args.breakdown and spec["case"] not in ONE_PROMPT:
+    if args.breakdown and spec["case"] not in ONE_PROMPT and spec["case"] != "train-maple":
         def part(name, fn):
             def run():
                 s.optim.zero_grad(set_to_none=True)

@@ -100,6 +100,12 @@ impl BenchArgs {
         )
     }
 
+    /// Whether `case` runs only on a ViT image tower: it tunes the image LayerNorms, or prompts
+    /// the image layers (MaPLe).
+    fn needs_vit(&self, case: CaseName) -> bool {
+        self.spec(case).ln_tuning || case == CaseName::TrainMaple
+    }
+
     /// The cases to run, in report order.
     fn requested(&self) -> Vec<CaseName> {
         if let Some(case) = self.case {
@@ -107,12 +113,12 @@ impl BenchArgs {
         } else if self.cases.is_empty() {
             // Several devices: MoCoOp's training cases, the ones `train --device` shares.
             let several = self.device.specs().len() > 1;
-            // A ResNet: the cases that do not tune image LayerNorms.
-            let tunable = self.geometry().has_image_layer_norms();
+            // A ResNet: the cases that need no ViT.
+            let vit = self.geometry().has_image_layer_norms();
             CaseName::ALL
                 .into_iter()
                 .filter(|case| !several || (case.is_training() && case.method() == Method::Mocoop))
-                .filter(|case| tunable || !self.spec(*case).ln_tuning)
+                .filter(|case| vit || !self.needs_vit(*case))
                 .collect()
         } else {
             self.cases.clone()
@@ -125,13 +131,11 @@ impl BenchArgs {
             bail!("--steps and --batch must be at least 1");
         }
         if !self.geometry().has_image_layer_norms()
-            && let Some(case) = self
-                .requested()
-                .into_iter()
-                .find(|c| self.spec(*c).ln_tuning)
+            && let Some(case) = self.requested().into_iter().find(|c| self.needs_vit(*c))
         {
             bail!(
-                "{} tunes the image LayerNorms, and the {} geometry's ResNet has none",
+                "{} needs a ViT image tower (LayerNorms to tune, or layers to prompt), and the {} \
+                 geometry's is a ResNet",
                 case.name(),
                 self.geometry().name()
             );

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const CASES: [&str; 9] = [
+const CASES: [&str; 10] = [
     "train-ln",
     "train-no-ln",
     "train-imagenet",
@@ -13,6 +13,7 @@ const CASES: [&str; 9] = [
     "train-cocoop-b8",
     "train-kgcoop",
     "train-prograd",
+    "train-maple",
     "infer-cached",
     "encode-image",
 ];
@@ -179,8 +180,8 @@ fn bench_refuses_several_devices_for_inference() {
     );
 }
 
-/// The RN50 geometry (a ResNet image tower) encodes images, and refuses the cases that tune
-/// image LayerNorms.
+/// The RN50 geometry (a ResNet image tower) encodes images, and refuses the cases that need a
+/// ViT: tuning image LayerNorms, prompting image layers.
 #[test]
 fn bench_encodes_images_with_an_rn50() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,17 +209,18 @@ fn bench_encodes_images_with_an_rn50() {
         (&case["case"], &case["geometry"]),
         (&"encode-image".into(), &"rn50".into())
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
-        .args(rn50)
-        .args(["--cases", "train-ln"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(
-            "train-ln tunes the image LayerNorms, and the rn50 geometry's ResNet has none"
-        ),
-        "{stderr}"
-    );
+    for case in ["train-ln", "train-maple"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mocoop"))
+            .args(rn50)
+            .args(["--cases", case])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let refused = format!(
+            "{case} needs a ViT image tower (LayerNorms to tune, or layers to prompt), and the \
+             rn50 geometry's is a ResNet"
+        );
+        assert!(stderr.contains(&refused), "{stderr}");
+    }
 }

@@ -32,6 +32,9 @@ pub enum CaseName {
     TrainKgcoop,
     /// A ProGrad step (one prompt, C = 50): CoOp's plus a second backward pass for the projection.
     TrainPrograd,
+    /// A MaPLe step (C = 50): language tokens to its official depth 9 (every layer but the first of
+    /// a shallower model), the visual tokens made from them, both encoders prompted.
+    TrainMaple,
     /// Inference with every text feature cached (`PromptClassifier`), E = 5, C = 50.
     InferCached,
     /// Plain CLIP image encoding, the floor of inference cost.
@@ -40,7 +43,7 @@ pub enum CaseName {
 
 impl CaseName {
     /// Every case, in report order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::TrainLn,
         Self::TrainNoLn,
         Self::TrainImagenet,
@@ -48,6 +51,7 @@ impl CaseName {
         Self::TrainCocoopB8,
         Self::TrainKgcoop,
         Self::TrainPrograd,
+        Self::TrainMaple,
         Self::InferCached,
         Self::EncodeImage,
     ];
@@ -62,6 +66,7 @@ impl CaseName {
             Self::TrainCocoopB8 => "train-cocoop-b8",
             Self::TrainKgcoop => "train-kgcoop",
             Self::TrainPrograd => "train-prograd",
+            Self::TrainMaple => "train-maple",
             Self::InferCached => "infer-cached",
             Self::EncodeImage => "encode-image",
         }
@@ -79,6 +84,7 @@ impl CaseName {
             Self::TrainCocoop | Self::TrainCocoopB8 => Method::Cocoop,
             Self::TrainKgcoop => Method::Kgcoop,
             Self::TrainPrograd => Method::Prograd,
+            Self::TrainMaple => Method::Maple,
             _ => Method::Mocoop,
         }
     }

@@ -15,9 +15,10 @@ use mocoop_model::Precision;
 use mocoop_model::clip::on_threads;
 use mocoop_model::prompt::{ExpertInit, MixtureConfig, MixtureOfPrompts};
 use mocoop_model::tokenizer::ClipTokenizer;
-use mocoop_train::config::{DataConfig, Method, Setting, TrainConfig};
+use mocoop_train::config::{DataConfig, DeepPromptConfig, Method, Setting, TrainConfig};
 use mocoop_train::loss_scale::LossScale;
 use mocoop_train::methods::cocoop::CocoopModel;
+use mocoop_train::methods::deep::DeepModel;
 use mocoop_train::methods::mixture::{MixtureRun, TEXT_CHUNK};
 use mocoop_train::recipe::Recipe;
 use mocoop_train::{
@@ -101,6 +102,7 @@ pub fn measure<B: AutodiffBackend>(
     match spec.case.method() {
         Method::Mocoop => training::<B>(spec, geometry, schedule, devices),
         Method::Cocoop => method_training::<B, CocoopModel<B>>(spec, geometry, schedule, devices),
+        Method::Maple => method_training::<B, DeepModel<B>>(spec, geometry, schedule, devices),
         _ => method_training::<B, MocoopModel<B>>(spec, geometry, schedule, devices),
     }
 }
@@ -278,8 +280,10 @@ fn training<B: AutodiffBackend>(
 }
 
 /// The configuration of a run of `spec`'s (one-prompt) method: its recipe on the benchmark's
-/// dataset at the case's batch size, the prompt starting from "a photo of a {}.".
-fn method_config(spec: &CaseSpec, schedule: &Schedule) -> TrainConfig {
+/// dataset at the case's batch size, the prompt starting from "a photo of a {}."; MaPLe's deep
+/// prompts as its official configuration has them, no deeper than the blocks of `geometry`'s
+/// towers after the first.
+fn method_config(spec: &CaseSpec, geometry: Geometry, schedule: &Schedule) -> TrainConfig {
     let method = spec.case.method();
     let recipe = Recipe::for_run(method, RECIPE_DATASET);
     let template = "a photo of a {}.".to_string();
@@ -309,11 +313,16 @@ fn method_config(spec: &CaseSpec, schedule: &Schedule) -> TrainConfig {
         validate: false,
         zero_shot: Default::default(),
         cached_views: 0,
-        deep: None,
+        deep: DeepPromptConfig::official(method).map(|deep| {
+            let config = geometry.config();
+            let blocks = config.vision.layers.min(config.text.layers);
+            let depth = deep.vision_depth.min(blocks);
+            deep.with(Some(depth), None)
+        }),
     }
 }
 
-/// Times a step of a one-prompt method (CoCoOp, KgCoOp, ProGrad) as the trainer builds and steps
+/// Times a step of a one-prompt method (CoCoOp, KgCoOp, ProGrad, MaPLe) as the trainer builds and steps
 /// it: `PromptLearner::build` from its run configuration, burn-train's step and update. No
 /// breakdown: its parts are the MoCoOp cases'.
 fn method_training<B: AutodiffBackend, M: PromptLearner<B>>(
@@ -323,7 +332,7 @@ fn method_training<B: AutodiffBackend, M: PromptLearner<B>>(
     devices: &[B::Device],
 ) -> Result<Timing> {
     let device = &devices[0];
-    let config = method_config(spec, schedule);
+    let config = method_config(spec, geometry, schedule);
     let clip = geometry
         .random_clip::<B>(schedule.seed, device)?
         .with_precision(schedule.precision);

@@ -284,11 +284,21 @@ class MoCoOpStep:
             groups_.append({"params": ln_params, "lr": LR * LN_LR_SCALE})
         self.optim = torch.optim.SGD(groups_, lr=LR, momentum=MOMENTUM, dampening=0.0,
                                      weight_decay=WEIGHT_DECAY)
-        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        self.step_inputs(spec, size, seed)
+
+    def step_inputs(self, spec, size, seed):
+        """The scaler and this step's synthetic images and labels."""
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         gen = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(spec["batch"], 3, size, size, generator=gen).to(device)
-        self.labels = (torch.arange(spec["batch"]) % spec["classes"]).to(device)
-        self.scale = clip.logit_scale.exp().item()
+        self.images = torch.randn(spec["batch"], 3, size, size, generator=gen).to(self.device)
+        self.labels = (torch.arange(spec["batch"]) % spec["classes"]).to(self.device)
+        self.scale = self.clip.logit_scale.exp().item()
+
+    def official_sgd(self, lr, spec, size, seed):
+        """An official trainer's SGD over `self.params` at `lr` (no clipping), and the inputs."""
+        self.optim = torch.optim.SGD(self.params, lr=lr, momentum=MOMENTUM, dampening=0.0,
+                                     weight_decay=WEIGHT_DECAY)
+        self.step_inputs(spec, size, seed)
 
     def autocast(self):
         if self.amp == "off":
@@ -361,13 +371,7 @@ class OnePromptStep(MoCoOpStep):
             self.params += list(self.meta_net.parameters())
         else:
             self.hand_made = group_prototypes(clip, [[HAND_MADE]], names, device)[0]  # [C, D]
-        self.optim = torch.optim.SGD(self.params, lr=OFFICIAL_LR, momentum=MOMENTUM, dampening=0.0,
-                                     weight_decay=WEIGHT_DECAY)
-        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-        gen = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(spec["batch"], 3, size, size, generator=gen).to(device)
-        self.labels = (torch.arange(spec["batch"]) % spec["classes"]).to(device)
-        self.scale = clip.logit_scale.exp().item()
+        self.official_sgd(OFFICIAL_LR, spec, size, seed)
 
     def text_features(self):
         return self.prompts(self.text_encoder).float()
@@ -420,8 +424,9 @@ class OnePromptStep(MoCoOpStep):
             self.optim.step()
 
 
-class MapleStep(MoCoOpStep):
-    """A MaPLe step as its official trainer runs it (see the module's documentation)."""
+class MapleStep(OnePromptStep):
+    """A MaPLe step as its official trainer runs it (see the module's documentation): CE alone,
+    stepped as the one-prompt methods are."""
 
     def __init__(self, spec, geometry, seed, device, amp):
         self.device, self.amp = device, amp
@@ -444,13 +449,7 @@ class MapleStep(MoCoOpStep):
         self.couplings = nn.ModuleList([nn.Linear(width, vision_width).to(device)
                                         for _ in range(self.depth)])
         self.params = [self.ctx, *self.deeper, *self.couplings.parameters()]
-        self.optim = torch.optim.SGD(self.params, lr=MAPLE_LR, momentum=MOMENTUM, dampening=0.0,
-                                     weight_decay=WEIGHT_DECAY)
-        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-        gen = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(spec["batch"], 3, size, size, generator=gen).to(device)
-        self.labels = (torch.arange(spec["batch"]) % spec["classes"]).to(device)
-        self.scale = clip.logit_scale.exp().item()
+        self.official_sgd(MAPLE_LR, spec, size, seed)
 
     def text_features(self):
         c, n = self.clip, MAPLE_CTX
@@ -480,22 +479,10 @@ class MapleStep(MoCoOpStep):
             x = block(x)
         return F.normalize((v.ln_post(x[:, 0]) @ v.proj).float(), dim=-1)
 
-    def loss(self):
+    def losses(self):
         with self.autocast():
             logits = self.scale * self.image_features() @ self.text_features().T
-            return F.cross_entropy(logits, self.labels)
-
-    def step(self):
-        self.optim.zero_grad(set_to_none=True)
-        loss = self.loss()
-        if not torch.isfinite(loss):
-            sys.exit("the loss is not finite")
-        self.backward(loss)
-        if self.scaler is not None:
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            self.optim.step()
+            return F.cross_entropy(logits, self.labels), None
 
 
 def sync(device):

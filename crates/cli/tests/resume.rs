@@ -218,6 +218,22 @@ fn an_f16_run_resumes_with_its_loss_scale() {
     assert_same_run(&reference, &run);
 }
 
+/// A run of `flags` interrupted in its third epoch (Ctrl-C) and resumed ends with the
+/// uninterrupted run's tensors, logs and results, bit for bit (`name` names its scratch folder).
+fn interrupted_run_resumes_identically(name: &str, flags: &[&str]) {
+    let dir = scratch(&format!("resume-{name}"));
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+    let (reference, _) = uninterrupted_with(&dir, root_s, flags);
+    let run = dir.join("interrupted");
+    let run_s = run.to_str().unwrap();
+    let output = interrupt_in_epoch_3(spawn(&run_args_with(root_s, run_s, flags)), &run);
+    assert_eq!(output.status.code(), Some(130), "{name}");
+    ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
+    assert_same_run(&reference, &run);
+}
+
 /// CoCoOp trains a meta-net beside its context, ProGrad steps twice per update (its projection),
 /// KgCoOp adds a term and LASP trains the text bias and image LayerNorms with its text loss: an
 /// interrupted run of each resumes to the uninterrupted run's tensors, logs and results, bit for
@@ -225,18 +241,7 @@ fn an_f16_run_resumes_with_its_loss_scale() {
 #[test]
 fn cocoop_kgcoop_prograd_and_lasp_runs_resume_bit_identically() {
     for method in ["cocoop", "kgcoop", "prograd", "lasp"] {
-        let flags = ["--method", method, "--lr", "0.016"];
-        let dir = scratch(&format!("resume-{method}"));
-        let root = dir.join("data");
-        make_dataset(&root, &CLASSES);
-        let root_s = root.to_str().unwrap();
-        let (reference, _) = uninterrupted_with(&dir, root_s, &flags);
-        let run = dir.join("interrupted");
-        let run_s = run.to_str().unwrap();
-        let output = interrupt_in_epoch_3(spawn(&run_args_with(root_s, run_s, &flags)), &run);
-        assert_eq!(output.status.code(), Some(130), "{method}");
-        ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
-        assert_same_run(&reference, &run);
+        interrupted_run_resumes_identically(method, &["--method", method, "--lr", "0.016"]);
     }
 }
 
@@ -249,16 +254,6 @@ fn cocoop_kgcoop_prograd_and_lasp_runs_resume_bit_identically() {
 fn maple_and_ivlp_runs_resume_bit_identically() {
     for method in ["maple", "ivlp"] {
         let flags = ["--method", method, "--prompt-depth", "2", "--lr", "0.02"];
-        let dir = scratch(&format!("resume-{method}"));
-        let root = dir.join("data");
-        make_dataset(&root, &CLASSES);
-        let root_s = root.to_str().unwrap();
-        let (reference, _) = uninterrupted_with(&dir, root_s, &flags);
-        let run = dir.join("interrupted");
-        let run_s = run.to_str().unwrap();
-        let output = interrupt_in_epoch_3(spawn(&run_args_with(root_s, run_s, &flags)), &run);
-        assert_eq!(output.status.code(), Some(130), "{method}");
-        ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
-        assert_same_run(&reference, &run);
+        interrupted_run_resumes_identically(method, &flags);
     }
 }

@@ -143,6 +143,11 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("zero_shot_template", &[ZeroShot]),
         // Deep prompts (VPT, IVLP, MaPLe); --n-ctx sets their tokens.
         ("prompt_depth", DEEP),
+        // One tower's prompts, where the towers' are independent (IVLP).
+        ("text_depth", &[Ivlp]),
+        ("vision_depth", &[Ivlp]),
+        ("text_n_ctx", &[Ivlp]),
+        ("vision_n_ctx", &[Ivlp]),
     ]
 };
 
@@ -226,6 +231,19 @@ pub struct TrainFlags {
     /// and vpt 12].
     #[arg(long, value_name = "J")]
     prompt_depth: Option<usize>,
+    /// Text encoder layers with learned tokens, where the towers' prompts are independent
+    /// (ivlp), overriding --prompt-depth there.
+    #[arg(long, value_name = "J")]
+    text_depth: Option<usize>,
+    /// Image encoder layers with learned tokens (ivlp), overriding --prompt-depth there.
+    #[arg(long, value_name = "J")]
+    vision_depth: Option<usize>,
+    /// Learned language tokens (ivlp), overriding --n-ctx there.
+    #[arg(long, value_name = "N")]
+    text_n_ctx: Option<usize>,
+    /// Learned visual tokens (ivlp), overriding --n-ctx there.
+    #[arg(long, value_name = "N")]
+    vision_n_ctx: Option<usize>,
 
     // ---- losses
     /// Weight of the text-level loss: mocoop's grouped one, lasp's against every template
@@ -560,14 +578,19 @@ impl TrainFlags {
     }
 
     /// The deep prompts of a VPT, IVLP or MaPLe run: the official configuration with
-    /// `--prompt-depth` and `--n-ctx` where given.
+    /// `--prompt-depth` and `--n-ctx` where given, then one tower's own flags.
     fn deep(&self) -> Option<DeepPromptConfig> {
         let n_ctx = self
             .given
             .iter()
             .any(|g| g == "n_ctx")
             .then_some(self.n_ctx);
-        DeepPromptConfig::official(self.method).map(|d| d.with(self.prompt_depth, n_ctx))
+        let mut deep = DeepPromptConfig::official(self.method)?.with(self.prompt_depth, n_ctx);
+        deep.text_depth = self.text_depth.unwrap_or(deep.text_depth);
+        deep.vision_depth = self.vision_depth.unwrap_or(deep.vision_depth);
+        deep.text_ctx = self.text_n_ctx.unwrap_or(deep.text_ctx);
+        deep.vision_ctx = self.vision_n_ctx.unwrap_or(deep.vision_ctx);
+        Some(deep)
     }
 
     /// The run configuration these flags describe for one dataset and seed.
@@ -817,6 +840,32 @@ mod tests {
         let vpt = deep(&["--method", "vpt", "--n-ctx", "5"], &["n_ctx"]).unwrap();
         assert_eq!((vpt.text_ctx, vpt.text_depth, vpt.vision_ctx), (0, 0, 5));
         assert_eq!(deep(&["--method", "coop"], &[]), None);
+        // IVLP's towers are independent: each takes flags of its own over the shared ones.
+        let args = [
+            "--method",
+            "ivlp",
+            "--prompt-depth",
+            "5",
+            "--vision-depth",
+            "3",
+            "--text-n-ctx",
+            "6",
+        ];
+        let ivlp = deep(&args, &["prompt_depth", "vision_depth", "text_n_ctx"]).unwrap();
+        assert_eq!(
+            (
+                ivlp.text_ctx,
+                ivlp.text_depth,
+                ivlp.vision_ctx,
+                ivlp.vision_depth
+            ),
+            (6, 5, 2, 3)
+        );
+        let err = check_method_flags(Method::Maple, &["vision_depth".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--vision-depth does not apply to --method maple (only to ivlp)"
+        );
         let c = config("dtd", &["--method", "ivlp"]);
         assert_eq!((c.data.batch_size, c.optim.epochs), (4, 5));
         assert!(close(c.optim.lr, 0.0035) && !c.ln_tuning);

@@ -28,6 +28,7 @@ pub fn serial_autodiff() -> MutexGuard<'static, ()> {
 pub mod cocoop_step;
 #[cfg(feature = "train-step")]
 pub mod deep_step;
+#[cfg(feature = "train-step")]
 pub mod official_step;
 #[cfg(feature = "train-step")]
 pub mod train_step;

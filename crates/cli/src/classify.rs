@@ -14,6 +14,7 @@ use mocoop_train::methods::cached::TextCachedClassifier;
 use mocoop_train::{ImageClassifier, TrainedRun};
 use serde_json::json;
 
+use crate::class_names::parse_class_names;
 use crate::device::OnBackend;
 use crate::model_args::{BATCH, LoadedClip, ModelArgs, to_rows};
 
@@ -62,22 +63,7 @@ impl ClassifyArgs {
     }
 
     fn class_names(&self) -> Result<Vec<String>> {
-        let names: Vec<String> = match self.classes.strip_prefix('@') {
-            Some(file) => std::fs::read_to_string(file)
-                .with_context(|| format!("reading class names from {file}"))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
-            None => self
-                .classes
-                .split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect(),
-        };
+        let names = parse_class_names(&self.classes)?;
         if names.len() < 2 {
             bail!("need at least two class names, got {}", names.len());
         }

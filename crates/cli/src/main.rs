@@ -1,6 +1,7 @@
 //! The `mocoop` command line: zero-shot CLIP and mixture-of-prompts learning on CPU, WGPU or CUDA.
 
 mod bench_cmd;
+mod class_names;
 mod classify;
 mod data_cmd;
 mod demo_cmd;
@@ -8,6 +9,7 @@ mod device;
 mod embed;
 mod eval_cmd;
 mod grid_progress;
+mod groups_cmd;
 mod inspect_cmd;
 mod interrupt;
 mod model_args;
@@ -45,6 +47,9 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Dataset chores: `data check` verifies a dataset on disk.
     Data(data_cmd::DataArgs),
+    /// Template groups: `groups suggest` clusters a template pool into groups (experts) for a
+    /// dataset without hand-made ones.
+    Groups(groups_cmd::GroupsArgs),
     /// Pretrain a small CLIP on the generated shape world (no download) and save it.
     Pretrain(pretrain_cmd::PretrainArgs),
     /// Train MoCoOp or CoOp prompts (or evaluate zero-shot CLIP) on a dataset into a run directory.
@@ -90,6 +95,7 @@ fn main() -> std::process::ExitCode {
         Command::Embed(args) => dispatch(&args.device().clone(), args),
         Command::Classify(args) => dispatch(&args.device().clone(), args),
         Command::Data(args) => args.run(),
+        Command::Groups(args) => args.start(),
         Command::Pretrain(args) => dispatch(&args.device().clone(), args),
         Command::Train(args) => dispatch_all(&args.devices().clone(), *args),
         Command::Eval(args) => dispatch(&args.device().clone(), args),

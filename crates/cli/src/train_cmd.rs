@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde_json::json;
 
 use mocoop_model::Precision;
@@ -25,7 +25,8 @@ use mocoop_train::run;
 use mocoop_train::{DeviceSplit, TrainOptions, TrainReport, resume, train};
 
 use crate::device::{DeviceList, DeviceSpec, OnDevices};
-use crate::model_args::CheckpointArgs;
+use crate::groups_cmd::{RunGroups, write_run_groups};
+use crate::model_args::{CheckpointArgs, LoadedClip};
 
 /// How the single CoOp prompt is initialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,6 +35,29 @@ pub enum CtxInit {
     Template,
     /// `--n-ctx` random vectors.
     Random,
+}
+
+/// Where a run's template groups come from (`--groups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupsSource {
+    /// A template-groups file.
+    File(PathBuf),
+    /// Suggested by `train` itself for the dataset's class names (`--groups auto`), and written
+    /// into the run directory, which records that file.
+    Auto,
+}
+
+impl std::str::FromStr for GroupsSource {
+    type Err = String;
+
+    /// `auto`, or the path of a file (`./auto` for a file of that name).
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(if s == "auto" {
+            Self::Auto
+        } else {
+            Self::File(PathBuf::from(s))
+        })
+    }
 }
 
 /// Trains prompts on a dataset (MoCoOp, CoOp) or evaluates zero-shot CLIP, into a run directory.
@@ -178,9 +202,11 @@ pub struct TrainFlags {
     /// --warmup-all-groups, --gate-target, --gate-target-grad, and f16 on GPUs; mocoop only).
     #[arg(long, value_enum, default_value_t = RecipeName::Default)]
     pub recipe: RecipeName,
-    /// Template groups file (TOML, same format as assets/template-groups.toml) for a custom dataset.
-    #[arg(long, value_name = "FILE")]
-    pub groups: Option<PathBuf>,
+    /// Template groups file (TOML, same format as assets/template-groups.toml) for a custom
+    /// dataset, or auto (`train` only): groups suggested for the dataset's class names from
+    /// CLIP's 80 ImageNet templates, as `mocoop groups suggest` makes them, kept in RUN/groups.toml.
+    #[arg(long, value_name = "FILE|auto")]
+    pub groups: Option<GroupsSource>,
 
     // ---- prompts and router
     /// Experts mixed per image (K).
@@ -536,7 +562,8 @@ impl TrainFlags {
         let mut mixture = match self.method {
             Method::Mocoop | Method::ZeroShot => {
                 let official = recipe.official.official_templates;
-                let groups = template_groups_from(self.groups.as_deref(), &run.dataset, official)?;
+                let file = self.groups_file()?;
+                let groups = template_groups_from(file.as_deref(), &run.dataset, official)?;
                 MixtureConfig::mocoop(&groups, self.top_k, run.seed)
             }
             Method::Coop | Method::Cocoop | Method::Kgcoop | Method::Prograd | Method::Lasp => {
@@ -593,6 +620,20 @@ impl TrainFlags {
         Some(deep)
     }
 
+    /// The run's groups file: `--groups FILE`, or none for the built-in table. `--groups auto`
+    /// must have been turned into its file by `train` first, which alone has the CLIP and the run
+    /// directory it needs.
+    fn groups_file(&self) -> Result<Option<PathBuf>> {
+        match &self.groups {
+            None => Ok(None),
+            Some(GroupsSource::File(path)) => Ok(Some(path.clone())),
+            Some(GroupsSource::Auto) => bail!(
+                "--groups auto is for `mocoop train` only: write the groups with `mocoop groups \
+                 suggest` and pass that file to --groups"
+            ),
+        }
+    }
+
     /// The run configuration these flags describe for one dataset and seed.
     pub fn config(&self, checkpoint: &CheckpointArgs, run: &RunData) -> Result<TrainConfig> {
         check_method_flags(self.method, &self.given)?;
@@ -609,7 +650,7 @@ impl TrainFlags {
             seed: run.seed,
             batch_size,
             workers: self.workers,
-            groups_file: self.groups.clone(),
+            groups_file: self.groups_file()?,
             skip_bad_images: self.skip_bad_images,
             official_templates: recipe.official.official_templates,
         };
@@ -696,8 +737,18 @@ impl TrainArgs {
             shots: self.shots,
             seed: self.seed,
         };
-        let config = self.flags.config(&checkpoint, &run)?;
-        let loaded = checkpoint.load::<B>(self.device.main(), &devices[0])?;
+        let (config, loaded) = if self.flags.groups == Some(GroupsSource::Auto) {
+            check_method_flags(self.flags.method, &self.flags.given)?;
+            let loaded = checkpoint.load::<B>(self.device.main(), &devices[0])?;
+            let flags = self.auto_groups(&loaded, &run, out, weights, &devices[0])?;
+            (flags.config(&checkpoint, &run)?, loaded)
+        } else {
+            let config = self.flags.config(&checkpoint, &run)?;
+            (
+                config,
+                checkpoint.load::<B>(self.device.main(), &devices[0])?,
+            )
+        };
         train(
             config,
             loaded.clip,
@@ -707,6 +758,40 @@ impl TrainArgs {
             devices,
         )
         .with_context(|| format!("training into {}", out.display()))
+    }
+}
+
+impl TrainArgs {
+    /// `--groups auto`: the flags with the groups suggested for the dataset's class names
+    /// (all of them, base and new: only names are read) written into the run directory.
+    fn auto_groups<B: Backend>(
+        &self,
+        loaded: &LoadedClip<B>,
+        run: &RunData,
+        out: &Path,
+        weights: &Path,
+        device: &B::Device,
+    ) -> Result<TrainFlags> {
+        let dataset = mocoop_data::load_dataset(&run.dataset, &run.root)?;
+        let target = RunGroups {
+            run: out,
+            method: self.flags.method,
+            overwrite: self.overwrite,
+            dataset: &run.dataset,
+            weights,
+        };
+        let (path, suggestion) =
+            write_run_groups(loaded, &dataset.all_classnames, &target, device)?;
+        eprintln!(
+            "note: --groups auto: {} groups of {} templates in {}",
+            suggestion.groups.len(),
+            suggestion.templates,
+            path.display()
+        );
+        Ok(TrainFlags {
+            groups: Some(GroupsSource::File(path)),
+            ..self.flags.clone()
+        })
     }
 }
 

@@ -8,6 +8,7 @@ mod common;
 mod data_parallel;
 mod demo;
 mod grid;
+mod groups;
 mod inspect;
 mod official;
 mod resnet;

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! RUN/config.json              every setting (TrainConfig)
+//! RUN/groups.toml              the template groups `train --groups auto` suggested (config.json
+//!                              names it as the run's groups file)
 //! RUN/checkpoint.safetensors   the final trainable tensors (absent for zero-shot runs)
 //! RUN/checkpoints/epoch-NNN.safetensors   the last epochs' checkpoints
 //! RUN/metrics.jsonl            one line of averages per epoch
@@ -70,34 +72,38 @@ pub fn read_config(run: &Path, expected: Option<Method>) -> Result<TrainConfig, 
 /// existing run is kept unless `overwrite` (and a run of another method is never overwritten
 /// silently: the message says what it holds).
 pub fn create(run: &Path, config: &TrainConfig, overwrite: bool) -> Result<(), TrainError> {
-    if run.join(CONFIG_FILE).exists() {
-        let existing = read_config(run, None);
-        match existing {
-            Ok(old) if old.method != config.method => {
-                return Err(TrainError::Run(format!(
-                    "{} already holds a {} run; this is a {} run: choose another --out",
-                    run.display(),
-                    old.method,
-                    config.method
-                )));
-            }
-            _ if !overwrite => {
-                return Err(TrainError::Run(format!(
-                    "{} already holds a run (pass --overwrite to replace it)",
-                    run.display()
-                )));
-            }
-            _ => {}
-        }
+    if check_target(run, config.method, overwrite)? {
         clear_outputs(run);
-    } else if run.is_file() {
-        return Err(TrainError::Run(format!(
-            "--out {} is a file, not a directory",
-            run.display()
-        )));
     }
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     write_json(&run.join(CONFIG_FILE), config)
+}
+
+/// Whether a new `method` run may go into `run`, as [`create`] decides it, without changing
+/// anything there: for callers that write into the run directory before training starts (the
+/// groups of `--groups auto`). `Ok(true)` when an existing run is to be replaced.
+pub fn check_target(run: &Path, method: Method, overwrite: bool) -> Result<bool, TrainError> {
+    if run.join(CONFIG_FILE).exists() {
+        match read_config(run, None) {
+            Ok(old) if old.method != method => Err(TrainError::Run(format!(
+                "{} already holds a {} run; this is a {method} run: choose another --out",
+                run.display(),
+                old.method,
+            ))),
+            _ if !overwrite => Err(TrainError::Run(format!(
+                "{} already holds a run (pass --overwrite to replace it)",
+                run.display()
+            ))),
+            _ => Ok(true),
+        }
+    } else if run.is_file() {
+        Err(TrainError::Run(format!(
+            "--out {} is a file, not a directory",
+            run.display()
+        )))
+    } else {
+        Ok(false)
+    }
 }
 
 /// Removes what a run writes while it trains (checkpoints, logs, results), keeping `config.json`.

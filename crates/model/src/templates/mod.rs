@@ -2,6 +2,15 @@
 //!
 //! The shipped table (`assets/template-groups.toml`) holds the published configuration's groups for
 //! the CoOp benchmark datasets; users may pass their own file in the same format for a custom dataset.
+//! A dataset without hand-made groups can have them suggested: [`suggest`] clusters a template
+//! [`pool`] by CLIP's class-averaged text features ([`cluster`] holds the clustering itself) and
+//! [`Suggestion::to_toml`](suggest::Suggestion::to_toml) writes the result in this module's file
+//! format.
+
+pub mod cluster;
+mod groups_file;
+pub mod pool;
+pub mod suggest;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,11 +18,11 @@ use std::path::Path;
 use serde::Deserialize;
 
 /// The template-group table shipped with the binary.
-pub const BUILTIN_GROUPS: &str = include_str!("../../../assets/template-groups.toml");
+pub const BUILTIN_GROUPS: &str = include_str!("../../../../assets/template-groups.toml");
 
 /// The official MoCoOp code's groups where they differ from [`BUILTIN_GROUPS`] (Food101, the
 /// ImageNet domain-shift targets).
-pub const OFFICIAL_GROUPS: &str = include_str!("../../../assets/template-groups-official.toml");
+pub const OFFICIAL_GROUPS: &str = include_str!("../../../../assets/template-groups-official.toml");
 
 /// A template-group file or its contents is unusable.
 #[derive(Debug, thiserror::Error)]

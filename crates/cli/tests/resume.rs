@@ -263,3 +263,35 @@ fn maple_run_resumes_bit_identically() {
     ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
     assert_same_run(&reference, &run);
 }
+
+/// A PromptSRC run interrupted in epoch 3 resumes to the same aggregate: the running sum of the
+/// epochs' tokens travels in the checkpoints. Ignored with MaPLe's, for the same known defect of
+/// deep-prompt resuming (see its doc comment):
+/// `cargo test --workspace promptsrc_run_resumes -- --ignored`.
+#[test]
+#[ignore = "deep-prompt runs do not yet resume bit-identically from every step (see maple_run_resumes_bit_identically)"]
+fn promptsrc_run_resumes_bit_identically() {
+    let flags = [
+        "--method",
+        "promptsrc",
+        "--prompt-depth",
+        "2",
+        "--lr",
+        "0.02",
+        "--gpa-mean",
+        "4",
+        "--gpa-std",
+        "2",
+    ];
+    let dir = scratch("resume-promptsrc");
+    let root = dir.join("data");
+    make_dataset(&root, &CLASSES);
+    let root_s = root.to_str().unwrap();
+    let (reference, _) = uninterrupted_with(&dir, root_s, &flags);
+    let run = dir.join("interrupted");
+    let run_s = run.to_str().unwrap();
+    let output = interrupt_in_epoch_3(spawn(&run_args_with(root_s, run_s, &flags)), &run);
+    assert_eq!(output.status.code(), Some(130));
+    ok(mocoop(&["train", "--resume", run_s, "--quiet"]));
+    assert_same_run(&reference, &run);
+}

@@ -16,7 +16,7 @@ use mocoop_model::prompt::{ContextCount, ExpertInit, LayoutOptions, MixtureConfi
 use mocoop_model::weights::LoadOptions;
 use mocoop_train::config::{
     DataConfig, DeepPromptConfig, GatePrototypes, GateTarget, KgDistance, LossConfig, Method,
-    OptimConfig, ProGradConfig, ProjectionScope, Setting, TextClasses, TrainConfig,
+    OptimConfig, ProGradConfig, ProjectionScope, SelfRegulation, Setting, TextClasses, TrainConfig,
     ZeroShotPrompts,
 };
 use mocoop_train::inputs::template_groups_from;
@@ -131,7 +131,9 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
     const TEXT_LOSS: &[Method] = &[Mocoop, Lasp];
     const SOFT: &[Method] = &[Coop, Cocoop, Kgcoop, Prograd, Lasp];
     const SHARED: &[Method] = &[Mocoop, Coop, Kgcoop, Prograd, Lasp];
-    const DEEP: &[Method] = &[Vpt, Ivlp, Maple];
+    const DEEP: &[Method] = &[Vpt, Ivlp, Maple, Promptsrc];
+    const PROMPTSRC: &[Method] = &[Promptsrc];
+    const INDEPENDENT: &[Method] = &[Ivlp, Promptsrc];
     &[
         ("top_k", MIXTURE),
         ("renormalize", MIXTURE),
@@ -153,7 +155,9 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("ctx_template", SOFT),
         (
             "n_ctx",
-            &[Coop, Cocoop, Kgcoop, Prograd, Lasp, Vpt, Ivlp, Maple],
+            &[
+                Coop, Cocoop, Kgcoop, Prograd, Lasp, Vpt, Ivlp, Maple, Promptsrc,
+            ],
         ),
         ("ctx_std", SOFT),
         ("text_bias", SHARED),
@@ -165,13 +169,17 @@ const METHOD_FLAGS: &[(&str, &[Method])] = {
         ("prograd_temperature", &[Prograd]),
         ("prograd_scope", &[Prograd]),
         ("zero_shot_template", &[ZeroShot]),
-        // Deep prompts (VPT, IVLP, MaPLe); --n-ctx sets their tokens.
+        // Deep prompts (VPT, IVLP, MaPLe, PromptSRC); --n-ctx sets their tokens.
         ("prompt_depth", DEEP),
-        // One tower's prompts, where the towers' are independent (IVLP).
-        ("text_depth", &[Ivlp]),
-        ("vision_depth", &[Ivlp]),
-        ("text_n_ctx", &[Ivlp]),
-        ("vision_n_ctx", &[Ivlp]),
+        // One tower's prompts, where the towers' are independent (IVLP, PromptSRC).
+        ("text_depth", INDEPENDENT),
+        ("vision_depth", INDEPENDENT),
+        ("text_n_ctx", INDEPENDENT),
+        ("vision_n_ctx", INDEPENDENT),
+        ("scl_text_weight", PROMPTSRC),
+        ("scl_image_weight", PROMPTSRC),
+        ("gpa_mean", PROMPTSRC),
+        ("gpa_std", PROMPTSRC),
     ]
 };
 
@@ -228,8 +236,9 @@ pub struct TrainFlags {
     /// photo of a {}."; prograd: its hand-made prompt, as its official code does].
     #[arg(long, value_name = "TEMPLATE")]
     ctx_template: Option<String>,
-    /// Number of random CoOp context vectors; for vpt, ivlp and maple, the prompt tokens of each
-    /// tower that learns them [default: their official configurations: maple 2, ivlp 2 + 2, vpt 8].
+    /// Number of random CoOp context vectors; for vpt, ivlp, maple and promptsrc, the prompt tokens
+    /// of each tower that learns them [default: their official configurations: maple 2, ivlp
+    /// 2 + 2, vpt 8, promptsrc 4 + 4].
     #[arg(long, default_value_t = 4)]
     n_ctx: usize,
     /// Std of random context vectors.
@@ -252,24 +261,39 @@ pub struct TrainFlags {
     #[arg(long, value_name = "TEMPLATE")]
     zero_shot_template: Option<String>,
 
-    // ---- deep prompts (vpt, ivlp, maple)
-    /// Layers of each encoder whose prompt positions hold learned tokens [default: maple 9, ivlp
-    /// and vpt 12].
+    // ---- deep prompts (vpt, ivlp, maple, promptsrc)
+    /// Layers of each encoder whose prompt positions hold learned tokens [default: maple and
+    /// promptsrc 9, ivlp and vpt 12].
     #[arg(long, value_name = "J")]
     prompt_depth: Option<usize>,
     /// Text encoder layers with learned tokens, where the towers' prompts are independent
-    /// (ivlp), overriding --prompt-depth there.
+    /// (ivlp, promptsrc), overriding --prompt-depth there.
     #[arg(long, value_name = "J")]
     text_depth: Option<usize>,
-    /// Image encoder layers with learned tokens (ivlp), overriding --prompt-depth there.
+    /// Image encoder layers with learned tokens (ivlp, promptsrc), overriding --prompt-depth there.
     #[arg(long, value_name = "J")]
     vision_depth: Option<usize>,
-    /// Learned language tokens (ivlp), overriding --n-ctx there.
+    /// Learned language tokens (ivlp, promptsrc), overriding --n-ctx there.
     #[arg(long, value_name = "N")]
     text_n_ctx: Option<usize>,
-    /// Learned visual tokens (ivlp), overriding --n-ctx there.
+    /// Learned visual tokens (ivlp, promptsrc), overriding --n-ctx there.
     #[arg(long, value_name = "N")]
     vision_n_ctx: Option<usize>,
+    /// PromptSRC's weight of the L1 agreement of the prompted class text features with frozen
+    /// CLIP's template-ensemble features [default: 25].
+    #[arg(long, value_name = "W")]
+    scl_text_weight: Option<f32>,
+    /// PromptSRC's weight of the L1 agreement of the prompted image features with frozen CLIP's
+    /// [default: 10].
+    #[arg(long, value_name = "W")]
+    scl_image_weight: Option<f32>,
+    /// Mean (an epoch number, from 1) of the Gaussian that weights each epoch's prompts in
+    /// PromptSRC's aggregate [default: 15].
+    #[arg(long, value_name = "EPOCH")]
+    gpa_mean: Option<f64>,
+    /// Standard deviation of that Gaussian, in epochs [default: 1].
+    #[arg(long, value_name = "EPOCHS")]
+    gpa_std: Option<f64>,
 
     // ---- losses
     /// Weight of the text-level loss: mocoop's grouped one, lasp's against every template
@@ -587,7 +611,7 @@ impl TrainFlags {
                 }
             }
             // Their prompts are `TrainConfig::deep`; the mixture entry is CoOp's default, unused.
-            Method::Vpt | Method::Ivlp | Method::Maple => MixtureConfig::coop(
+            Method::Vpt | Method::Ivlp | Method::Maple | Method::Promptsrc => MixtureConfig::coop(
                 ExpertInit::Template {
                     template: "a photo of a {}.".into(),
                 },
@@ -604,8 +628,9 @@ impl TrainFlags {
         Ok(mixture)
     }
 
-    /// The deep prompts of a VPT, IVLP or MaPLe run: the official configuration with
-    /// `--prompt-depth` and `--n-ctx` where given, then one tower's own flags.
+    /// The deep prompts of a VPT, IVLP, MaPLe or PromptSRC run: the official configuration with
+    /// `--prompt-depth` and `--n-ctx` where given, then one tower's own flags, and PromptSRC's
+    /// weights and Gaussian.
     fn deep(&self) -> Option<DeepPromptConfig> {
         let n_ctx = self
             .given
@@ -617,6 +642,12 @@ impl TrainFlags {
         deep.vision_depth = self.vision_depth.unwrap_or(deep.vision_depth);
         deep.text_ctx = self.text_n_ctx.unwrap_or(deep.text_ctx);
         deep.vision_ctx = self.vision_n_ctx.unwrap_or(deep.vision_ctx);
+        deep.self_regulation = deep.self_regulation.map(|r| SelfRegulation {
+            text_weight: self.scl_text_weight.unwrap_or(r.text_weight),
+            image_weight: self.scl_image_weight.unwrap_or(r.image_weight),
+            gpa_mean: self.gpa_mean.unwrap_or(r.gpa_mean),
+            gpa_std: self.gpa_std.unwrap_or(r.gpa_std),
+        });
         Some(deep)
     }
 
@@ -949,11 +980,43 @@ mod tests {
         let err = check_method_flags(Method::Maple, &["vision_depth".into()]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--vision-depth does not apply to --method maple (only to ivlp)"
+            "--vision-depth does not apply to --method maple (only to ivlp, promptsrc)"
         );
         let c = config("dtd", &["--method", "ivlp"]);
         assert_eq!((c.data.batch_size, c.optim.epochs), (4, 5));
         assert!(close(c.optim.lr, 0.0035) && !c.ln_tuning);
+    }
+
+    #[test]
+    fn promptsrc_takes_its_official_configuration_and_its_own_flags() {
+        let c = config("dtd", &["--method", "promptsrc"]);
+        assert_eq!(c.deep, DeepPromptConfig::official(Method::Promptsrc));
+        assert_eq!((c.data.batch_size, c.optim.epochs), (4, 20));
+        assert!(close(c.optim.lr, 0.0025) && !c.ln_tuning);
+        let args = [
+            "--method",
+            "promptsrc",
+            "--scl-text-weight",
+            "5",
+            "--scl-image-weight",
+            "2",
+            "--gpa-mean",
+            "3",
+            "--gpa-std",
+            "0.5",
+        ];
+        let own = config("dtd", &args).deep.unwrap().self_regulation.unwrap();
+        let want = (own.text_weight, own.image_weight, own.gpa_mean, own.gpa_std);
+        assert_eq!(want, (5.0, 2.0, 3.0, 0.5));
+        // Its flags belong to it alone.
+        let given = vec!["gpa_std".to_string()];
+        let err = check_method_flags(Method::Maple, &given).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--gpa-std does not apply to --method maple (only to promptsrc)"),
+            "{err}"
+        );
+        assert!(check_method_flags(Method::Promptsrc, &given).is_ok());
     }
 
     #[test]

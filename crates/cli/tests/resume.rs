@@ -257,3 +257,22 @@ fn maple_and_ivlp_runs_resume_bit_identically() {
         interrupted_run_resumes_identically(method, &flags);
     }
 }
+
+/// A PromptSRC run interrupted in epoch 3 resumes to the same aggregate: the running sum of the
+/// epochs' tokens travels in the checkpoints.
+#[test]
+fn promptsrc_run_resumes_bit_identically() {
+    let flags = [
+        "--method",
+        "promptsrc",
+        "--prompt-depth",
+        "2",
+        "--lr",
+        "0.02",
+        "--gpa-mean",
+        "4",
+        "--gpa-std",
+        "2",
+    ];
+    interrupted_run_resumes_identically("promptsrc", &flags);
+}

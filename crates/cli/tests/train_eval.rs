@@ -798,3 +798,110 @@ fn a_short_run_leaves_the_warm_up_and_a_warm_up_as_long_as_the_run_is_warned_abo
         "{err}"
     );
 }
+
+/// PromptSRC (IVLP's tokens two layers deep, regulated by frozen CLIP): the cross-entropy falls
+/// and each self-regulating term is logged; the run keeps the Gaussian-weighted aggregate of its
+/// epochs' tokens (the final checkpoint is `Σ_e w_e · tokens_e` over the epoch checkpoints, with
+/// `w_e ∝ exp(−(e − mean)² / 2 std²)`, and the last epoch's carries that sum beside its own
+/// tokens); eval and `classify --prompts` of the reloaded run agree with training's evaluation,
+/// and a protocol grid runs it. Its flags on another method, and a depth past the towers' layers, are clear errors.
+#[test]
+fn promptsrc_keeps_the_epochs_aggregate_and_a_reloaded_run_evaluates_identically() {
+    let flags = [
+        "--method",
+        "promptsrc",
+        "--prompt-depth",
+        "2",
+        "--lr",
+        "0.02",
+        "--gpa-mean",
+        "7",
+        "--gpa-std",
+        "2",
+        "--keep-checkpoints",
+        "10",
+    ];
+    let (dir, run, out, _) = train_ten_epochs("promptsrc", &flags);
+    let epochs = metrics(&run);
+    let (first, last) = (&epochs[0]["means"], &epochs[9]["means"]);
+    assert!(
+        number(last, "ce") < number(first, "ce"),
+        "{first} -> {last}"
+    );
+    for key in ["scl_text", "scl_image", "scl_logits"] {
+        let value = number(last, key);
+        assert!(value.is_finite() && value > 0.0, "{key}: {last}");
+    }
+    let trained = split(&out["results"], "all");
+    assert!(number(trained, "accuracy") >= 50.0, "{trained}");
+
+    let read = |name: &str| {
+        mocoop_train::checkpoint::read(&run.join(name))
+            .unwrap()
+            .tensors
+    };
+    let kept = read("checkpoint.safetensors");
+    let names = ["ctx.0", "text_deep.1", "vision.0", "vision.1"];
+    assert_eq!(kept.keys().collect::<Vec<_>>(), names);
+    let density = |e: f64| (-0.5 * ((e - 7.0) / 2.0).powi(2)).exp();
+    let total: f64 = (1..=10).map(|e| density(e as f64)).sum();
+    let last_epoch = read("checkpoints/epoch-010.safetensors");
+    for name in names {
+        let mut want = vec![0.0f64; kept[name].num_elements()];
+        for e in 1..=10 {
+            let epoch = read(&format!("checkpoints/epoch-{e:03}.safetensors"));
+            let w = density(e as f64) / total;
+            for (acc, v) in want.iter_mut().zip(epoch[name].to_vec::<f32>().unwrap()) {
+                *acc += w * f64::from(v);
+            }
+        }
+        let got = kept[name].to_vec::<f32>().unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (f64::from(*g) - w).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-5,
+            "{name}: the kept tokens are not the aggregate ({worst})"
+        );
+        assert_ne!(got, last_epoch[name].to_vec::<f32>().unwrap(), "{name}");
+        let sum = &last_epoch[&format!("gpa.{name}")];
+        assert_eq!(sum, &kept[name], "{name}: the last epoch's running sum");
+    }
+    evaluates_identically(&run, &out);
+    let root = dir.join("data");
+    classify_agrees_with_eval(&dir, &root, run.to_str().unwrap(), trained);
+
+    // A protocol grid trains and tables it like any method.
+    let grid = dir.join("grid");
+    let extra = ["--method", "promptsrc", "--prompt-depth", "2"];
+    let args = protocol_args(root.to_str().unwrap(), grid.to_str().unwrap(), "1", &extra);
+    let output = mocoop(&args);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let table = grid.join("results-base2new-promptsrc.json");
+    let table: Value = serde_json::from_str(&std::fs::read_to_string(table).unwrap()).unwrap();
+    assert_eq!(table["cells"].as_array().unwrap().len(), 1, "{table}");
+
+    let train = |out: &str, extra: &[&str]| {
+        let out = dir.join(out);
+        failure(mocoop(&train_args(
+            root.to_str().unwrap(),
+            out.to_str().unwrap(),
+            extra,
+        )))
+    };
+    let err = train("deep", &["--method", "promptsrc", "--prompt-depth", "3"]);
+    assert!(
+        err.contains("deeper than the text encoder's 2 layers"),
+        "{err}"
+    );
+    let err = train("maple", &["--method", "maple", "--gpa-mean", "3"]);
+    assert!(
+        err.contains("--gpa-mean does not apply to --method maple (only to promptsrc)"),
+        "{err}"
+    );
+    let err = train("std", &["--method", "promptsrc", "--gpa-std", "0"]);
+    assert!(err.contains("--gpa-std must be positive"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! The deep-prompt cases of the training-step fixture (`cases.maple`, `cases.ivlp`, `cases.vpt` of
 //! `tests/fixtures/train_step.json`, written from multimodal-prompt-learning's trainers and the
-//! prompt blocks of its `clip/model.py`): logits, the cross-entropy, the gradient of every learned
-//! tensor, and the tensors after two SGD steps, checked on any autodiff backend.
+//! prompt blocks of its `clip/model.py`; `cases.promptsrc` from PromptSRC's trainer): logits, every
+//! loss term, the gradient of every learned tensor, and the tensors after two SGD steps, checked
+//! on any autodiff backend.
 
 use std::collections::BTreeMap;
 
@@ -14,9 +15,9 @@ use mocoop_model::templates::TemplateGroups;
 use mocoop_model::tokenizer::ClipTokenizer;
 use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
-use mocoop_train::config::{DeepPromptConfig, LossConfig, Method, TrainConfig};
+use mocoop_train::config::{DeepPromptConfig, LossConfig, Method, SelfRegulation, TrainConfig};
 use mocoop_train::methods::deep::DeepModel;
-use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner};
+use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner, StepTerms};
 
 use crate::cocoop_step::{check_after_two_steps, check_grads, ours, tensors};
 use crate::train_step::{
@@ -40,11 +41,35 @@ fn config(method: Method, cfg: &Value) -> TrainConfig {
         vision_depth: count("vision_depth"),
         coupled: cfg["coupled"].as_bool().unwrap(),
         ctx_init: cfg["ctx_init"].as_str().unwrap().into(),
+        self_regulation: (method == Method::Promptsrc).then(|| SelfRegulation {
+            text_weight: cfg["text_weight"].as_f64().unwrap() as f32,
+            image_weight: cfg["image_weight"].as_f64().unwrap() as f32,
+            ..SelfRegulation::official()
+        }),
     });
     config
 }
 
-/// Runs case `name` (`maple`, `ivlp` or `vpt`) on `device` with the encoders in `precision`
+/// Each of the case's loss terms (`total` the weighted loss) against the step's `terms`.
+fn check_terms<B: AutodiffBackend>(
+    terms: &StepTerms<B>,
+    expected: &Value,
+    name: &str,
+    check: impl Fn(&[f32], &[f32], &str),
+) {
+    for (key, want) in expected.as_object().unwrap() {
+        let got = match key.as_str() {
+            "total" => terms.loss.clone(),
+            key => terms
+                .term(key)
+                .unwrap_or_else(|| panic!("{name}: no term {key}")),
+        };
+        let want = want.as_f64().unwrap() as f32;
+        check(&values(got), &[want], &format!("{name}: {key}"));
+    }
+}
+
+/// Runs case `name` (`maple`, `ivlp`, `vpt` or `promptsrc`) on `device` with the encoders in `precision`
 /// against the f32 reference: to 1e-4 in f32, within the type's rounding in f16 (at a loss scale
 /// the fixture's gradients fit) and bf16.
 pub fn run_deep_case<B: AutodiffBackend>(
@@ -87,6 +112,12 @@ pub fn run_deep_case<B: AutodiffBackend>(
         check(&tensors::<B, _>(&model)["ctx.0"], &flat(ctx), &what);
         saved.insert("ctx.0".into(), ours("ctx.0", ctx));
     }
+    // PromptSRC's aggregate starts empty, as built.
+    saved.extend(
+        PromptLearner::tensors(&model)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("gpa.")),
+    );
     let mut model = model.load_tensors(&mut saved, device).unwrap();
     if precision.needs_loss_scaling() {
         model.state.loss_scale = Some(IN_RANGE);
@@ -101,13 +132,11 @@ pub fn run_deep_case<B: AutodiffBackend>(
     let b = batch();
     let terms = model.forward(b.images, b.labels);
     check(
-        &values(terms.logits),
+        &values(terms.logits.clone()),
         &flat(&case["logits"]),
         &format!("{name}: logits"),
     );
-    let ce = values(terms.loss)[0];
-    let want = case["terms"]["ce"].as_f64().unwrap() as f32;
-    check(&[ce], &[want], &format!("{name}: ce"));
+    check_terms(&terms, &case["terms"], name, check);
 
     let (_, grads) = model.train_step(batch());
     let grads = grads.expect("a finite loss");

@@ -36,6 +36,9 @@ pub enum Method {
     Ivlp,
     /// Deep language prompts coupled into the image encoder (Khattak et al.'s MaPLe).
     Maple,
+    /// IVLP's prompts kept near frozen CLIP's features and logits, aggregated over epochs
+    /// (Khattak et al.'s PromptSRC).
+    Promptsrc,
 }
 
 impl std::fmt::Display for Method {
@@ -51,6 +54,7 @@ impl std::fmt::Display for Method {
             Self::Vpt => "vpt",
             Self::Ivlp => "ivlp",
             Self::Maple => "maple",
+            Self::Promptsrc => "promptsrc",
         })
     }
 }
@@ -413,7 +417,7 @@ pub struct TrainConfig {
     /// its images).
     #[serde(default)]
     pub cached_views: usize,
-    /// The deep prompts of VPT, IVLP and MaPLe (`None` for the other methods).
+    /// The deep prompts of VPT, IVLP, MaPLe and PromptSRC (`None` for the other methods).
     #[serde(default)]
     pub deep: Option<DeepPromptConfig>,
 }
@@ -508,6 +512,17 @@ impl TrainConfig {
         }
         if let Some(deep) = &self.deep {
             deep.validate()?;
+            if (self.method == Method::Promptsrc) != deep.self_regulation.is_some() {
+                return Err(format!(
+                    "a {} run {} PromptSRC's self-regulation (`deep.self_regulation`)",
+                    self.method,
+                    if deep.self_regulation.is_some() {
+                        "does not take"
+                    } else {
+                        "needs"
+                    }
+                ));
+            }
         }
         if self.cached_views > 0 && self.ln_tuning {
             return Err(
@@ -520,9 +535,10 @@ impl TrainConfig {
     }
 }
 
-/// Deep prompts on the two towers (VPT-deep, IVLP, MaPLe): how many tokens each encoder learns and
-/// through how many of its layers. A depth `J` puts learned tokens in the input of layers
-/// `0..J`: the input's own at layer 0, and before each of layers `1..J` new ones in their place.
+/// Deep prompts on the two towers (VPT-deep, IVLP, MaPLe, PromptSRC): how many tokens each encoder
+/// learns and through how many of its layers. A depth `J` puts learned tokens in the input of
+/// layers `0..J`: the input's own at layer 0, and before each of layers `1..J` new ones in their
+/// place.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeepPromptConfig {
     /// Language context tokens right after SOT (0: the text side is the frozen hand-made prompt
@@ -541,18 +557,72 @@ pub struct DeepPromptConfig {
     /// fixed before the class name (random `N(0, 0.02²)` tokens when it has fewer than
     /// `text_ctx`).
     pub ctx_init: String,
+    /// PromptSRC's self-regulation (`None` for VPT, IVLP and MaPLe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_regulation: Option<SelfRegulation>,
+}
+
+/// PromptSRC's self-regulating constraints and its prompt aggregation: the weights of the L1
+/// agreements with frozen CLIP's features (the KL agreement of the logits has weight 1) and the
+/// Gaussian over epochs that weights each epoch's prompts in the aggregate the run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SelfRegulation {
+    /// Weight of `L_scl_text`, the mean absolute difference of the prompted class text features
+    /// from frozen CLIP's template-ensemble features.
+    pub text_weight: f32,
+    /// Weight of `L_scl_image`, the mean absolute difference of the prompted image features from
+    /// frozen CLIP's.
+    pub image_weight: f32,
+    /// Mean of the Gaussian over epoch numbers (1-based) of the aggregation.
+    pub gpa_mean: f64,
+    /// Its standard deviation.
+    pub gpa_std: f64,
+}
+
+impl SelfRegulation {
+    /// The official base-to-new configuration (`vit_b16_c2_ep20_batch4_4+4ctx`): text weight 25,
+    /// image weight 10, the Gaussian at epoch 15 with standard deviation 1.
+    pub fn official() -> Self {
+        Self {
+            text_weight: 25.0,
+            image_weight: 10.0,
+            gpa_mean: 15.0,
+            gpa_std: 1.0,
+        }
+    }
+
+    /// Checks the weights and the Gaussian.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("scl-text-weight", self.text_weight),
+            ("scl-image-weight", self.image_weight),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("--{name} must be finite and >= 0, got {value}"));
+            }
+        }
+        if !self.gpa_mean.is_finite() {
+            return Err(format!("--gpa-mean must be finite, got {}", self.gpa_mean));
+        }
+        if !(self.gpa_std.is_finite() && self.gpa_std > 0.0) {
+            return Err(format!("--gpa-std must be positive, got {}", self.gpa_std));
+        }
+        Ok(())
+    }
 }
 
 impl DeepPromptConfig {
     /// The official configuration of `method` (`None` for a method without deep prompts): MaPLe
     /// 2 coupled tokens to depth 9 (`vit_b16_c2_ep5_batch4_2ctx`), IVLP 2 + 2 tokens to depth 12
     /// (`vit_b16_c2_ep5_batch4_2+2ctx`), VPT 8 visual tokens to depth 12
-    /// (`vit_b16_c2_ep5_batch4_4`), each from `"a photo of a"`.
+    /// (`vit_b16_c2_ep5_batch4_4`), PromptSRC 4 + 4 independent tokens to depth 9 with its
+    /// self-regulation (`vit_b16_c2_ep20_batch4_4+4ctx`), each from `"a photo of a"`.
     pub fn official(method: Method) -> Option<Self> {
         let (text_ctx, text_depth, vision_ctx, vision_depth, coupled) = match method {
             Method::Maple => (2, 9, 2, 9, true),
             Method::Ivlp => (2, 12, 2, 12, false),
             Method::Vpt => (0, 0, 8, 12, false),
+            Method::Promptsrc => (4, 9, 4, 9, false),
             _ => return None,
         };
         Some(Self {
@@ -562,6 +632,7 @@ impl DeepPromptConfig {
             vision_depth,
             coupled,
             ctx_init: "a photo of a".into(),
+            self_regulation: (method == Method::Promptsrc).then(SelfRegulation::official),
         })
     }
 
@@ -603,6 +674,14 @@ impl DeepPromptConfig {
                  tokens and depth (got {}/{} language, {}/{} vision)",
                 self.text_ctx, self.text_depth, self.vision_ctx, self.vision_depth
             ));
+        }
+        if let Some(regulation) = &self.self_regulation {
+            if self.text_ctx == 0 || self.coupled {
+                return Err(
+                    "PromptSRC regulates independent prompts on both towers (IVLP's)".into(),
+                );
+            }
+            regulation.validate()?;
         }
         Ok(())
     }

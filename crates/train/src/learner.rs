@@ -86,6 +86,10 @@ pub trait PromptLearner<B: AutodiffBackend>:
         device: &B::Device,
     ) -> Result<Self, TrainError>;
 
+    /// Told once, before the first step, how many optimiser steps make an epoch, for a method that
+    /// acts at epoch ends (PromptSRC's aggregation of the epochs' prompts); nothing by default.
+    fn set_steps_per_epoch(&mut self, _steps: usize) {}
+
     /// Where training stands (steps taken, the f16 loss scale).
     fn state(&self) -> StepState;
 

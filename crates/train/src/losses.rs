@@ -90,6 +90,12 @@ pub fn distillation<B: Backend>(student: Tensor<B, 2>, teacher: Tensor<B, 2>) ->
     (log_t.clone().exp() * (log_t - log_s)).sum_dim(1).mean()
 }
 
+/// The mean absolute difference of two feature matrices of one shape (PyTorch's `l1_loss` with
+/// its `mean` reduction; PromptSRC's agreement with frozen CLIP).
+pub fn mean_absolute<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 1> {
+    (a - b).abs().mean()
+}
+
 /// Mean entropy (nats) of the rows of a probability matrix `[N, E]`.
 pub fn mean_entropy<B: Backend>(p: Tensor<B, 2>) -> Tensor<B, 1> {
     -(p.clone() * p.clamp_min(1e-12).log()).sum_dim(1).mean()

@@ -32,6 +32,9 @@
 //!
 //! VPT, IVLP and MaPLe use their official configurations on every dataset: 5 epochs (1 of warm-up
 //! at 1e-5) at batch size 4 and learning rate 0.0035 (VPT 0.0025), not scaled, no clipping.
+//! PromptSRC uses its base-to-new one (`vit_b16_c2_ep20_batch4_4+4ctx`): 20 epochs (1 of warm-up)
+//! at batch size 4 and learning rate 0.0025; its loss weights and aggregation are
+//! `config::SelfRegulation::official`.
 
 use mocoop_model::prompt::{ContextCount, LayoutOptions};
 
@@ -222,17 +225,19 @@ impl Recipe {
 
     /// The official configurations of the deep-prompt methods on every dataset (MaPLe's
     /// `vit_b16_c2_ep5_batch4_2ctx`, IVLP's `vit_b16_c2_ep5_batch4_2+2ctx`, VPT's
-    /// `vit_b16_c2_ep5_batch4_4`): 5 epochs at batch size 4, learning rate 0.0035 (VPT 0.0025), the
-    /// CoOp family's schedule otherwise; `None` for the other methods.
+    /// `vit_b16_c2_ep5_batch4_4`): 5 epochs at batch size 4, learning rate 0.0035 (VPT 0.0025);
+    /// PromptSRC's `vit_b16_c2_ep20_batch4_4+4ctx`: 20 epochs at batch size 4, learning rate
+    /// 0.0025; the CoOp family's schedule otherwise; `None` for the other methods.
     fn deep(method: Method) -> Option<Self> {
-        let base_lr = match method {
-            Method::Maple | Method::Ivlp => 0.0035,
-            Method::Vpt => 0.0025,
+        let (epochs, base_lr) = match method {
+            Method::Maple | Method::Ivlp => (5, 0.0035),
+            Method::Vpt => (5, 0.0025),
+            Method::Promptsrc => (20, 0.0025),
             _ => return None,
         };
         Some(Self {
             base_lr,
-            ..Self::official_schedule(5, 4, LossConfig::coop())
+            ..Self::official_schedule(epochs, 4, LossConfig::coop())
         })
     }
 
@@ -421,6 +426,40 @@ mod tests {
                 assert_eq!(r.loss, LossConfig::coop());
             }
         }
+    }
+
+    #[test]
+    fn promptsrc_follows_its_official_base_to_new_configuration() {
+        use crate::config::{DeepPromptConfig, SelfRegulation};
+        for dataset in ["imagenet", "dtd"] {
+            let r = Recipe::for_run(Method::Promptsrc, dataset);
+            assert_eq!((r.epochs, r.warmup_epochs, r.batch_size), (20, 1, 4));
+            assert!(close(r.lr(32), 0.0025) && close(r.warmup_lr, 1e-5));
+            assert!(r.clip_norm.is_none() && !r.ln_tuning);
+        }
+        let deep = DeepPromptConfig::official(Method::Promptsrc).unwrap();
+        let shape = (
+            deep.text_ctx,
+            deep.text_depth,
+            deep.vision_ctx,
+            deep.vision_depth,
+        );
+        assert_eq!(shape, (4, 9, 4, 9));
+        assert!(!deep.coupled && deep.ctx_init == "a photo of a");
+        let regulation = deep.self_regulation.unwrap();
+        assert_eq!(regulation, SelfRegulation::official());
+        assert_eq!(
+            (regulation.text_weight, regulation.image_weight),
+            (25.0, 10.0)
+        );
+        assert_eq!((regulation.gpa_mean, regulation.gpa_std), (15.0, 1.0));
+        // The other deep methods carry no self-regulation.
+        assert!(
+            DeepPromptConfig::official(Method::Ivlp)
+                .unwrap()
+                .self_regulation
+                .is_none()
+        );
     }
 
     #[test]

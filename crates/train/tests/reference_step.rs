@@ -1,4 +1,4 @@
-//! One MoCoOp, CoOp, CoCoOp, KgCoOp, ProGrad, LASP, MaPLe, IVLP and VPT training step on the CPU against the PyTorch reference in
+//! One MoCoOp, CoOp, CoCoOp, KgCoOp, ProGrad, LASP, MaPLe, IVLP, VPT and PromptSRC training step on the CPU against the PyTorch reference in
 //! `tests/fixtures/train_step.json` (written by `tests/fixtures/make_reference.py`): logits, router
 //! logits, gates, every loss term, the gradients of the contexts, router, text bias and image
 //! LayerNorms, and the parameters after two SGD steps (momentum, weight decay, global-norm
@@ -146,6 +146,20 @@ fn ivlp_step_matches_pytorch() {
 fn vpt_step_matches_pytorch() {
     let _serial = mocoop_test_support::serial_autodiff();
     run_deep_case::<B>("vpt", Method::Vpt, Precision::F32, &Default::default());
+}
+
+/// PromptSRC: IVLP's prompts, the cross-entropy and its three self-regulating terms against
+/// frozen CLIP (the template ensemble's text features, the image features, the zero-shot
+/// logits), each checked on its own and in the weighted loss.
+#[test]
+fn promptsrc_step_matches_pytorch() {
+    let _serial = mocoop_test_support::serial_autodiff();
+    run_deep_case::<B>(
+        "promptsrc",
+        Method::Promptsrc,
+        Precision::F32,
+        &Default::default(),
+    );
 }
 
 #[test]

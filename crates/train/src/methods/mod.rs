@@ -5,7 +5,7 @@
 //! against the hand-made prompt (`LossConfig::kgcoop`, `LossConfig::prograd`), and LASP is CoOp's
 //! soft prompt with the text bias and the text loss against every template (`LossConfig::lasp`),
 //! so they train and classify through the mixture's module; CoCoOp has a module of its own
-//! (`cocoop.rs`), and so do the deep-prompt methods VPT, IVLP and MaPLe (`deep/`).
+//! (`cocoop.rs`), and so do the deep-prompt methods VPT, IVLP, MaPLe and PromptSRC (`deep/`).
 
 pub mod cached;
 pub mod cocoop;
@@ -95,7 +95,9 @@ fn fit<B: AutodiffBackend>(
             trainer::fit::<B, MocoopModel<B>>(run, clip)
         }
         Method::Cocoop => trainer::fit::<B, CocoopModel<B>>(run, clip),
-        Method::Vpt | Method::Ivlp | Method::Maple => trainer::fit::<B, DeepModel<B>>(run, clip),
+        Method::Vpt | Method::Ivlp | Method::Maple | Method::Promptsrc => {
+            trainer::fit::<B, DeepModel<B>>(run, clip)
+        }
         Method::ZeroShot => {
             let clip = clip.with_precision(run.config.precision).valid();
             let learner = ZeroShotRun::new(&run.config, clip);
@@ -127,7 +129,7 @@ impl<B: Backend> TrainedRun<B> {
                     MixtureRun::load(&config, clip, tokenizer, t, device)
                 })?)
             }
-            Method::Vpt | Method::Ivlp | Method::Maple => {
+            Method::Vpt | Method::Ivlp | Method::Maple | Method::Promptsrc => {
                 Box::new(from_checkpoint(run_dir, &config, |t| {
                     DeepRun::load(&config, clip, tokenizer, t, device)
                 })?)

@@ -216,6 +216,7 @@ where
     let clip = clip.with_precision(config.precision);
     let mut model: M = build_model(&config, clip, tokenizer, &groups, &dataset, options, device)?;
     let iters = iterations(&config, &dataset)?;
+    model.set_steps_per_epoch(iters);
     let parts = split_devices(&mut model, options.split, devices, &mut notes)?;
     check_parts(parts, &config, &dataset)?;
     let errors = DataErrors::default();

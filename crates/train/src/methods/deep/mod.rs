@@ -1,12 +1,16 @@
 //! Deep prompts on both towers: VPT-deep (Jia et al., 2022: visual tokens of their own at every
 //! image layer, the text side the frozen hand-made prompt), IVLP (Khattak et al., 2023: such
-//! tokens on both towers, independently) and MaPLe (Khattak et al., 2023: language tokens, and
-//! visual tokens made from them by one linear layer per depth). Their loss is the cross-entropy
-//! alone. The text side does not depend on the image, so a class set's text features are computed
-//! once at inference; the image side runs with the learned tokens on every batch, and its graph is
-//! kept in training (the encoder's weights stay frozen).
+//! tokens on both towers, independently), MaPLe (Khattak et al., 2023: language tokens, and
+//! visual tokens made from them by one linear layer per depth) and PromptSRC (Khattak et al.,
+//! 2023: IVLP's tokens with the self-regulating terms of `promptsrc.rs` and the epochs' aggregate
+//! of `gpa.rs`). The loss of the first three is the cross-entropy alone. The text side does not
+//! depend on the image, so a class set's text features are computed once at inference; the image
+//! side runs with the learned tokens on every batch, and its graph is kept in training (the
+//! encoder's weights stay frozen).
 
+mod gpa;
 mod prompts;
+mod promptsrc;
 
 use std::collections::BTreeMap;
 
@@ -21,7 +25,9 @@ use mocoop_model::Clip;
 use mocoop_model::clip::l2_normalize;
 use mocoop_model::tokenizer::ClipTokenizer;
 
+pub use gpa::{Gpa, epoch_weights};
 pub use prompts::{ClassText, TowerPrompts};
+pub use promptsrc::{Regulation, ensemble_features, templates};
 
 use crate::TrainError;
 use crate::config::{DeepPromptConfig, TrainConfig};
@@ -41,17 +47,14 @@ fn deep_config(config: &TrainConfig) -> Result<&DeepPromptConfig, TrainError> {
     })
 }
 
-/// Logits `[N, C]`: images through the image encoder with the visual tokens of `prompts`,
-/// normalised, against normalised class text features `z`, times `scale`.
-fn logits<B: Backend>(
+/// Normalised image features `[N, D]`: images through the image encoder with the visual tokens
+/// of `prompts`.
+fn image_features<B: Backend>(
     clip: &Clip<B>,
     prompts: &TowerPrompts<B>,
-    z: Tensor<B, 2>,
     images: Tensor<B, 4>,
-    scale: f32,
 ) -> Tensor<B, 2> {
-    let f = l2_normalize(clip.vision.forward_prompted(images, &prompts.visual()));
-    f.matmul(z.transpose()) * scale
+    l2_normalize(clip.vision.forward_prompted(images, &prompts.visual()))
 }
 
 /// Per-run settings that are not tensors.
@@ -65,8 +68,8 @@ pub struct DeepSettings {
     pub ctx_init: String,
 }
 
-/// The trainable model of VPT, IVLP and MaPLe: frozen CLIP, the learned tokens, and the fixed
-/// text side of the training classes.
+/// The trainable model of VPT, IVLP, MaPLe and PromptSRC: frozen CLIP, the learned tokens, the
+/// fixed text side of the training classes, and PromptSRC's regulation.
 #[derive(Module, Debug)]
 pub struct DeepModel<B: Backend> {
     /// CLIP, frozen.
@@ -75,6 +78,8 @@ pub struct DeepModel<B: Backend> {
     pub prompts: TowerPrompts<B>,
     /// The training classes' fixed text side.
     pub classes: ClassText<B>,
+    /// PromptSRC's frozen targets, weights and aggregate (`None` for the other methods).
+    pub regulation: Option<Regulation<B>>,
     /// Settings.
     #[module(skip)]
     pub settings: DeepSettings,
@@ -84,11 +89,34 @@ pub struct DeepModel<B: Backend> {
 }
 
 impl<B: Backend> DeepModel<B> {
-    /// The step's terms for a batch: logits and the cross-entropy.
+    /// The step's terms for a batch: logits and the cross-entropy, and PromptSRC's terms.
     pub fn forward(&self, images: Tensor<B, 4>, labels: Tensor<B, 1, Int>) -> StepTerms<B> {
+        let scale = self.settings.scale;
         let z = self.prompts.text_features(&self.clip.text, &self.classes);
-        let logits = logits(&self.clip, &self.prompts, z, images, self.settings.scale);
-        StepTerms::cross_entropy(logits, labels)
+        let f = image_features(&self.clip, &self.prompts, images.clone());
+        let logits = f.clone().matmul(z.clone().transpose()) * scale;
+        let terms = StepTerms::cross_entropy(logits, labels);
+        match &self.regulation {
+            Some(regulation) => regulation.regulate(terms, &self.clip, images, z, f, scale),
+            None => terms,
+        }
+    }
+
+    /// The tokens the run keeps: the epochs' aggregate once the last epoch has ended (PromptSRC),
+    /// otherwise the tokens as trained.
+    fn kept_prompts(&self) -> TowerPrompts<B> {
+        let aggregate = self
+            .regulation
+            .as_ref()
+            .and_then(|r| r.gpa.aggregate(self.state.steps));
+        let Some(mut aggregate) = aggregate else {
+            return self.prompts.clone();
+        };
+        let device = self.prompts.devices().remove(0);
+        self.prompts
+            .clone()
+            .load(&mut aggregate, &device)
+            .expect("the aggregate holds every learned tensor")
     }
 }
 
@@ -129,6 +157,10 @@ impl<B: AutodiffBackend> TrainStep for DeepModel<B> {
         let state = self.state;
         let (mut model, state) = sgd_update(self, state, optim, lr, grads, update);
         model.state = state;
+        if let Some(regulation) = &mut model.regulation {
+            let prompts = &model.prompts;
+            regulation.gpa.after_step(state.steps, || prompts.tensors());
+        }
         model
     }
 }
@@ -163,6 +195,20 @@ impl<B: AutodiffBackend> PromptLearner<B> for DeepModel<B> {
             &setup.classes.train,
             setup.device,
         )?;
+        let regulation = deep.self_regulation.map(|weights| {
+            let names = prompts.tensors();
+            let classnames = &setup.classes.train;
+            let epochs = config.optim.epochs;
+            Regulation::new(
+                weights,
+                epochs,
+                &clip,
+                setup.tokenizer,
+                classnames,
+                &names,
+                setup.device,
+            )
+        });
         let state = StepState::start(config.precision);
         Ok(Self {
             settings: DeepSettings {
@@ -173,12 +219,17 @@ impl<B: AutodiffBackend> PromptLearner<B> for DeepModel<B> {
             clip,
             prompts,
             classes,
+            regulation,
             state,
         })
     }
 
     fn tensors(&self) -> Vec<(String, TensorData)> {
-        self.prompts.tensors()
+        let mut tensors = self.prompts.tensors();
+        if let Some(regulation) = &self.regulation {
+            tensors.extend(regulation.gpa.tensors());
+        }
+        tensors
     }
 
     fn param_ids(&self) -> Vec<(String, ParamId)> {
@@ -191,7 +242,16 @@ impl<B: AutodiffBackend> PromptLearner<B> for DeepModel<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         self.prompts = self.prompts.load(tensors, device)?;
+        if let Some(regulation) = &mut self.regulation {
+            regulation.gpa.load(tensors)?;
+        }
         Ok(self)
+    }
+
+    fn set_steps_per_epoch(&mut self, steps: usize) {
+        if let Some(regulation) = &mut self.regulation {
+            regulation.gpa.set_steps_per_epoch(steps);
+        }
     }
 
     fn state(&self) -> StepState {
@@ -203,7 +263,10 @@ impl<B: AutodiffBackend> PromptLearner<B> for DeepModel<B> {
     }
 
     fn loss_terms(&self) -> Vec<LossTerm> {
-        Vec::new()
+        match self.regulation {
+            Some(_) => promptsrc::TERMS.to_vec(),
+            None => Vec::new(),
+        }
     }
 
     fn routed_experts(&self) -> Option<usize> {
@@ -231,14 +294,14 @@ impl<B: AutodiffBackend> PromptLearner<B> for DeepModel<B> {
 
     fn into_trained(model: Self::InnerModule) -> Box<dyn TrainedLearner<B::InnerBackend>> {
         Box::new(DeepRun {
+            prompts: model.kept_prompts(),
             clip: model.clip,
-            prompts: model.prompts,
             ctx_init: model.settings.ctx_init,
         })
     }
 }
 
-/// A trained VPT, IVLP or MaPLe run at inference.
+/// A trained VPT, IVLP, MaPLe or PromptSRC run at inference (PromptSRC's tokens the aggregate).
 #[derive(Debug)]
 pub struct DeepRun<B: Backend> {
     /// CLIP.
@@ -260,6 +323,11 @@ impl<B: Backend> DeepRun<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         let deep = deep_config(config)?;
+        if deep.self_regulation.is_some() {
+            // A run stopped by a non-finite loss keeps its last epoch checkpoint, aggregate and
+            // all: its prompts are those trained so far.
+            tensors.retain(|name, _| !name.starts_with(gpa::PREFIX));
+        }
         let prompts =
             TowerPrompts::new(deep, &clip, tokenizer, 0, device)?.load(tensors, device)?;
         Ok(Self {
@@ -304,8 +372,9 @@ impl<B: Backend> ImageClassifier<B> for DeepClassifier<'_, B> {
     fn predict(&self, images: Tensor<B, 4>) -> Prediction<B> {
         let clip = &self.run.clip;
         let scale = clip.logit_scale().exp();
+        let f = image_features(clip, &self.run.prompts, images);
         Prediction {
-            logits: logits(clip, &self.run.prompts, self.z.clone(), images, scale),
+            logits: f.matmul(self.z.clone().transpose()) * scale,
             gates: None,
         }
     }

@@ -260,12 +260,13 @@ mod tests {
             (state >> 11) as f64 / (1u64 << 53) as f64 * 1.5 - 0.5
         };
         let mut rows = vec![vec![1.0; n]; n];
-        for i in 0..n {
-            for j in i + 1..n {
-                let v = next();
-                rows[i][j] = v;
-                rows[j][i] = v;
-            }
+        let pairs: Vec<(usize, usize)> = (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .collect();
+        for (i, j) in pairs {
+            let v = next();
+            rows[i][j] = v;
+            rows[j][i] = v;
         }
         Similarity::from_rows(&rows)
     }

@@ -19,7 +19,7 @@ fn near_axes(axis: &[usize]) -> Vec<Vec<f32>> {
     axis.iter()
         .enumerate()
         .map(|(t, &a)| {
-            let mut v = vec![0.05 * (t % 3) as f32; 4];
+            let mut v = [0.05 * (t % 3) as f32; 4];
             v[a] = 1.0;
             v[3] = 0.1 * t as f32 / axis.len() as f32;
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -70,7 +70,7 @@ impl Gpa {
     /// The epoch (1-based) that optimiser step `steps` (counted from 1) ends, if it ends one.
     fn epoch_ended_by(&self, steps: u64) -> Option<usize> {
         let per_epoch = self.steps_per_epoch? as u64;
-        (steps > 0 && steps % per_epoch == 0).then_some((steps / per_epoch) as usize)
+        (steps > 0 && steps.is_multiple_of(per_epoch)).then_some((steps / per_epoch) as usize)
     }
 
     /// After optimiser step `steps`: when it ends an epoch, adds the learned tensors (`current`,

@@ -361,6 +361,17 @@ fn lasp_learns_and_a_reloaded_run_evaluates_and_classifies_identically() {
     );
 }
 
+/// The error of a `train` run on `dir`'s data into `dir/out` with `extra` flags, which must fail.
+fn refused_training(dir: &Path, out: &str, extra: &[&str]) -> String {
+    let root = dir.join("data");
+    let out = dir.join(out);
+    failure(mocoop(&train_args(
+        root.to_str().unwrap(),
+        out.to_str().unwrap(),
+        extra,
+    )))
+}
+
 /// VPT (visual tokens only), IVLP (tokens on both towers) and MaPLe (language tokens coupled into
 /// the image encoder), two layers deep on the fixture's two-layer towers: the loss falls, test
 /// accuracy is far above chance (25%), only the learned tokens (and MaPLe's couplings) are saved,
@@ -409,15 +420,7 @@ fn vpt_ivlp_and_maple_learn_and_a_reloaded_run_evaluates_identically() {
         if method == "maple" {
             // Each in a directory of its own: a run whose model cannot be built leaves its
             // directory behind.
-            let root = dir.join("data");
-            let train = |out: &str, extra: &[&str]| {
-                let out = dir.join(out);
-                failure(mocoop(&train_args(
-                    root.to_str().unwrap(),
-                    out.to_str().unwrap(),
-                    extra,
-                )))
-            };
+            let train = |out: &str, extra: &[&str]| refused_training(&dir, out, extra);
             let err = train("deep", &["--method", "maple", "--prompt-depth", "3"]);
             assert!(
                 err.contains("deeper than the text encoder's 2 layers"),
@@ -884,14 +887,7 @@ fn promptsrc_keeps_the_epochs_aggregate_and_a_reloaded_run_evaluates_identically
     let table: Value = serde_json::from_str(&std::fs::read_to_string(table).unwrap()).unwrap();
     assert_eq!(table["cells"].as_array().unwrap().len(), 1, "{table}");
 
-    let train = |out: &str, extra: &[&str]| {
-        let out = dir.join(out);
-        failure(mocoop(&train_args(
-            root.to_str().unwrap(),
-            out.to_str().unwrap(),
-            extra,
-        )))
-    };
+    let train = |out: &str, extra: &[&str]| refused_training(&dir, out, extra);
     let err = train("deep", &["--method", "promptsrc", "--prompt-depth", "3"]);
     assert!(
         err.contains("deeper than the text encoder's 2 layers"),

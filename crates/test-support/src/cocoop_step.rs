@@ -20,8 +20,8 @@ use mocoop_train::methods::cocoop::CocoopModel;
 use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner};
 
 use crate::train_step::{
-    Batches, check, fixture_batch, fixture_config, flat, read_fixture, reference_sgd, shape,
-    strings, values,
+    Batches, check, check_terms, fixture_batch, fixture_config, flat, read_fixture, reference_sgd,
+    shape, strings, values,
 };
 
 /// A reference tensor in this project's layout: PyTorch's `[out, in]` linear weights transposed.
@@ -97,16 +97,11 @@ pub fn run_cocoop_case<B: AutodiffBackend>(device: &B::Device) {
     let f = Clip::encode_image(&model.clip, b.images);
     let terms = model.forward_features(f, b.labels);
     check(
-        &values(terms.logits),
+        &values(terms.logits.clone()),
         &flat(&case["logits"]),
         "cocoop: logits",
     );
-    let ce = values(terms.loss)[0];
-    check(
-        &[ce],
-        &[case["terms"]["ce"].as_f64().unwrap() as f32],
-        "cocoop: ce",
-    );
+    check_terms(&terms, &case["terms"], "cocoop", check);
 
     let (_, grads) = model.train_step(batch());
     let grads = grads.expect("a finite loss");

@@ -17,11 +17,12 @@ use mocoop_model::weights::LoadOptions;
 use mocoop_model::{Clip, Precision};
 use mocoop_train::config::{DeepPromptConfig, LossConfig, Method, SelfRegulation, TrainConfig};
 use mocoop_train::methods::deep::DeepModel;
-use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner, StepTerms};
+use mocoop_train::{ClassSetup, LearnerSetup, PromptLearner};
 
 use crate::cocoop_step::{check_after_two_steps, check_grads, ours, tensors};
 use crate::train_step::{
-    IN_RANGE, check, fixture_batch, fixture_config, flat, read_fixture, strings, tolerance, values,
+    IN_RANGE, check, check_terms, fixture_batch, fixture_config, flat, read_fixture, strings,
+    tolerance, values,
 };
 
 /// The run configuration of a case: the fixture's method with its tokens and depths.
@@ -48,25 +49,6 @@ fn config(method: Method, cfg: &Value) -> TrainConfig {
         }),
     });
     config
-}
-
-/// Each of the case's loss terms (`total` the weighted loss) against the step's `terms`.
-fn check_terms<B: AutodiffBackend>(
-    terms: &StepTerms<B>,
-    expected: &Value,
-    name: &str,
-    check: impl Fn(&[f32], &[f32], &str),
-) {
-    for (key, want) in expected.as_object().unwrap() {
-        let got = match key.as_str() {
-            "total" => terms.loss.clone(),
-            key => terms
-                .term(key)
-                .unwrap_or_else(|| panic!("{name}: no term {key}")),
-        };
-        let want = want.as_f64().unwrap() as f32;
-        check(&values(got), &[want], &format!("{name}: {key}"));
-    }
 }
 
 /// Runs case `name` (`maple`, `ivlp`, `vpt` or `promptsrc`) on `device` with the encoders in `precision`

@@ -27,7 +27,7 @@ use mocoop_train::{ClassSetup, MocoopModel, epoch_lr};
 
 use crate::reference::fixtures;
 use crate::train_step::{
-    check, fixture_batch, flat, named_params, reference_sgd, shape, strings, values,
+    check, check_terms, fixture_batch, flat, named_params, reference_sgd, shape, strings, values,
 };
 
 /// Agreement asked of every value, relative to the largest reference magnitude (at least 1).
@@ -155,22 +155,8 @@ fn check_forward<B: AutodiffBackend>(name: &str, model: &MocoopModel<B>, case: &
             TOLERANCE,
         );
     }
-    let mut got: BTreeMap<String, f32> = terms
-        .terms
-        .iter()
-        .map(|(k, v)| (k.to_string(), values(v.clone())[0]))
-        .collect();
-    got.insert("total".into(), values(terms.loss)[0]);
-    let expected = case["terms"].as_object().unwrap();
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        expected.keys().collect::<Vec<_>>(),
-        "{name}: terms"
-    );
-    for (k, v) in expected {
-        let want = v.as_f64().unwrap() as f32;
-        check(&[got[k]], &[want], &format!("{name}: term {k}"), TOLERANCE);
-    }
+    let within = |got: &[f32], want: &[f32], what: &str| check(got, want, what, TOLERANCE);
+    check_terms(&terms, &case["terms"], name, within);
 }
 
 /// A gradient's values, `[E, D]` for the router as PyTorch lays it out; `None` when the

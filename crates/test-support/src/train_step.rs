@@ -26,7 +26,7 @@ use mocoop_train::config::{
 };
 use mocoop_train::loss_scale::LossScale;
 use mocoop_train::model::visual_ln_params;
-use mocoop_train::{ClassSetup, MocoopModel, Recipe};
+use mocoop_train::{ClassSetup, MocoopModel, Recipe, StepTerms};
 
 use crate::reference::fixtures;
 
@@ -88,6 +88,32 @@ pub(crate) fn check(got: &[f32], expected: &[f32], what: &str, tolerance: f32) {
         &got[..got.len().min(6)],
         &expected[..expected.len().min(6)]
     );
+}
+
+/// A step's loss terms and their weighted total (`total`) against a fixture case's `terms`: the
+/// same names, each value within `check(got, expected, what)`.
+pub(crate) fn check_terms<B: Backend>(
+    terms: &StepTerms<B>,
+    expected: &Value,
+    name: &str,
+    check: impl Fn(&[f32], &[f32], &str),
+) {
+    let mut got: BTreeMap<String, f32> = terms
+        .terms
+        .iter()
+        .map(|(k, v)| (k.to_string(), values(v.clone())[0]))
+        .collect();
+    got.insert("total".into(), values(terms.loss.clone())[0]);
+    let expected = expected.as_object().unwrap();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "{name}: terms"
+    );
+    for (k, v) in expected {
+        let want = v.as_f64().unwrap() as f32;
+        check(&[got[k]], &[want], &format!("{name}: term {k}"));
+    }
 }
 
 /// Named trainable parameters of the model, as (fixture name, id, value, transpose?).
@@ -404,25 +430,7 @@ pub fn run_case<B: AutodiffBackend>(name: &str, precision: Precision, device: &B
             &format!("{name}: router logits"),
         );
     }
-    let expected_terms = case["terms"].as_object().unwrap();
-    let mut got_terms: BTreeMap<String, f32> = terms
-        .terms
-        .iter()
-        .map(|(k, v)| (k.to_string(), values(v.clone())[0]))
-        .collect();
-    got_terms.insert("total".into(), values(terms.loss.clone())[0]);
-    assert_eq!(
-        got_terms.keys().collect::<Vec<_>>(),
-        expected_terms.keys().collect::<Vec<_>>(),
-        "{name}: terms"
-    );
-    for (k, v) in expected_terms {
-        check(
-            &[got_terms[k]],
-            &[v.as_f64().unwrap() as f32],
-            &format!("{name}: term {k}"),
-        );
-    }
+    check_terms(&terms, &case["terms"], name, check);
 
     // Gradients.
     let (_, grads) = model.train_step(batch());

@@ -20,6 +20,9 @@ use crate::model_args::{LoadedClip, ModelArgs};
 /// The file `train --groups auto` writes its groups to, in the run directory.
 pub const RUN_GROUPS_FILE: &str = "groups.toml";
 
+/// How a groups file's header names the default template pool.
+const DEFAULT_POOL: &str = "CLIP's 80 ImageNet templates";
+
 /// Class names listed in a groups file's header before "…".
 const NAMES_SHOWN: usize = 6;
 
@@ -82,7 +85,7 @@ impl OnBackend for SuggestArgs {
         }
         let (pool, origin) = match &self.templates {
             Some(path) => (read_pool(path)?, path.display().to_string()),
-            None => (imagenet_templates(), "CLIP's 80 ImageNet templates".into()),
+            None => (imagenet_templates(), DEFAULT_POOL.into()),
         };
         // A bad count fails before the model loads.
         self.groups.check(pool.len())?;
@@ -179,11 +182,7 @@ pub fn write_run_groups<B: Backend>(
         "Written by `train --groups auto` for dataset {}.",
         target.dataset
     )];
-    notes.extend(header_notes(
-        target.weights,
-        classes,
-        "CLIP's 80 ImageNet templates",
-    ));
+    notes.extend(header_notes(target.weights, classes, DEFAULT_POOL));
     let text = suggestion.to_toml(target.dataset, &notes);
     write_atomic(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok((path, suggestion))

@@ -122,7 +122,7 @@ impl<B: Backend> Regulation<B> {
         f: Tensor<B, 2>,
         scale: f32,
     ) -> StepTerms<B> {
-        let frozen = l2_normalize(clip.vision.forward(images)).detach();
+        let frozen = clip.encode_image(images).detach();
         let zero_shot = frozen.clone().matmul(self.text.clone().transpose()) * scale;
         let classes = zero_shot.dims()[1] as f32;
         let text = losses::mean_absolute(z, self.text.clone());
